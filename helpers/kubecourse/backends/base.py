@@ -1,0 +1,57 @@
+"""The contract every backend fulfils. The facade (kubecourse.client) only ever calls these."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator
+
+from ..manifests import Manifest
+from ..types import Event, JobRef, JobStatus, LogLine
+
+
+class Backend(abc.ABC):
+    """Runs rendered, validated manifests somewhere: local processes or a Kubernetes cluster.
+
+    Invariants (tested for each backend):
+      * submit() receives objects already validated by the facade, in creation order;
+      * every method answers in the shared types (JobRef, JobStatus, LogLine, Event) and the
+        phase vocabulary of kubecourse.constants;
+      * wait() returns once the job is terminal (Succeeded/Failed) or raises JobTimeout; it
+        blocks on notifications (a watch stream, a condition variable), never on a sleep-poll loop;
+      * delete() stops every process/pod of the job and is idempotent.
+    """
+
+    name: str = "backend"
+
+    @abc.abstractmethod
+    def submit(self, objects: list[Manifest], *, dry_run: bool = False) -> JobRef:
+        """Create the objects (dependencies first) and return a reference to the workload."""
+
+    @abc.abstractmethod
+    def status(self, name: str, namespace: str) -> JobStatus:
+        """The job's current phase, counts and pods."""
+
+    @abc.abstractmethod
+    def wait(self, name: str, namespace: str, *, timeout_s: float,
+             on_update: Callable[[JobStatus], None] | None = None) -> JobStatus:
+        """Block until the job is terminal; call on_update on every observed change."""
+
+    @abc.abstractmethod
+    def logs(self, name: str, namespace: str, *, follow: bool = False, index: int | None = None,
+             tail_lines: int | None = None) -> Iterator[LogLine]:
+        """Log lines of every pod of the job (or of the pod with completion index `index`)."""
+
+    @abc.abstractmethod
+    def events(self, name: str, namespace: str) -> list[Event]:
+        """Events about the job and its pods, oldest first."""
+
+    @abc.abstractmethod
+    def delete(self, name: str, namespace: str) -> None:
+        """Stop and remove the job and its pods (idempotent)."""
+
+    def progress(self, name: str, namespace: str) -> tuple[int, int] | None:
+        """(steps done, steps total) when the backend can see the trainer's progress, else None."""
+        return None
+
+    def close(self) -> None:
+        """Release connections and background threads."""

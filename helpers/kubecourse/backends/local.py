@@ -1,0 +1,593 @@
+"""Local backend: a Job's pods as local processes, with the environment the pods would get.
+
+The command, args and env come from the same rendered pod template a cluster would run; Kubernetes
+semantics that matter to training are modelled (see docs/design.md for what is not):
+  * `$(VAR)` expansion in command/args/env, downward-API `fieldRef`s, Secret/ConfigMap `keyRef`s;
+  * init containers run in order before the main container; exit codes become pod phases;
+  * volumes are folders: a PVC is `.course/volumes/<namespace>/<claim>` and outlives the job, an
+    emptyDir lives with the pod, and every arg/env value under a mountPath is rewritten to it;
+  * Indexed Jobs get JOB_COMPLETION_INDEX; completions run in parallel up to `parallelism`;
+  * `backoffLimit` retries failed pods (new pod name, same index), `podFailurePolicy` exit-code and
+    DisruptionTarget rules, `activeDeadlineSeconds` kills the whole job (DeadlineExceeded);
+  * stopping sends SIGTERM to the whole process group, then SIGKILL after the grace period.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import constants as C
+from ..errors import Conflict, JobNotFound, JobTimeout
+from ..manifests import Manifest, object_id, repo_root
+from ..types import Event, JobRef, JobStatus, LogLine, PodStatus
+from .base import Backend
+
+# Host variables a container image would also define (PATH to find python, locale, thread counts).
+_PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "OMP_NUM_THREADS",
+                    "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "PYTHONPATH", "HF_HOME", "HF_HUB_OFFLINE")
+_VAR_REF = re.compile(r"\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)|\$\$")
+_STEP_LINE = re.compile(r"^step (\d+)/(\d+)\b")
+_FIELD_LABEL = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
+
+
+def expand_vars(text: str, env: dict[str, str]) -> str:
+    """Kubernetes `$(VAR)` expansion: defined names are replaced, `$$` escapes, unknown stay as is."""
+
+    def replace(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return _VAR_REF.sub(replace, text)
+
+
+def _exit_code(returncode: int) -> int:
+    # A process killed by signal N reports -N; container runtimes report 128+N (SIGKILL -> 137).
+    return 128 - returncode if returncode < 0 else returncode
+
+
+@dataclass
+class _Pod:
+    name: str
+    index: int | None
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    phase: str = C.PENDING
+    exit_code: int | None = None
+    reason: str = ""
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def status(self) -> PodStatus:
+        return PodStatus(self.name, self.index, self.phase, self.exit_code, self.reason)
+
+
+@dataclass
+class _Job:
+    manifest: Manifest
+    name: str
+    namespace: str
+    run_dir: Path
+    uid: str
+    phase: str = C.PENDING
+    reason: str = ""
+    message: str = ""
+    succeeded: int = 0
+    failed: int = 0
+    pods: list[_Pod] = field(default_factory=list)
+    lines: list[LogLine] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    progress: tuple[int, int] | None = None
+    start_time: float | None = None
+    completion_time: float | None = None
+    stopping: bool = False
+    thread: threading.Thread | None = None
+
+
+class LocalBackend(Backend):
+    """Runs Jobs as local processes in the repository (the pod's working directory)."""
+
+    name = "local"
+
+    def __init__(self, state_dir: str | Path | None = None, workdir: str | Path | None = None,
+                 python: str = sys.executable, max_grace_s: float = 10.0):
+        self.workdir = Path(workdir) if workdir else repo_root()
+        self.state_dir = Path(state_dir) if state_dir else self.workdir / C.LOCAL_STATE_DIR
+        self.python = python
+        self.max_grace_s = max_grace_s  # cap on terminationGracePeriodSeconds so notebooks stay snappy
+        self._jobs: dict[tuple[str, str], _Job] = {}
+        self._objects: dict[tuple[str, str, str], Manifest] = {}
+        self._changed = threading.Condition(threading.RLock())
+
+    # ---------------------------------------------------------------------------------------------
+    # Backend verbs
+    # ---------------------------------------------------------------------------------------------
+
+    def submit(self, objects: list[Manifest], *, dry_run: bool = False) -> JobRef:
+        workloads = [o for o in objects if o.get("kind") in C.WORKLOAD_KINDS]
+        if len(workloads) != 1 or workloads[0]["kind"] != "Job":
+            raise NotImplementedError("the local backend runs exactly one batch/v1 Job per submit "
+                                      f"(got {[object_id(o) for o in workloads]})")
+        job_manifest = workloads[0]
+        name = job_manifest["metadata"]["name"]
+        namespace = job_manifest["metadata"].get("namespace", "default")
+        with self._changed:
+            existing = self._jobs.get((namespace, name))
+            if existing is not None:
+                raise Conflict(f'jobs.batch "{name}" already exists in namespace {namespace!r}; delete it first',
+                               reason="AlreadyExists")
+            if dry_run:
+                return JobRef(name, namespace, "Job", dry_run=True)
+            for obj in objects:
+                if obj is not job_manifest:
+                    ns = obj.get("metadata", {}).get("namespace", namespace)
+                    self._objects[(obj["kind"], ns, obj["metadata"]["name"])] = copy.deepcopy(obj)
+                    if obj["kind"] == "PersistentVolumeClaim":
+                        self._pvc_dir(ns, obj["metadata"]["name"]).mkdir(parents=True, exist_ok=True)
+            run_dir = self.state_dir / "runs" / namespace / name
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir(parents=True)
+            job = _Job(copy.deepcopy(job_manifest), name, namespace, run_dir, secrets.token_hex(8))
+            self._jobs[(namespace, name)] = job
+            job.thread = threading.Thread(target=self._run_job, args=(job,), name=f"local-job-{name}", daemon=True)
+            job.thread.start()
+        return JobRef(name, namespace, "Job")
+
+    def status(self, name: str, namespace: str) -> JobStatus:
+        with self._changed:
+            return self._snapshot(self._get(name, namespace))
+
+    def wait(self, name: str, namespace: str, *, timeout_s: float,
+             on_update: Callable[[JobStatus], None] | None = None) -> JobStatus:
+        deadline = time.monotonic() + timeout_s
+        last = None
+        with self._changed:
+            while True:
+                job = self._get(name, namespace)
+                snap = self._snapshot(job)
+                key = (snap.phase, snap.succeeded, snap.failed, [p.phase for p in snap.pods], job.progress, len(job.lines))
+                if on_update is not None and key != last:
+                    on_update(snap)
+                last = key
+                if snap.done:
+                    return snap
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise JobTimeout(f"job {namespace}/{name} still {snap.phase} after {timeout_s:.0f} s")
+                # Woken by every state change and log line; the timeout only bounds the total wait.
+                self._changed.wait(remaining)
+
+    def logs(self, name: str, namespace: str, *, follow: bool = False, index: int | None = None,
+             tail_lines: int | None = None) -> Iterator[LogLine]:
+        job = self.__get_locked(name, namespace)
+        position = 0
+        if tail_lines is not None:
+            with self._changed:
+                matching = [i for i, line in enumerate(job.lines) if index is None or line.index == index]
+                position = matching[-tail_lines] if 0 < tail_lines <= len(matching) else (len(job.lines) if tail_lines == 0 else 0)
+        while True:
+            with self._changed:
+                while position >= len(job.lines) and follow and job.phase not in C.TERMINAL_PHASES:
+                    self._changed.wait()
+                batch = job.lines[position:]
+                position = len(job.lines)
+                finished = job.phase in C.TERMINAL_PHASES
+            for line in batch:
+                if index is None or line.index == index:
+                    yield line
+            if not follow or (finished and position >= len(job.lines)):
+                return
+
+    def events(self, name: str, namespace: str) -> list[Event]:
+        with self._changed:
+            return list(self._get(name, namespace).events)
+
+    def delete(self, name: str, namespace: str) -> None:
+        with self._changed:
+            job = self._jobs.get((namespace, name))
+            if job is None:
+                return
+            job.stopping = True
+        self._stop_processes(job)
+        if job.thread is not None:
+            job.thread.join(timeout=self.max_grace_s + 5)
+        with self._changed:
+            self._jobs.pop((namespace, name), None)
+            self._changed.notify_all()
+
+    def progress(self, name: str, namespace: str) -> tuple[int, int] | None:
+        with self._changed:
+            return self._get(name, namespace).progress
+
+    def close(self) -> None:
+        for namespace, name in list(self._jobs):
+            self.delete(name, namespace)
+
+    # Where the local "cluster" keeps things (shown by the notebooks).
+    def pvc_dir(self, claim: str, namespace: str = "default") -> Path:
+        """The folder standing in for a PersistentVolumeClaim."""
+        return self._pvc_dir(namespace, claim)
+
+    def run_dir(self, name: str, namespace: str = "default") -> Path:
+        """The job's folder: one log file per pod, emptyDir volumes."""
+        return self.__get_locked(name, namespace).run_dir
+
+    # ---------------------------------------------------------------------------------------------
+    # The job controller
+    # ---------------------------------------------------------------------------------------------
+
+    def _run_job(self, job: _Job) -> None:
+        spec = job.manifest["spec"]
+        completions = int(spec.get("completions") or 1)
+        parallelism = int(spec.get("parallelism", 1) or 1)
+        indexed = spec.get("completionMode") == "Indexed"
+        deadline_s = spec.get("activeDeadlineSeconds")
+        with self._changed:
+            job.start_time = time.time()
+            self._event(job, "Normal", "Created", f"Job/{job.name}", f"local job with {completions} pod(s) in {job.run_dir}")
+        timer = None
+        if deadline_s:
+            timer = threading.Timer(float(deadline_s), self._deadline_exceeded, args=(job, deadline_s))
+            timer.daemon = True
+            timer.start()
+        slots = threading.Semaphore(max(1, min(parallelism, completions)))
+        workers = [threading.Thread(target=self._run_index, args=(job, i if indexed or completions > 1 else None, slots), daemon=True)
+                   for i in range(completions)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        if timer is not None:
+            timer.cancel()
+        with self._changed:
+            if job.phase not in C.TERMINAL_PHASES:
+                if job.succeeded >= completions:
+                    job.phase = C.SUCCEEDED
+                    self._event(job, "Normal", "Completed", f"Job/{job.name}", "Job completed")
+                else:
+                    job.phase, job.reason = C.FAILED, job.reason or "Deleted"
+            job.completion_time = time.time()
+            self._changed.notify_all()
+
+    def _run_index(self, job: _Job, index: int | None, slots: threading.Semaphore) -> None:
+        spec = job.manifest["spec"]
+        backoff_limit = int(spec.get("backoffLimit", 6))
+        with slots:
+            while True:
+                with self._changed:
+                    if job.stopping or job.phase in C.TERMINAL_PHASES:
+                        return
+                    pod = self._new_pod(job, index)
+                self._run_pod(job, pod)
+                with self._changed:
+                    if pod.phase == C.SUCCEEDED:
+                        job.succeeded += 1
+                        self._changed.notify_all()
+                        return
+                    if job.stopping or job.phase in C.TERMINAL_PHASES:
+                        return
+                    action = self._failure_action(spec, pod)
+                    if action == "FailJob":
+                        self._fail(job, "PodFailurePolicy", f"container exited with code {pod.exit_code}, "
+                                   "matching a FailJob rule of the podFailurePolicy")
+                        return
+                    if action != "Ignore":
+                        job.failed += 1
+                    if job.failed > backoff_limit:
+                        self._fail(job, "BackoffLimitExceeded", f"Job has reached the specified backoff limit ({backoff_limit})")
+                        return
+                    self._event(job, "Normal", "Retrying", f"Job/{job.name}",
+                                f"pod {pod.name} failed (exit {pod.exit_code}); starting a new pod ({job.failed}/{backoff_limit} failures)")
+
+    @staticmethod
+    def _failure_action(spec: Manifest, pod: _Pod) -> str:
+        """The podFailurePolicy action for a failed pod: FailJob, Ignore, Count (the default)."""
+        for rule in (spec.get("podFailurePolicy") or {}).get("rules") or []:
+            codes = rule.get("onExitCodes")
+            if codes and pod.exit_code is not None:
+                matched = pod.exit_code in codes.get("values", [])
+                if (codes.get("operator") == "In") == matched:
+                    return rule["action"]
+            for condition in rule.get("onPodConditions") or []:
+                # Locally a pod is "disrupted" only when it was terminated by a signal we sent.
+                if condition.get("type") == "DisruptionTarget" and pod.reason == "Preempted":
+                    return rule["action"]
+        return "Count"
+
+    def _new_pod(self, job: _Job, index: int | None) -> _Pod:
+        template_meta = (job.manifest["spec"].get("template") or {}).get("metadata") or {}
+        suffix = secrets.token_hex(3)[:5]
+        name = f"{job.name}-{index}-{suffix}" if index is not None else f"{job.name}-{suffix}"
+        labels = dict(template_meta.get("labels") or {})
+        labels.update({C.JOB_NAME_LABEL: job.name, C.LEGACY_JOB_NAME_LABEL: job.name,
+                       "batch.kubernetes.io/controller-uid": job.uid, "controller-uid": job.uid})
+        annotations = dict(template_meta.get("annotations") or {})
+        if index is not None:
+            labels[C.COMPLETION_INDEX_ANNOTATION] = str(index)
+            annotations[C.COMPLETION_INDEX_ANNOTATION] = str(index)
+        pod = _Pod(name, index, labels, annotations)
+        job.pods.append(pod)
+        self._event(job, "Normal", "SuccessfulCreate", f"Job/{job.name}", f"Created pod: {name}")
+        self._changed.notify_all()
+        return pod
+
+    def _run_pod(self, job: _Job, pod: _Pod) -> None:
+        pod_spec = job.manifest["spec"]["template"]["spec"]
+        pod_dir = job.run_dir / pod.name
+        try:
+            mounts_by_container = self._volumes(job, pod, pod_spec, pod_dir)
+            plans = [(c, self._container_plan(job, pod, c, mounts_by_container[c["name"]]))
+                     for c in (pod_spec.get("initContainers") or []) + pod_spec["containers"]]
+        except _ConfigError as exc:
+            with self._changed:
+                pod.phase, pod.reason, pod.exit_code = C.FAILED, "CreateContainerConfigError", 1
+                self._event(job, "Warning", "Failed", f"Pod/{pod.name}", str(exc))
+            return
+        init_names = {c["name"] for c in pod_spec.get("initContainers") or []}
+        log_path = job.run_dir / f"{pod.name}.log"
+        with open(log_path, "a", buffering=1) as log_file:
+            for container, (argv, env) in plans:
+                if container["name"] not in init_names:
+                    continue
+                code = self._run_container(job, pod, container["name"], argv, env, log_file)
+                if code != 0:
+                    with self._changed:
+                        pod.phase, pod.exit_code = C.FAILED, code
+                        pod.reason = pod.reason or "Init:Error"
+                    return
+            main = [(c, plan) for c, plan in plans if c["name"] not in init_names]
+            codes: list[int] = [0] * len(main)
+            threads = [threading.Thread(target=lambda i=i, c=c, p=p: codes.__setitem__(i, self._run_container(job, pod, c["name"], p[0], p[1], log_file)))
+                       for i, (c, p) in enumerate(main)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        with self._changed:
+            failed = next((code for code in codes if code != 0), None)
+            if failed is None:
+                pod.phase, pod.exit_code, pod.reason = C.SUCCEEDED, 0, "Completed"
+            else:
+                pod.phase, pod.exit_code = C.FAILED, failed
+                pod.reason = pod.reason or "Error"
+            self._event(job, "Normal" if failed is None else "Warning", pod.reason, f"Pod/{pod.name}",
+                        f"pod terminated with exit code {pod.exit_code}")
+            self._changed.notify_all()
+
+    def _run_container(self, job: _Job, pod: _Pod, container: str, argv: list[str], env: dict[str, str], log_file) -> int:
+        with self._changed:
+            if job.stopping or job.phase in C.TERMINAL_PHASES:
+                return 137
+            self._event(job, "Normal", "Started", f"Pod/{pod.name}", f"Started container {container}: {' '.join(argv)}")
+            try:
+                # A new session = a new process group, so a stop reaches torchrun's workers too.
+                process = subprocess.Popen(argv, cwd=self.workdir, env=env, stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+            except OSError as exc:
+                pod.reason = "StartError"
+                self._event(job, "Warning", "Failed", f"Pod/{pod.name}", f"cannot start {argv[0]!r}: {exc}")
+                return 128
+            pod.processes.append(process)
+            pod.phase = C.RUNNING
+            if job.phase == C.PENDING:
+                job.phase = C.RUNNING
+            self._changed.notify_all()
+        assert process.stdout is not None
+        for raw in process.stdout:
+            text = raw.rstrip("\n")
+            log_file.write(raw)
+            with self._changed:
+                job.lines.append(LogLine(pod.name, pod.index, text))
+                step = _STEP_LINE.match(text)
+                if step:
+                    job.progress = (int(step.group(1)), int(step.group(2)))
+                self._changed.notify_all()
+        code = _exit_code(process.wait())
+        with self._changed:
+            pod.processes.remove(process)
+        return code
+
+    # ---------------------------------------------------------------------------------------------
+    # Pod environment, volumes and command
+    # ---------------------------------------------------------------------------------------------
+
+    def _pvc_dir(self, namespace: str, claim: str) -> Path:
+        return self.state_dir / "volumes" / namespace / claim
+
+    def _volumes(self, job: _Job, pod: _Pod, pod_spec: Manifest, pod_dir: Path) -> dict[str, list[tuple[str, Path]]]:
+        """For each container: (mountPath, local folder) pairs, longest mountPath first."""
+        local: dict[str, Path | None] = {}
+        for volume in pod_spec.get("volumes") or []:
+            vname = volume["name"]
+            if "persistentVolumeClaim" in volume:
+                path = self._pvc_dir(job.namespace, volume["persistentVolumeClaim"]["claimName"])
+            elif "emptyDir" in volume:
+                path = pod_dir / "volumes" / vname
+            elif "configMap" in volume or "secret" in volume:
+                path = pod_dir / "volumes" / vname
+                source_kind, ref = ("ConfigMap", volume["configMap"]["name"]) if "configMap" in volume else ("Secret", volume["secret"]["secretName"])
+                data = self._lookup_data(job.namespace, source_kind, ref)
+                path.mkdir(parents=True, exist_ok=True)
+                for key, value in data.items():
+                    (path / key).write_text(value)
+            else:
+                path = pod_dir / "volumes" / vname  # hostPath, CSI...: modelled as an empty folder
+            path.mkdir(parents=True, exist_ok=True)
+            local[vname] = path
+        mounts = {}
+        for container in (pod_spec.get("initContainers") or []) + pod_spec["containers"]:
+            pairs = []
+            for mount in container.get("volumeMounts") or []:
+                if mount["mountPath"] == "/dev/shm":
+                    continue  # the host's /dev/shm already is shared memory
+                if mount["name"] not in local:
+                    raise _ConfigError(f"container {container['name']}: volumeMount {mount['name']!r} names no volume")
+                target = local[mount["name"]]
+                if mount.get("subPath"):
+                    target = target / mount["subPath"]
+                    target.mkdir(parents=True, exist_ok=True)
+                pairs.append((mount["mountPath"].rstrip("/") or "/", target))
+            mounts[container["name"]] = sorted(pairs, key=lambda p: -len(p[0]))
+        return mounts
+
+    def _lookup_data(self, namespace: str, kind: str, name: str) -> dict[str, str]:
+        obj = self._objects.get((kind, namespace, name))
+        if obj is None:
+            raise _ConfigError(f"{kind.lower()} {name!r} not found in namespace {namespace!r}: submit it with the job")
+        data = dict(obj.get("stringData") or {})
+        if kind == "Secret":
+            import base64
+
+            data.update({k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()})
+        else:
+            data.update(obj.get("data") or {})
+        return data
+
+    def _container_plan(self, job: _Job, pod: _Pod, container: Manifest, mounts: list[tuple[str, Path]]) -> tuple[list[str], dict[str, str]]:
+        """(argv, env) exactly as the pod would run them, with mount paths mapped to local folders."""
+        env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
+        env.update({"PYTHONUNBUFFERED": "1", "HOSTNAME": pod.name})
+        if pod.index is not None:
+            env[C.ENV_COMPLETION_INDEX] = str(pod.index)
+        for entry in container.get("env") or []:
+            if "value" in entry:
+                env[entry["name"]] = expand_vars(str(entry["value"]), env)
+            elif "valueFrom" in entry:
+                env[entry["name"]] = self._value_from(job, pod, entry["name"], entry["valueFrom"])
+            else:
+                env[entry["name"]] = ""
+        for source in container.get("envFrom") or []:
+            if "configMapRef" in source:
+                env.update(self._lookup_data(job.namespace, "ConfigMap", source["configMapRef"]["name"]))
+            if "secretRef" in source:
+                env.update(self._lookup_data(job.namespace, "Secret", source["secretRef"]["name"]))
+        command = [expand_vars(part, env) for part in container.get("command") or []]
+        args = [expand_vars(part, env) for part in container.get("args") or []]
+        if not command:
+            raise _ConfigError(f"container {container['name']} has no command: the local backend cannot "
+                               "read the image's ENTRYPOINT, so the manifest must spell it out")
+        argv = self._local_program(command) + args
+        argv = [self._map_path(a, mounts) for a in argv]
+        env = {k: self._map_path(v, mounts) for k, v in env.items()}
+        return argv, env
+
+    def _local_program(self, command: list[str]) -> list[str]:
+        """The image's `python` / `torchrun` are this environment's interpreter and launcher."""
+        program = command[0]
+        if program in ("python", "python3") or program.endswith("/python") or program.endswith("/python3"):
+            return [self.python, *command[1:]]
+        if program == "torchrun":
+            return [self.python, "-m", "torch.distributed.run", *command[1:]]
+        return command
+
+    @staticmethod
+    def _map_path(value: str, mounts: list[tuple[str, Path]]) -> str:
+        prefix, sep, rest = value.partition("=") if value.startswith("-") else ("", "", value)
+        for mount_path, local in mounts:
+            if rest == mount_path or rest.startswith(mount_path + "/"):
+                rest = str(local) + rest[len(mount_path):]
+                break
+        return f"{prefix}{sep}{rest}"
+
+    def _value_from(self, job: _Job, pod: _Pod, name: str, source: Manifest) -> str:
+        if "fieldRef" in source:
+            path = source["fieldRef"]["fieldPath"]
+            simple = {"metadata.name": pod.name, "metadata.namespace": job.namespace, "metadata.uid": job.uid,
+                      "spec.nodeName": "localhost", "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1",
+                      "spec.serviceAccountName": job.manifest["spec"]["template"]["spec"].get("serviceAccountName", "default")}
+            if path in simple:
+                return simple[path]
+            match = _FIELD_LABEL.match(path)
+            if match:
+                table = pod.labels if match.group(1) == "labels" else pod.annotations
+                return table.get(match.group(2), "")
+            raise _ConfigError(f"env {name}: fieldRef {path!r} is not supported by the local backend")
+        if "resourceFieldRef" in source:
+            return "0"
+        for key, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
+            if key in source:
+                ref = source[key]
+                try:
+                    data = self._lookup_data(job.namespace, kind, ref["name"])
+                except _ConfigError:
+                    if ref.get("optional"):
+                        return ""
+                    raise
+                if ref["key"] not in data:
+                    raise _ConfigError(f"env {name}: key {ref['key']!r} not found in {kind.lower()} {ref['name']!r}")
+                return data[ref["key"]]
+        raise _ConfigError(f"env {name}: unsupported valueFrom {sorted(source)}")
+
+    # ---------------------------------------------------------------------------------------------
+    # Stopping, failing, bookkeeping
+    # ---------------------------------------------------------------------------------------------
+
+    def _deadline_exceeded(self, job: _Job, deadline_s: float) -> None:
+        with self._changed:
+            if job.phase in C.TERMINAL_PHASES:
+                return
+            self._fail(job, "DeadlineExceeded", f"Job was active longer than specified deadline ({deadline_s} s)")
+
+    def _fail(self, job: _Job, reason: str, message: str) -> None:
+        """Mark the job Failed and stop all of its processes (called with the lock held)."""
+        job.phase, job.reason, job.message = C.FAILED, reason, message
+        job.completion_time = time.time()
+        for pod in job.pods:
+            if pod.phase not in C.TERMINAL_PHASES:
+                pod.phase, pod.reason = C.FAILED, reason  # its processes are being stopped below
+        self._event(job, "Warning", reason, f"Job/{job.name}", message)
+        self._changed.notify_all()
+        threading.Thread(target=self._stop_processes, args=(job,), daemon=True).start()
+
+    def _stop_processes(self, job: _Job) -> None:
+        grace = min(float(job.manifest["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)), self.max_grace_s)
+        with self._changed:
+            processes = [p for pod in job.pods for p in pod.processes]
+        for process in processes:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + grace
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def _event(self, job: _Job, type_: str, reason: str, obj: str, message: str) -> None:
+        job.events.append(Event(time.time(), type_, reason, obj, message))
+
+    def _get(self, name: str, namespace: str) -> _Job:
+        job = self._jobs.get((namespace, name))
+        if job is None:
+            raise JobNotFound(f"no local job {namespace}/{name} (submitted jobs: {sorted(n for _, n in self._jobs)})")
+        return job
+
+    def __get_locked(self, name: str, namespace: str) -> _Job:
+        with self._changed:
+            return self._get(name, namespace)
+
+    @staticmethod
+    def _snapshot(job: _Job) -> JobStatus:
+        pods = [p.status() for p in job.pods]
+        return JobStatus(job.name, job.namespace, job.phase, job.reason, job.message, job.succeeded, job.failed,
+                         sum(1 for p in job.pods if p.phase == C.RUNNING), pods, job.start_time, job.completion_time)
+
+
+class _ConfigError(Exception):
+    """The pod cannot start (Kubernetes: CreateContainerConfigError)."""

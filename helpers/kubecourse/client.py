@@ -1,0 +1,196 @@
+"""The facade the notebooks call: one client, the same verbs on every backend.
+
+    client = TrainingClient()                      # local backend (default): no cluster needed
+    client = TrainingClient(backend="kubernetes")  # the cluster in $KUBECONFIG
+    job = client.submit(render("01", name="my-run"))
+    client.wait(job); client.logs(job); client.events(job); client.delete(job)
+
+Every call validates what it sends (nothing invalid reaches a backend), can print its kubectl twin,
+and answers in the shared types of kubecourse.types. The facade never branches on the backend.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import display
+from .backends.base import Backend
+from .errors import JobFailed, ManifestError, OptionError
+from .manifests import Manifest, object_id, repo_root, workload
+from .types import Event, JobRef, JobStatus, LogLine
+from .validation import Report, validate
+
+BACKENDS = ("local", "kubernetes")
+
+
+def make_backend(backend: str | Backend = "local", **kwargs) -> Backend:
+    """A backend instance from its name ("local" or "kubernetes") or an existing instance."""
+    if isinstance(backend, Backend):
+        return backend
+    if backend == "local":
+        from .backends.local import LocalBackend
+
+        return LocalBackend(**kwargs)
+    if backend == "kubernetes":
+        from .backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(**kwargs)
+    raise OptionError("backend", f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+class TrainingClient:
+    """Submit, follow and clean up training jobs on a backend.
+
+    show_kubectl: print the equivalent kubectl command before each call (on by default: the
+    notebooks teach kubectl alongside the helpers).
+    """
+
+    def __init__(self, backend: str | Backend = "local", *, namespace: str = "default", show_kubectl: bool = True,
+                 policy: bool = True, rendered_dir: str | Path | None = None, **backend_kwargs):
+        self.backend = make_backend(backend, **backend_kwargs)
+        self.namespace = namespace
+        self.show_kubectl = show_kubectl
+        self.policy = policy
+        self.rendered_dir = Path(rendered_dir) if rendered_dir else repo_root() / ".course" / "rendered"
+
+    # ---------------------------------------------------------------------------------------------
+
+    def _twin(self, verb: str, ref: JobRef | None = None, **kwargs) -> None:
+        if self.show_kubectl:
+            name, ns = (ref.name, ref.namespace) if ref else ("", self.namespace)
+            print("$", display.kubectl(verb, name, ns, **kwargs))
+
+    def _ref(self, job: JobRef | str) -> JobRef:
+        return job if isinstance(job, JobRef) else JobRef(job, self.namespace)
+
+    # ---------------------------------------------------------------------------------------------
+    # Verbs
+    # ---------------------------------------------------------------------------------------------
+
+    def validate(self, objects: list[Manifest]) -> Report:
+        """Schema, CRD and policy checks (see kubecourse.validation); never raises on findings."""
+        return validate(objects, policy=self.policy)
+
+    def submit(self, objects: list[Manifest], *, dry_run: bool = False) -> JobRef:
+        """Validate, then create the objects on the backend. Raises ManifestError naming each bad field."""
+        if not isinstance(objects, list) or not objects:
+            raise ManifestError([], summary="submit() needs a non-empty list of manifests (see render())")
+        for obj in objects:
+            if isinstance(obj, dict):
+                obj.setdefault("metadata", {})
+                if obj.get("kind") not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"):
+                    obj["metadata"].setdefault("namespace", self.namespace)
+        report = self.validate(objects)
+        report.raise_for_findings()
+        target = workload(objects)
+        path = self.rendered_dir / f"{target['metadata']['namespace']}-{target['metadata']['name']}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(display.to_yaml(objects))
+        ref = JobRef(target["metadata"]["name"], target["metadata"]["namespace"], target["kind"])
+        self._twin("submit", ref, path=str(path.relative_to(repo_root()) if path.is_relative_to(repo_root()) else path), dry_run=dry_run)
+        created = self.backend.submit(objects, dry_run=dry_run)
+        print(f"{'validated (dry run)' if dry_run else 'created'}: {', '.join(object_id(o) for o in objects)} "
+              f"[{self.backend.name} backend]")
+        return created
+
+    def status(self, job: JobRef | str) -> JobStatus:
+        ref = self._ref(job)
+        self._twin("status", ref)
+        return self.backend.status(ref.name, ref.namespace)
+
+    def wait(self, job: JobRef | str, *, timeout_s: float = 900, progress: bool = True,
+             raise_on_failure: bool = False) -> JobStatus:
+        """Block until the job ends (progress bar in notebooks); JobTimeout after timeout_s."""
+        ref = self._ref(job)
+        self._twin("wait", ref, timeout_s=timeout_s)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=None, desc=ref.name, unit="step")
+
+        def on_update(status: JobStatus) -> None:
+            if bar is None:
+                return
+            steps = self.backend.progress(ref.name, ref.namespace)
+            if steps is not None:
+                bar.total = steps[1]
+                bar.n = steps[0]
+            bar.set_postfix_str(status.phase + (f" ({status.reason})" if status.reason else ""), refresh=False)
+            bar.refresh()
+
+        try:
+            final = self.backend.wait(ref.name, ref.namespace, timeout_s=timeout_s, on_update=on_update)
+        finally:
+            if bar is not None:
+                bar.close()
+        print(display.status_view(final))
+        if raise_on_failure and final.phase != "Succeeded":
+            raise JobFailed(f"job {ref.namespace}/{ref.name} failed: {final.reason} {final.message}".strip())
+        return final
+
+    def logs(self, job: JobRef | str, *, follow: bool = False, rank: int | None = None, tail_lines: int | None = None,
+             echo: bool = True) -> list[LogLine]:
+        """Log lines of every rank (or one), prefixed with the rank; printed as they arrive when echo."""
+        ref = self._ref(job)
+        self._twin("logs", ref, follow=follow, index=rank)
+        lines = []
+        for line in self.iter_logs(ref, follow=follow, rank=rank, tail_lines=tail_lines):
+            lines.append(line)
+            if echo:
+                print(line.prefixed(), flush=True)
+        return lines
+
+    def iter_logs(self, job: JobRef | str, *, follow: bool = False, rank: int | None = None,
+                  tail_lines: int | None = None) -> Iterator[LogLine]:
+        """Like logs() but a generator; following several ranks merges them as lines arrive."""
+        ref = self._ref(job)
+        if not follow or rank is not None:
+            yield from self.backend.logs(ref.name, ref.namespace, follow=follow, index=rank, tail_lines=tail_lines)
+            return
+        indices = sorted({p.index for p in self.backend.status(ref.name, ref.namespace).pods if p.index is not None})
+        if len(indices) <= 1:
+            yield from self.backend.logs(ref.name, ref.namespace, follow=True, tail_lines=tail_lines)
+            return
+        merged: queue.Queue = queue.Queue()
+        done = object()
+
+        def pump(index: int) -> None:
+            try:
+                for line in self.backend.logs(ref.name, ref.namespace, follow=True, index=index, tail_lines=tail_lines):
+                    merged.put(line)
+            finally:
+                merged.put(done)
+
+        for index in indices:
+            threading.Thread(target=pump, args=(index,), daemon=True).start()
+        remaining = len(indices)
+        while remaining:
+            item = merged.get()
+            if item is done:
+                remaining -= 1
+            else:
+                yield item
+
+    def events(self, job: JobRef | str) -> list[Event]:
+        ref = self._ref(job)
+        self._twin("events", ref)
+        return self.backend.events(ref.name, ref.namespace)
+
+    def delete(self, job: JobRef | str) -> None:
+        """Stop the job and remove it with its pods (PVCs and their data stay)."""
+        ref = self._ref(job)
+        self._twin("delete", ref)
+        self.backend.delete(ref.name, ref.namespace)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> TrainingClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,200 @@
+"""Run the course's notebooks: keep sources and notebooks in sync, execute them, report outcomes.
+
+    python -m kubecourse.course --out build/course   # execute every notebook, write summary.md
+    python -m kubecourse.course --sync               # regenerate notebooks/*.ipynb from the .py sources
+
+Notebooks are edited as jupytext py:percent files (notebooks/NN_topic.py); the .ipynb beside each is
+a build product committed without outputs. Each notebook ends by calling record_outcome() with the
+numbers its asserts checked; the runner gathers them into one summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .manifests import repo_root
+
+OUTCOME_DIR_ENV = "KUBECOURSE_OUTCOME_DIR"
+
+
+def notebook_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+def notebooks() -> list[Path]:
+    """Every lesson notebook, in lesson order (NN_topic.ipynb)."""
+    return sorted(p for p in notebook_dir().glob("[0-9][0-9]_*.ipynb"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Outcomes: what each notebook proved, for the course summary
+# --------------------------------------------------------------------------------------------------
+
+
+def record_outcome(lesson: str, figures: dict[str, Any] | None = None, **numbers: Any) -> Path:
+    """Save a lesson's outcome numbers (and figures as PNG) for the course summary; returns the JSON path."""
+    out = Path(os.environ.get(OUTCOME_DIR_ENV) or repo_root() / "build" / "outcomes")
+    out.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for name, figure in (figures or {}).items():
+        path = out / f"{lesson}-{name}.png"
+        figure.savefig(path, dpi=90, bbox_inches="tight")
+        saved.append(path.name)
+    path = out / f"{lesson}.json"
+    path.write_text(json.dumps({"lesson": lesson, "numbers": numbers, "figures": saved}, indent=2, default=str))
+    print(f"outcome recorded: {lesson}: {numbers}")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources <-> notebooks
+# --------------------------------------------------------------------------------------------------
+
+
+def _code_cells(notebook) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source.strip()) for c in notebook.cells]
+
+
+def sync(paths: list[Path] | None = None) -> list[Path]:
+    """Write NN_topic.ipynb (no outputs) from each NN_topic.py source."""
+    import jupytext
+    import nbformat
+
+    written = []
+    for source in paths or sorted(notebook_dir().glob("[0-9][0-9]_*.py")):
+        notebook = jupytext.read(source)
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        notebook.metadata.pop("jupytext", None)
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        target = source.with_suffix(".ipynb")
+        nbformat.write(notebook, target)
+        written.append(target)
+    return written
+
+
+def drift(notebook_path: Path) -> list[str]:
+    """Problems between a notebook and its source: missing source, different cells, committed outputs."""
+    import jupytext
+    import nbformat
+
+    problems = []
+    source = notebook_path.with_suffix(".py")
+    notebook = nbformat.read(notebook_path, as_version=4)
+    if not source.exists():
+        return [f"{notebook_path.name}: no jupytext source {source.name}"]
+    if _code_cells(jupytext.read(source)) != _code_cells(notebook):
+        problems.append(f"{notebook_path.name} differs from {source.name}: run `make notebooks`")
+    for number, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
+            problems.append(f"{notebook_path.name}: cell {number} has committed outputs: run `make notebooks`")
+            break
+    if not any("parameters" in c.metadata.get("tags", []) for c in notebook.cells):
+        problems.append(f"{notebook_path.name}: no cell tagged 'parameters' (papermill needs one)")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Execution
+# --------------------------------------------------------------------------------------------------
+
+
+def execute(notebook_path: Path, out_dir: Path, *, parameters: dict[str, Any] | None = None,
+            cell_timeout_s: int = 300, outcome_dir: Path | None = None) -> Path:
+    """Execute one notebook with papermill (kernel: this interpreter) into out_dir; returns the copy."""
+    import papermill
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / notebook_path.name
+    previous = os.environ.get(OUTCOME_DIR_ENV)
+    os.environ[OUTCOME_DIR_ENV] = str(outcome_dir or out_dir / "outcomes")
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    try:
+        papermill.execute_notebook(str(notebook_path), str(target), parameters=parameters or {},
+                                   kernel_name=_kernel_name(), cwd=str(notebook_path.parent),
+                                   execution_timeout=cell_timeout_s, progress_bar=False)
+    finally:
+        if previous is None:
+            os.environ.pop(OUTCOME_DIR_ENV, None)
+        else:
+            os.environ[OUTCOME_DIR_ENV] = previous
+    return target
+
+
+def _kernel_name() -> str:
+    """A kernelspec that runs *this* interpreter (the course venv), installed on first use."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    name = "kubecourse"
+    manager = KernelSpecManager()
+    try:
+        spec = manager.get_kernel_spec(name)
+        if spec.argv and spec.argv[0] == sys.executable:
+            return name
+    except Exception:  # noqa: BLE001 - NoSuchKernel: install it below
+        pass
+    from ipykernel.kernelspec import install
+
+    install(user=False, kernel_name=name, display_name="Python (kubecourse)", prefix=sys.prefix)
+    return name
+
+
+def run_course(out_dir: Path, only: str | None = None) -> Path:
+    """Execute every notebook in order; write summary.md and summary.json beside the copies."""
+    outcomes_dir = out_dir / "outcomes"
+    rows = []
+    failures = 0
+    for notebook in notebooks():
+        if only and not re.search(only, notebook.name):
+            continue
+        start = time.monotonic()
+        error = ""
+        try:
+            execute(notebook, out_dir, outcome_dir=outcomes_dir)
+        except Exception as exc:  # noqa: BLE001 - report every notebook, then fail at the end
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+            failures += 1
+        wall = time.monotonic() - start
+        print(f"{'FAIL' if error else 'ok  '} {notebook.name:40s} {wall:6.1f} s {error}", flush=True)
+        rows.append({"notebook": notebook.name, "seconds": round(wall, 1), "error": error})
+    outcomes = {p.stem: json.loads(p.read_text()) for p in sorted(outcomes_dir.glob("*.json"))}
+    lines = ["# Course run (local backend)", "", "| notebook | time (s) | result | outcome |", "|---|---|---|---|"]
+    for row in rows:
+        lesson = row["notebook"].removesuffix(".ipynb")
+        numbers = outcomes.get(lesson, {}).get("numbers", {})
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in numbers.items())
+        lines.append(f"| {row['notebook']} | {row['seconds']} | {'FAILED ' + row['error'] if row['error'] else 'passed'} | {shown} |")
+    figures = [f for o in outcomes.values() for f in o.get("figures", [])]
+    if figures:
+        lines += ["", "## Plots", ""] + [f"![{f}](outcomes/{f})" for f in figures]
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "summary.json").write_text(json.dumps({"notebooks": rows, "outcomes": outcomes}, indent=2, default=str))
+    print(f"summary: {out_dir / 'summary.md'}")
+    if failures:
+        raise SystemExit(f"{failures} notebook(s) failed")
+    return out_dir / "summary.md"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("build/course"), help="folder for executed notebooks")
+    parser.add_argument("--only", help="regular expression: run only the matching notebooks")
+    parser.add_argument("--sync", action="store_true", help="regenerate the .ipynb files from the .py sources")
+    args = parser.parse_args(argv)
+    if args.sync:
+        for path in sync():
+            print(f"wrote {path.relative_to(repo_root())}")
+        return
+    run_course(args.out.resolve(), args.only)
+
+
+if __name__ == "__main__":
+    main()

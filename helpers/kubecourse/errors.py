@@ -1,0 +1,126 @@
+"""Exceptions the learner sees. Each keeps its cause, and API errors keep their HTTP status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class CourseError(Exception):
+    """Base class for every error raised by the course helpers."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found in a manifest: which object, which field, what is wrong."""
+
+    obj: str  # "Job/cifar10-train"
+    field: str  # "spec.template.spec.containers[0].image"
+    message: str
+    rule: str = "schema"  # schema | crd | policy | option | yaml
+
+    def __str__(self) -> str:
+        return f"{self.obj}: {self.field}: {self.message} [{self.rule}]"
+
+
+class ManifestError(CourseError):
+    """A manifest or option is invalid. `findings` lists every problem, each naming its field."""
+
+    def __init__(self, findings: list[Finding] | Finding, summary: str = "invalid manifest"):
+        self.findings = [findings] if isinstance(findings, Finding) else list(findings)
+        lines = "\n".join(f"  - {f}" for f in self.findings)
+        super().__init__(f"{summary} ({len(self.findings)} problem(s)):\n{lines}")
+
+    @property
+    def fields(self) -> list[str]:
+        return [f.field for f in self.findings]
+
+
+class OptionError(ManifestError):
+    """An option has a bad value or does not apply to the objects it was given."""
+
+    def __init__(self, field: str, message: str, obj: str = "options"):
+        super().__init__(Finding(obj, field, message, rule="option"), summary="invalid option")
+
+
+class JobNotFound(CourseError):
+    """The backend has no job of that name."""
+
+
+class JobTimeout(CourseError):
+    """wait() ran out of time before the job reached a terminal phase."""
+
+
+class JobFailed(CourseError):
+    """The job ended Failed (raised by wait(..., raise_on_failure=True))."""
+
+
+class ApiError(CourseError):
+    """A Kubernetes API call failed. Keeps the HTTP status, the reason and the server's message."""
+
+    status: int | None = None
+
+    def __init__(self, message: str, status: int | None = None, reason: str = "", body: str = ""):
+        self.status = status if status is not None else type(self).status
+        self.reason = reason
+        self.body = body
+        super().__init__(f"{message}: HTTP {self.status} {reason}".rstrip())
+
+
+class Unauthorized(ApiError):
+    """401: the credentials in the kubeconfig are missing, expired or wrong."""
+
+    status = 401
+
+
+class Forbidden(ApiError):
+    """403: authenticated, but RBAC does not allow this verb on this resource."""
+
+    status = 403
+
+
+class NotFound(ApiError):
+    """404: the object (or its namespace, or its CRD) does not exist."""
+
+    status = 404
+
+
+class Conflict(ApiError):
+    """409: an object with that name already exists (or a stale resourceVersion)."""
+
+    status = 409
+
+
+class Invalid(ApiError):
+    """422: the API server rejected the object (schema, immutable field, admission webhook)."""
+
+    status = 422
+
+
+class TooManyRequests(ApiError):
+    """429: API priority and fairness throttled the request; retried with backoff."""
+
+    status = 429
+
+
+class ServerError(ApiError):
+    """5xx: the API server (or an aggregated API / webhook behind it) failed; retried with backoff."""
+
+    status = 500
+
+
+class ClusterUnreachable(ApiError):
+    """No HTTP answer at all: connection refused, DNS failure, TLS failure or timeout."""
+
+    status = None
+
+
+def api_error_for_status(status: int | None) -> type[ApiError]:
+    """The exception class for an HTTP status (None means there was no HTTP answer)."""
+    if status is None or status == 0:
+        return ClusterUnreachable
+    table = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 422: Invalid, 429: TooManyRequests}
+    if status in table:
+        return table[status]
+    if status >= 500:
+        return ServerError
+    return ApiError

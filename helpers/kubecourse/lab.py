@@ -1,0 +1,128 @@
+"""Run a lab program directly (no job, no pod) and watch it: live log, live loss/accuracy plot.
+
+Lesson 01 trains before Kubernetes enters the picture; this is the thin runner it uses. The lab
+writes metrics.jsonl (one JSON object per line) and result.json into its --out-dir; this module
+tails the first for the live plot and reads the second for the asserts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .manifests import repo_root
+
+
+@dataclass
+class LabRun:
+    """What a finished lab run left behind."""
+
+    returncode: int
+    out_dir: Path
+    log: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_metrics(self.out_dir)
+
+    @property
+    def result(self) -> dict[str, Any]:
+        path = self.out_dir / "result.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Every complete JSON line of out_dir/metrics.jsonl (a line being written is skipped)."""
+    path = Path(out_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def plot_metrics(records: list[dict[str, Any]], title: str = "training", ax=None):
+    """Loss per step and test accuracy per epoch, on twin axes. Returns the matplotlib figure."""
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+    else:
+        fig = ax.figure
+    ax.clear()
+    train = [r for r in records if r.get("kind") == "train"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", label="train loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss", color="tab:blue")
+    ax.set_title(title)
+    if evals:
+        acc_ax = ax.twinx() if not hasattr(ax, "_acc_ax") else ax._acc_ax
+        ax._acc_ax = acc_ax
+        acc_ax.clear()
+        acc_ax.plot([r["step"] for r in evals], [r["test_acc"] for r in evals], "o-", color="tab:orange", label="test acc")
+        acc_ax.set_ylabel("test accuracy", color="tab:orange")
+        acc_ax.set_ylim(0, 1)
+    fig.tight_layout()
+    return fig
+
+
+def run_lab(module: str, args: list[str], out_dir: str | Path, *, live_plot: bool = True, timeout_s: float = 900,
+            echo_every: int = 1, plot_every_s: float = 2.0) -> LabRun:
+    """Run `python -m <module> <args> --out-dir <out_dir>` in the repo; stream its log; plot live.
+
+    The process is killed (whole group) after timeout_s. Returns a LabRun; check .returncode.
+    """
+    out_dir = Path(out_dir)
+    argv = [sys.executable, "-m", module, *args, f"--out-dir={out_dir}"]
+    print("$", " ".join(argv[1:]).replace(sys.executable, "python"))
+    handle = figure = None
+    if live_plot:
+        try:
+            import matplotlib.pyplot as plt
+            from IPython.display import display
+
+            figure, axis = plt.subplots(figsize=(7, 3.2))
+            plt.close(figure)  # shown through the display handle only
+            handle = display(figure, display_id=True)
+        except ImportError:
+            handle = None
+    start = time.monotonic()
+    last_plot = 0.0
+    log: list[str] = []
+    process = subprocess.Popen(argv, cwd=repo_root(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               bufsize=1, start_new_session=True)
+    try:
+        assert process.stdout is not None
+        for number, line in enumerate(process.stdout):
+            log.append(line.rstrip("\n"))
+            if echo_every and (number % echo_every == 0 or not line.startswith("step ")):
+                print(line, end="")
+            if time.monotonic() - start > timeout_s:
+                raise subprocess.TimeoutExpired(argv, timeout_s)
+            if handle is not None and time.monotonic() - last_plot > plot_every_s:
+                plot_metrics(read_metrics(out_dir), title=f"{module} (live)", ax=figure.axes[0])
+                handle.update(figure)
+                last_plot = time.monotonic()
+        returncode = process.wait(timeout=max(1.0, timeout_s - (time.monotonic() - start)))
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        import os
+        import signal
+
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    if handle is not None:
+        plot_metrics(read_metrics(out_dir), title=module, ax=figure.axes[0])
+        handle.update(figure)
+    return LabRun(returncode, out_dir, log, time.monotonic() - start)

@@ -1,0 +1,521 @@
+"""Load a lesson's plain YAML manifests and apply typed options to them.
+
+The YAML files under manifests/NN-topic/ are complete, valid objects a learner can `kubectl apply`
+as they are. Python never templates them: it loads them into dicts and applies small typed options,
+each of which patches the dicts and says clearly when it does not apply.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import constants as C
+from .errors import Finding, ManifestError, OptionError
+
+Manifest = dict[str, Any]
+
+# RFC 1123 label (namespaces, Job names: a Job's name becomes a pod label value, so 63 chars max).
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+# A Kubernetes quantity: 500m, 2, 1.5, 16Gi, 512Mi, 1e3.
+_QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e[0-9]+)?$")
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding the repository and a lesson's files
+# --------------------------------------------------------------------------------------------------
+
+
+def repo_root() -> Path:
+    """The course repository (the folder holding manifests/ and labs/)."""
+    here = Path(__file__).resolve().parents[2]
+    if (here / "manifests").is_dir() and (here / "labs").is_dir():
+        return here
+    for candidate in [Path.cwd(), *Path.cwd().parents]:
+        if (candidate / "manifests").is_dir() and (candidate / "labs").is_dir():
+            return candidate
+    raise FileNotFoundError("cannot find the course repository (a folder with manifests/ and labs/)")
+
+
+def lesson_dir(lesson: str | int) -> Path:
+    """manifests/NN-topic for a lesson given as 1, "01", or "01-cifar10-job"."""
+    root = repo_root() / "manifests"
+    key = f"{int(lesson):02d}" if isinstance(lesson, int) or str(lesson).isdigit() else str(lesson)
+    matches = sorted(p for p in root.iterdir() if p.is_dir() and (p.name == key or p.name.startswith(f"{key}-")))
+    if len(matches) != 1:
+        known = ", ".join(sorted(p.name for p in root.iterdir() if p.is_dir()))
+        raise ManifestError(Finding("lesson", "lesson", f"no single manifest folder matches {lesson!r}; known: {known}", "option"))
+    return matches[0]
+
+
+def object_id(obj: Manifest) -> str:
+    """"Kind/name" for messages."""
+    meta = obj.get("metadata") or {}
+    return f"{obj.get('kind', '?')}/{meta.get('name', '?')}"
+
+
+def parse_yaml(text: str, source: str = "<string>") -> list[Manifest]:
+    """Every non-empty document of a multi-document YAML text, as dicts."""
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ManifestError(Finding(source, where, f"broken YAML: {getattr(exc, 'problem', exc)}", "yaml")) from exc
+    objects = []
+    for number, doc in enumerate(docs):
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise ManifestError(Finding(source, f"document {number}", f"expected a mapping (an object), got {type(doc).__name__}", "yaml"))
+        objects.append(doc)
+    return objects
+
+
+def sort_for_creation(objects: Iterable[Manifest]) -> list[Manifest]:
+    """Dependencies first (Namespace, Secret, PVC, Service ... then the workload); stable otherwise."""
+    rank = {kind: i for i, kind in enumerate(C.KIND_ORDER)}
+    return sorted(objects, key=lambda o: rank.get(o.get("kind", ""), len(rank)))
+
+
+def load_lesson(lesson: str | int) -> list[Manifest]:
+    """Every object in a lesson's manifests folder (kustomization.yaml excluded), creation-ordered."""
+    folder = lesson_dir(lesson)
+    objects: list[Manifest] = []
+    for path in sorted(folder.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        objects.extend(parse_yaml(path.read_text(), source=str(path.relative_to(repo_root()))))
+    return sort_for_creation(objects)
+
+
+# --------------------------------------------------------------------------------------------------
+# Navigating the objects
+# --------------------------------------------------------------------------------------------------
+
+
+def workload(objects: list[Manifest]) -> Manifest:
+    """The one training workload (Job, JobSet, PyTorchJob or TrainJob) in a manifest set."""
+    found = [o for o in objects if o.get("kind") in C.WORKLOAD_KINDS]
+    if len(found) != 1:
+        kinds = ", ".join(object_id(o) for o in objects) or "nothing"
+        raise ManifestError(Finding("manifests", "kind", f"expected exactly one workload ({'/'.join(C.WORKLOAD_KINDS)}), found: {kinds}", "option"))
+    return found[0]
+
+
+def pod_spec(job: Manifest) -> Manifest:
+    """The pod spec of a batch/v1 Job."""
+    if job.get("kind") != "Job":
+        raise OptionError("kind", f"{object_id(job)}: this option applies to a batch/v1 Job", object_id(job))
+    return job.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})
+
+
+def trainer_container(spec: Manifest) -> Manifest:
+    """The container named "trainer", else the first container."""
+    containers = spec.get("containers") or []
+    if not containers:
+        raise ManifestError(Finding("pod", "spec.template.spec.containers", "the pod has no containers", "option"))
+    return next((c for c in containers if c.get("name") == "trainer"), containers[0])
+
+
+def all_containers(spec: Manifest) -> list[Manifest]:
+    return list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed options
+# --------------------------------------------------------------------------------------------------
+
+
+class Option:
+    """A typed change to a manifest set. `field` names it in errors; apply() patches a copy."""
+
+    field: str = "option"
+
+    def check(self) -> None:
+        """Raise OptionError naming the field when the value itself is bad."""
+
+    def apply(self, objects: list[Manifest]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _require(condition: bool, field: str, message: str) -> None:
+    if not condition:
+        raise OptionError(field, message)
+
+
+@dataclass(frozen=True)
+class Name(Option):
+    """The workload's metadata.name (a DNS-1123 label: it becomes a pod label value)."""
+
+    value: str
+    field = "name"
+
+    def check(self) -> None:
+        _require(isinstance(self.value, str) and len(self.value) <= 63 and bool(_DNS_LABEL.match(self.value)), "name",
+                 f"{self.value!r} is not a valid job name: lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        workload(objects)["metadata"]["name"] = self.value
+
+
+@dataclass(frozen=True)
+class Namespace(Option):
+    """metadata.namespace of every namespaced object."""
+
+    value: str
+    field = "namespace"
+
+    def check(self) -> None:
+        _require(isinstance(self.value, str) and len(self.value) <= 63 and bool(_DNS_LABEL.match(self.value)), "namespace",
+                 f"{self.value!r} is not a valid namespace: a DNS-1123 label (lower-case letters, digits, '-'; at most 63 characters)")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        for obj in objects:
+            if C.RESOURCES.get(obj.get("kind", ""), ("", True))[1]:
+                obj.setdefault("metadata", {})["namespace"] = self.value
+
+
+@dataclass(frozen=True)
+class Image(Option):
+    """The container image of the trainer (and of init containers that used the same image)."""
+
+    value: str
+    field = "image"
+
+    def check(self) -> None:
+        _require(isinstance(self.value, str) and bool(self.value.strip()), "image", "the image must be a non-empty string")
+        last = self.value.rsplit("/", 1)[-1]
+        pinned = "@sha256:" in self.value or (":" in last and not last.endswith(":latest"))
+        _require(pinned, "image", f"{self.value!r} is not pinned: give an explicit version tag or digest, never ':latest'")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        spec = pod_spec(workload(objects))
+        old = trainer_container(spec).get("image")
+        for container in all_containers(spec):
+            if container is trainer_container(spec) or container.get("image") == old:
+                container["image"] = self.value
+
+
+@dataclass(frozen=True)
+class Command(Option):
+    """Replace the trainer container's command (the image's ENTRYPOINT)."""
+
+    value: tuple[str, ...]
+    field = "command"
+
+    def check(self) -> None:
+        _require(len(self.value) > 0 and all(isinstance(v, str) for v in self.value), "command", "the command must be a non-empty list of strings")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        trainer_container(pod_spec(workload(objects)))["command"] = list(self.value)
+
+
+@dataclass(frozen=True)
+class Args(Option):
+    """Replace the trainer container's args."""
+
+    value: tuple[str, ...]
+    field = "args"
+
+    def check(self) -> None:
+        _require(all(isinstance(v, str) for v in self.value), "args", "args must be a list of strings")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        trainer_container(pod_spec(workload(objects)))["args"] = list(self.value)
+
+
+@dataclass(frozen=True)
+class ExtraArgs(Option):
+    """Append to the trainer's args (later flags win in the labs, so this overrides)."""
+
+    value: tuple[str, ...]
+    field = "extra_args"
+
+    def check(self) -> None:
+        _require(all(isinstance(v, str) for v in self.value), "extra_args", "extra_args must be a list of strings")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        container = trainer_container(pod_spec(workload(objects)))
+        container["args"] = list(container.get("args") or []) + list(self.value)
+
+
+@dataclass(frozen=True)
+class Env(Option):
+    """Set environment variables in every container (init containers too, so $(VAR) args agree)."""
+
+    value: tuple[tuple[str, str], ...]
+    field = "env"
+
+    def check(self) -> None:
+        for key, val in self.value:
+            _require(isinstance(key, str) and bool(_ENV_NAME.match(key)), f"env.{key}", f"{key!r} is not a valid environment variable name")
+            _require(isinstance(val, str), f"env.{key}", f"the value must be a string, got {type(val).__name__}")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        for container in all_containers(pod_spec(workload(objects))):
+            env = container.setdefault("env", [])
+            for key, val in self.value:
+                existing = next((e for e in env if e.get("name") == key), None)
+                if existing is None:
+                    env.append({"name": key, "value": val})
+                else:
+                    existing.clear()
+                    existing.update({"name": key, "value": val})
+
+
+def _positive_int(value: Any, field: str, minimum: int = 1) -> None:
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, field,
+             f"must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Nodes(Option):
+    """How many pods ("nodes") run the job. More than one makes the Job Indexed (rank = index)."""
+
+    value: int
+    field = "nodes"
+
+    def check(self) -> None:
+        _positive_int(self.value, "nodes")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        job = workload(objects)
+        pod_spec(job)
+        spec = job["spec"]
+        spec["completions"] = self.value
+        spec["parallelism"] = self.value
+        if self.value > 1:
+            spec["completionMode"] = "Indexed"
+
+
+@dataclass(frozen=True)
+class ProcsPerNode(Option):
+    """Processes per pod (torchrun --nproc-per-node), read from the NPROC_PER_NODE env variable."""
+
+    value: int
+    field = "procs_per_node"
+
+    def check(self) -> None:
+        _positive_int(self.value, "procs_per_node")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        container = trainer_container(pod_spec(workload(objects)))
+        env = container.get("env") or []
+        entry = next((e for e in env if e.get("name") == "NPROC_PER_NODE"), None)
+        if entry is None:
+            raise OptionError("procs_per_node", "does not apply: the trainer container does not launch with torchrun "
+                              "(it has no NPROC_PER_NODE variable); this lesson runs one process per pod", object_id(workload(objects)))
+        entry.clear()
+        entry.update({"name": "NPROC_PER_NODE", "value": str(self.value)})
+
+
+def _resources(objects: list[Manifest]) -> Manifest:
+    return trainer_container(pod_spec(workload(objects))).setdefault("resources", {})
+
+
+@dataclass(frozen=True)
+class Gpus(Option):
+    """Whole NVIDIA GPUs per pod (requests == limits, as the device plugin requires). 0 removes them."""
+
+    value: int
+    field = "gpus"
+
+    def check(self) -> None:
+        _positive_int(self.value, "gpus", minimum=0)
+
+    def apply(self, objects: list[Manifest]) -> None:
+        resources = _resources(objects)
+        for section in ("requests", "limits"):
+            if self.value == 0:
+                (resources.get(section) or {}).pop(C.GPU_RESOURCE, None)
+            else:
+                resources.setdefault(section, {})[C.GPU_RESOURCE] = self.value
+
+
+@dataclass(frozen=True)
+class Cpu(Option):
+    """CPU per pod as a Kubernetes quantity ("4", "500m"); sets requests and limits."""
+
+    value: str
+    field = "cpu"
+
+    def check(self) -> None:
+        _require(isinstance(self.value, str) and bool(_QUANTITY.match(self.value)), "cpu", f"{self.value!r} is not a Kubernetes quantity such as '4' or '500m'")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        resources = _resources(objects)
+        resources.setdefault("requests", {})["cpu"] = self.value
+        resources.setdefault("limits", {})["cpu"] = self.value
+
+
+@dataclass(frozen=True)
+class Memory(Option):
+    """Memory per pod as a Kubernetes quantity ("16Gi"); sets requests and limits (OOMKilled above it)."""
+
+    value: str
+    field = "memory"
+
+    def check(self) -> None:
+        _require(isinstance(self.value, str) and bool(_QUANTITY.match(self.value)), "memory", f"{self.value!r} is not a Kubernetes quantity such as '16Gi'")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        resources = _resources(objects)
+        resources.setdefault("requests", {})["memory"] = self.value
+        resources.setdefault("limits", {})["memory"] = self.value
+
+
+@dataclass(frozen=True)
+class Volumes(Option):
+    """Point pod volumes at other PersistentVolumeClaims: {volume name: claim name}."""
+
+    value: tuple[tuple[str, str], ...]
+    field = "volumes"
+
+    def check(self) -> None:
+        for volume, claim in self.value:
+            _require(isinstance(claim, str) and bool(_DNS_LABEL.match(claim)), f"volumes.{volume}", f"{claim!r} is not a valid claim name")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        volumes = {v.get("name"): v for v in pod_spec(workload(objects)).get("volumes") or []}
+        for volume, claim in self.value:
+            target = volumes.get(volume)
+            if target is None or "persistentVolumeClaim" not in target:
+                pvcs = sorted(n for n, v in volumes.items() if "persistentVolumeClaim" in v)
+                raise OptionError(f"volumes.{volume}", f"the pod has no PVC volume named {volume!r}; PVC volumes: {pvcs}")
+            target["persistentVolumeClaim"]["claimName"] = claim
+
+
+@dataclass(frozen=True)
+class Queue(Option):
+    """Submit through a Kueue LocalQueue: sets the queue label and creates the Job suspended."""
+
+    value: str
+    field = "queue"
+
+    def check(self) -> None:
+        _require(isinstance(self.value, str) and bool(_DNS_LABEL.match(self.value)), "queue", f"{self.value!r} is not a valid LocalQueue name")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        job = workload(objects)
+        job["metadata"].setdefault("labels", {})[C.KUEUE_QUEUE_LABEL] = self.value
+        # Kueue unsuspends the Job once the ClusterQueue has quota for it.
+        job.setdefault("spec", {})["suspend"] = True
+
+
+@dataclass(frozen=True)
+class Priority(Option):
+    """The pods' PriorityClass (preemption order on a shared cluster)."""
+
+    value: str
+    field = "priority"
+
+    def check(self) -> None:
+        _require(isinstance(self.value, str) and bool(_DNS_LABEL.match(self.value)), "priority", f"{self.value!r} is not a valid PriorityClass name")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        pod_spec(workload(objects))["priorityClassName"] = self.value
+
+
+@dataclass(frozen=True)
+class Deadline(Option):
+    """activeDeadlineSeconds: the Job fails with DeadlineExceeded after this many seconds."""
+
+    value: int
+    field = "deadline_s"
+
+    def check(self) -> None:
+        _positive_int(self.value, "deadline_s")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        job = workload(objects)
+        pod_spec(job)
+        job["spec"]["activeDeadlineSeconds"] = self.value
+
+
+@dataclass(frozen=True)
+class BackoffLimit(Option):
+    """How many failed pods the Job retries before it fails (each retry resumes from a checkpoint)."""
+
+    value: int
+    field = "backoff_limit"
+
+    def check(self) -> None:
+        _positive_int(self.value, "backoff_limit", minimum=0)
+
+    def apply(self, objects: list[Manifest]) -> None:
+        job = workload(objects)
+        pod_spec(job)
+        job["spec"]["backoffLimit"] = self.value
+
+
+_LIST_OPTIONS = {"command": Command, "args": Args, "extra_args": ExtraArgs}
+_MAP_OPTIONS = {"env": Env, "volumes": Volumes}
+_SCALAR_OPTIONS = {
+    "name": Name, "namespace": Namespace, "image": Image, "nodes": Nodes, "procs_per_node": ProcsPerNode,
+    "gpus": Gpus, "cpu": Cpu, "memory": Memory, "queue": Queue, "priority": Priority,
+    "deadline_s": Deadline, "backoff_limit": BackoffLimit,
+}
+OPTION_NAMES = sorted([*_LIST_OPTIONS, *_MAP_OPTIONS, *_SCALAR_OPTIONS])
+
+
+def options_from_dict(values: dict[str, Any]) -> list[Option]:
+    """Typed options from plain keys (handy for papermill parameters); unknown keys are errors."""
+    options: list[Option] = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key in _LIST_OPTIONS:
+            if isinstance(value, str) or not isinstance(value, (list, tuple)):
+                raise OptionError(key, f"must be a list of strings, got {type(value).__name__}")
+            options.append(_LIST_OPTIONS[key](tuple(value)))
+        elif key in _MAP_OPTIONS:
+            if not isinstance(value, dict):
+                raise OptionError(key, f"must be a mapping, got {type(value).__name__}")
+            options.append(_MAP_OPTIONS[key](tuple(value.items())))
+        elif key in _SCALAR_OPTIONS:
+            options.append(_SCALAR_OPTIONS[key](value))
+        else:
+            close = difflib.get_close_matches(key, OPTION_NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known options: {', '.join(OPTION_NAMES)}"
+            raise OptionError(key, f"unknown option{hint}")
+    return options
+
+
+def apply_options(objects: list[Manifest], options: Iterable[Option] = (), **values: Any) -> list[Manifest]:
+    """A deep copy of `objects` with every option applied (checked first, so nothing half-applies)."""
+    all_options = list(options) + options_from_dict(values)
+    for option in all_options:
+        if not isinstance(option, Option):
+            raise OptionError("options", f"expected an Option (Name, Image, Gpus, ...), got {option!r}")
+        option.check()
+    result = copy.deepcopy(objects)
+    for option in all_options:
+        option.apply(result)
+    return result
+
+
+def render(lesson: str | int, options: Iterable[Option] = (), **values: Any) -> list[Manifest]:
+    """Load a lesson's manifests and apply options: `render("01", name="my-run", gpus=0)`."""
+    return apply_options(load_lesson(lesson), options, **values)
+
+
+def option_fields() -> dict[str, str]:
+    """Each option key with its one-line description (for the notebooks' option table)."""
+    table = {**_LIST_OPTIONS, **_MAP_OPTIONS, **_SCALAR_OPTIONS}
+    return {key: (table[key].__doc__ or "").strip().splitlines()[0] for key in OPTION_NAMES}
+
+
+__all__ = [
+    "Manifest", "Option", "Name", "Namespace", "Image", "Command", "Args", "ExtraArgs", "Env", "Nodes",
+    "ProcsPerNode", "Gpus", "Cpu", "Memory", "Volumes", "Queue", "Priority", "Deadline", "BackoffLimit",
+    "apply_options", "load_lesson", "options_from_dict", "parse_yaml", "render", "repo_root", "workload",
+]
