@@ -162,6 +162,8 @@ class TrainingClient:
             try:
                 for line in self.backend.logs(ref.name, ref.namespace, follow=True, index=index, tail_lines=tail_lines):
                     merged.put(line)
+            except Exception as error:  # noqa: BLE001 - handed to the consumer, raised there
+                merged.put(error)
             finally:
                 merged.put(done)
 
@@ -172,6 +174,8 @@ class TrainingClient:
             item = merged.get()
             if item is done:
                 remaining -= 1
+            elif isinstance(item, Exception):
+                raise item
             else:
                 yield item
 

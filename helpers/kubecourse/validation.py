@@ -81,6 +81,10 @@ def _schema_error_finding(obj: Manifest, error: jsonschema.ValidationError, rule
         if unexpected:
             path.append(unexpected[0])
             message = f"unknown field {unexpected[0]!r} (strict validation: typos are errors)"
+    if error.validator == "required":
+        missing = re.findall(r"^'([^']+)' is a required property", message)
+        if missing:
+            path.append(missing[0])
     if len(message) > 240:
         message = message[:240] + "..."
     return Finding(object_id(obj), json_path(path), message, rule)
@@ -120,11 +124,11 @@ def default_crd_dir() -> Path:
     return Path(env) if env else repo_root().parent / "shared" / "crds"
 
 
-@functools.lru_cache(maxsize=8)
-def _crd_schemas(crd_dir: str) -> dict[tuple[str, str, str], dict]:
-    """(group, version, kind) -> openAPIV3Schema, from every CRD file in the folder."""
+@functools.lru_cache(maxsize=32)
+def _crd_schemas(crd_dir: str, group: str) -> dict[tuple[str, str, str], dict]:
+    """(group, version, kind) -> openAPIV3Schema, from the group's CRD files (<group>_<plural>.yaml)."""
     schemas = {}
-    for path in sorted(Path(crd_dir).glob("*.yaml")):
+    for path in sorted(Path(crd_dir).glob(f"{group}_*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
@@ -153,7 +157,7 @@ def _validate_custom(obj: Manifest, crd_dir: Path, report: Report) -> list[Findi
     if not crd_dir.is_dir():
         report.skipped.append(f"{object_id(obj)}: CRD schema check skipped, {crd_dir} is absent")
         return []
-    schemas = _crd_schemas(str(crd_dir))
+    schemas = _crd_schemas(str(crd_dir), group)
     schema = schemas.get((group, version, obj.get("kind")))
     if schema is None:
         known = sorted({f"{g}/{v} {k}" for g, v, k in schemas if g == group}) or ["none for this group"]

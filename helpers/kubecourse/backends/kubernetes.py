@@ -56,13 +56,15 @@ class KubernetesBackend(Backend):
     name = "kubernetes"
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, *, max_attempts: int = 4,
-                 backoff_s: float = 0.5, request_timeout_s: float = 30.0, watch_chunk_s: int = 60):
+                 backoff_s: float = 0.5, request_timeout_s: float = 30.0, watch_chunk_s: int = 60,
+                 pod_start_timeout_s: float = 600.0):
         self.kubeconfig = kubeconfig
         self.context = context
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.request_timeout_s = request_timeout_s
         self.watch_chunk_s = watch_chunk_s  # a watch is re-opened at least this often (server-side timeout)
+        self.pod_start_timeout_s = pod_start_timeout_s  # image pulls of CUDA images take minutes
         self._api_client = None
 
     # ---------------------------------------------------------------------------------------------
@@ -202,12 +204,18 @@ class KubernetesBackend(Backend):
                         break
                 drops = 0
             except ApiException as exc:
+                if exc.status in _RETRYABLE and drops + 1 < self.max_attempts:
+                    drops += 1
+                    time.sleep(self._delay(drops, exc.headers))
+                    continue
                 if exc.status != 410:
                     raise api_error_for_status(exc.status)(f"watch Job/{name} failed", status=exc.status, reason=str(exc.reason)) from exc
                 # 410 Gone: our resourceVersion was compacted away; start over from a fresh read.
                 job = self._get_job(name, namespace)
                 resource_version = job["metadata"].get("resourceVersion")
                 status = self._job_status(job, [])
+                if on_update:
+                    on_update(status)
             except (Urllib3Error, OSError) as exc:
                 drops += 1
                 if drops >= self.max_attempts:
@@ -232,8 +240,16 @@ class KubernetesBackend(Backend):
                 kwargs["container"] = container
             if tail_lines is not None:
                 kwargs["tail_lines"] = tail_lines
-            response = self._call(f"logs of Pod/{pod['metadata']['name']}", core.read_namespaced_pod_log,
-                                  pod["metadata"]["name"], namespace, **kwargs)
+            pod_name = pod["metadata"]["name"]
+            try:
+                response = self._call(f"logs of Pod/{pod_name}", core.read_namespaced_pod_log, pod_name, namespace, **kwargs)
+            except ApiError as error:
+                # Following a pod whose container has not started yet answers 400 "is waiting to
+                # start" (kubectl logs -f fails the same way): watch the pod start, then follow.
+                if not (follow and error.status == 400 and "waiting to start" in str(error)):
+                    raise
+                self._wait_pod_started(pod_name, namespace, timeout_s=self.pod_start_timeout_s)
+                response = self._call(f"logs of Pod/{pod_name}", core.read_namespaced_pod_log, pod_name, namespace, **kwargs)
             try:
                 buffer = b""
                 for chunk in response.stream(4096):
@@ -245,6 +261,21 @@ class KubernetesBackend(Backend):
                     yield LogLine(pod["metadata"]["name"], pod_index, buffer.decode(errors="replace"))
             finally:
                 response.release_conn()
+
+    def _wait_pod_started(self, pod_name: str, namespace: str, *, timeout_s: float) -> None:
+        """Block on a watch of one pod until it leaves Pending (its containers have started)."""
+        from kubernetes import watch
+        from kubernetes.client import CoreV1Api
+
+        core = CoreV1Api(self.api_client)
+        stream = watch.Watch()
+        for event in stream.stream(core.list_namespaced_pod, namespace, field_selector=f"metadata.name={pod_name}",
+                                   timeout_seconds=max(1, int(timeout_s)), _request_timeout=timeout_s + 10):
+            phase = ((event["raw_object"].get("status") or {}).get("phase")) or C.PENDING
+            if phase != C.PENDING:
+                stream.stop()
+                return
+        raise JobTimeout(f"pod {namespace}/{pod_name} did not start within {timeout_s:.0f} s")
 
     def events(self, name: str, namespace: str) -> list[Event]:
         involved = [name] + [p["metadata"]["name"] for p in self._pods(name, namespace)]

@@ -1,0 +1,93 @@
+"""`kubecourse` command line: the facade's verbs for a terminal.
+
+    kubecourse env                                   # what notebook 00 checks
+    kubecourse render 01 --set name=my-run --set gpus=0
+    kubecourse validate 01                           # or a YAML file
+    kubecourse submit 01 --set extra_args='["--smoke"]' --set env='{"DATASET":"synthetic"}' --follow
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import CourseError
+from .manifests import parse_yaml, render
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """--set key=value; values are JSON when they parse as JSON (numbers, lists, maps), else strings."""
+    values = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair!r}: expected key=value")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    return values
+
+
+def _objects(target: str, sets: list[str]) -> list[dict]:
+    path = Path(target)
+    if path.is_file():
+        from .manifests import apply_options
+
+        return apply_options(parse_yaml(path.read_text(), str(path)), **_parse_sets(sets))
+    return render(target, **_parse_sets(sets))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kubecourse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("env", help="check Python, torch, GPU, disk and cluster")
+    for name, text in (("render", "print a lesson's manifests with options applied"),
+                       ("validate", "schema + CRD + policy checks"),
+                       ("submit", "validate and run on a backend")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("target", help="lesson number/folder (01, 01-cifar10-job) or a YAML file")
+        command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a typed option (repeatable)")
+        if name == "submit":
+            command.add_argument("--backend", default="local", choices=["local", "kubernetes"])
+            command.add_argument("--dry-run", action="store_true", help="server-side dry run (kubernetes)")
+            command.add_argument("--follow", action="store_true", help="follow logs and wait for the end")
+            command.add_argument("--timeout", type=float, default=3600, help="seconds to wait")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "env":
+            from .env import check_environment
+
+            print(json.dumps(check_environment(), indent=2))
+            return 0
+        objects = _objects(args.target, args.set)
+        if args.command == "render":
+            from .display import to_yaml
+
+            print(to_yaml(objects), end="")
+            return 0
+        if args.command == "validate":
+            from .validation import validate
+
+            report = validate(objects)
+            print(report)
+            return 0 if report.ok else 1
+        from .client import TrainingClient
+
+        with TrainingClient(backend=args.backend) as client:
+            job = client.submit(objects, dry_run=args.dry_run)
+            if args.follow and not args.dry_run:
+                client.logs(job, follow=True)
+                status = client.wait(job, timeout_s=args.timeout, progress=False)
+                return 0 if status.phase == "Succeeded" else 1
+        return 0
+    except CourseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Shared fixtures. Tests marked `cluster` run only when $KUBECONFIG names a cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CRD_DIR = REPO.parent / "shared" / "crds"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("KUBECONFIG"):
+        return
+    skip = pytest.mark.skip(reason="cluster test: set KUBECONFIG to a cluster to run it")
+    for item in items:
+        if "cluster" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def local_backend(tmp_path):
+    from kubecourse.backends.local import LocalBackend
+
+    backend = LocalBackend(state_dir=tmp_path / "state", max_grace_s=2.0)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def local_client(local_backend, tmp_path):
+    from kubecourse import TrainingClient
+
+    with TrainingClient(backend=local_backend, show_kubectl=False, rendered_dir=tmp_path / "rendered") as client:
+        yield client
+
+
+@pytest.fixture
+def crd_dir():
+    if not CRD_DIR.is_dir():
+        pytest.skip(f"CRD schemas not available: {CRD_DIR} is absent (it lies beside the repository)")
+    return CRD_DIR
