@@ -195,12 +195,13 @@ def test_following_a_pod_that_has_not_started_waits_for_it(api, client):
            "spec": {"containers": [{"name": "trainer", "image": "x:1"}]}, "status": {"phase": "Pending"}}
     api.put_object(pod)
 
-    def start_later():
+    def start_later():  # once the helper has asked for the log of the not-yet-started pod
+        assert api.wait_for(lambda a: any(r.path.endswith("/log") for r in a.requests), timeout=10)
         api.patch_status("pods", "late-abcde", {"phase": "Running"})
         api.append_log("late-abcde", "hello from a slow image pull")
         api.patch_status("pods", "late-abcde", {"phase": "Succeeded"})
 
-    threading.Timer(0.5, start_later).start()
+    threading.Thread(target=start_later, daemon=True).start()
     lines = client.logs("late", follow=True, echo=False)
     assert [line.text for line in lines] == ["hello from a slow image pull"]
-    assert any(r.query.get("watch") in ("true", "1", "True") and r.path.endswith("/pods") for r in api.requests)
+    assert any(r.query.get("watch") in ("true", "1", "True") and r.path.endswith("/pods") for r in api.requests), [(r.method, r.path, r.query) for r in api.requests]
