@@ -1,0 +1,1 @@
+"""Fakes that let tests exercise real client code without a cluster (see apiserver.py)."""
