@@ -29,9 +29,20 @@ def main() -> None:
         result["wall_s"] = round(time.perf_counter() - start, 1)
         print(json.dumps(result, indent=2), flush=True)
         results.append(result)
-    machine = {"platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor()}
-    (args.out / "results.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-    lines = [f"# Benchmarks ({machine['platform']})", "", "| benchmark | result | goal |", "|---|---|---|"]
+    machine = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": platform.processor(),
+    }
+    (args.out / "results.json").write_text(
+        json.dumps({"machine": machine, "results": results}, indent=2)
+    )
+    lines = [
+        f"# Benchmarks ({machine['platform']})",
+        "",
+        "| benchmark | result | goal |",
+        "|---|---|---|",
+    ]
     lines += [f"| {r['name']} | {r.get('summary', '')} | {r.get('goal', '')} |" for r in results]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'results.md'}")

@@ -18,7 +18,9 @@ REPEATS = 3
 
 
 def _one(client: TrainingClient, name: str) -> tuple[float, float, float]:
-    objects = render("01", name=name, env={"DATASET": "synthetic"}, extra_args=["--smoke", "--max-steps=5"])
+    objects = render(
+        "01", name=name, env={"DATASET": "synthetic"}, extra_args=["--smoke", "--max-steps=5"]
+    )
     start = time.perf_counter()
     ref = client.submit(objects)
     first_line = first_step = None
@@ -40,7 +42,9 @@ def _one(client: TrainingClient, name: str) -> tuple[float, float, float]:
 def run() -> dict:
     with tempfile.TemporaryDirectory() as state:
         backend = LocalBackend(state_dir=Path(state))
-        with TrainingClient(backend=backend, show_kubectl=False, rendered_dir=Path(state) / "rendered") as client:
+        with TrainingClient(
+            backend=backend, show_kubectl=False, rendered_dir=Path(state) / "rendered"
+        ) as client:
             _one(client, "warmup")  # prepares the synthetic data set on the data PVC
             samples = [_one(client, f"bench-{i}") for i in range(REPEATS)]
     first_line = statistics.median(s[0] for s in samples)

@@ -68,13 +68,20 @@ if not report["cluster"]["reachable"]:
 # ## Assert the outcome
 
 # %%
-assert report["torch"].get("torch", "").startswith("2."), f"torch is not importable: {report['torch']}"
+assert report["torch"].get("torch", "").startswith("2."), (
+    f"torch is not importable: {report['torch']}"
+)
 assert report["disk_free_gib"] > 1.0, "the lessons need at least 1 GiB of free disk"
 assert backend in ("local", "kubernetes"), f"unknown backend {backend!r}"
 if backend == "kubernetes":
     assert report["cluster"]["reachable"], "BACKEND='kubernetes' but no cluster answers"
-record_outcome("00_setup", backend=backend, device=device, torch=report["torch"].get("torch"),
-               cluster_reachable=report["cluster"]["reachable"])
+record_outcome(
+    "00_setup",
+    backend=backend,
+    device=device,
+    torch=report["torch"].get("torch"),
+    cluster_reachable=report["cluster"]["reachable"],
+)
 
 # %% [markdown]
 # ## Exercise
@@ -86,7 +93,9 @@ record_outcome("00_setup", backend=backend, device=device, torch=report["torch"]
 threads = report["torch"]["threads"]  # YOUR CODE
 
 # %%
-assert isinstance(threads, int) and 1 <= threads <= (report["cpus"] or 1) * 2, f"{threads} is not a plausible thread count"
+assert isinstance(threads, int) and 1 <= threads <= (report["cpus"] or 1) * 2, (
+    f"{threads} is not a plausible thread count"
+)
 print(f"check passed: torch will use {threads} thread(s) on {report['cpus']} core(s)")
 
 # %% [markdown]

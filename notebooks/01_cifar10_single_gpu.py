@@ -60,7 +60,13 @@ print("training flags:", common)
 # container, onto a PersistentVolumeClaim that every later run reuses.
 
 # %%
-prepare = [sys.executable, "-m", "labs.prepare_data", f"--data-dir={DATA_DIR}", f"--dataset={DATASET}"]
+prepare = [
+    sys.executable,
+    "-m",
+    "labs.prepare_data",
+    f"--data-dir={DATA_DIR}",
+    f"--dataset={DATASET}",
+]
 print("$", " ".join(prepare[1:]).replace(sys.executable, "python"))
 subprocess.run(prepare, cwd=ROOT, check=True, timeout=TIMEOUT_S)
 print(sorted(p.name for p in (DATA_DIR / DATASET / "cifar-10-batches-py").iterdir()))
@@ -93,9 +99,28 @@ figure
 total_steps = result["steps"]
 half = max(1, total_steps // 2)
 resume_flags = common + [f"--checkpoint-every={half}"]
-first = run_lab("labs.cifar10", resume_flags + [f"--max-steps={half}"], OUT / "resumed", live_plot=False, echo_every=0, timeout_s=TIMEOUT_S)
-print("interrupted at step", half, "checkpoints:", sorted(p.name for p in (OUT / "resumed" / "checkpoints").iterdir()))
-second = run_lab("labs.cifar10", resume_flags, OUT / "resumed", live_plot=False, echo_every=0, timeout_s=TIMEOUT_S)
+first = run_lab(
+    "labs.cifar10",
+    resume_flags + [f"--max-steps={half}"],
+    OUT / "resumed",
+    live_plot=False,
+    echo_every=0,
+    timeout_s=TIMEOUT_S,
+)
+print(
+    "interrupted at step",
+    half,
+    "checkpoints:",
+    sorted(p.name for p in (OUT / "resumed" / "checkpoints").iterdir()),
+)
+second = run_lab(
+    "labs.cifar10",
+    resume_flags,
+    OUT / "resumed",
+    live_plot=False,
+    echo_every=0,
+    timeout_s=TIMEOUT_S,
+)
 print("\n".join(line for line in second.log if "resumed" in line or line.startswith("done")))
 resumed = second.result
 
@@ -109,13 +134,25 @@ resumed = second.result
 # %%
 train_losses = [r["loss"] for r in metrics if r.get("kind") == "train"]
 assert result["test_acc"] >= 0.4, f"test accuracy {result['test_acc']:.3f} is not far above chance"
-assert train_losses[-1] < train_losses[0] * 0.8, f"loss did not fall enough: {train_losses[0]:.3f} -> {train_losses[-1]:.3f}"
+assert train_losses[-1] < train_losses[0] * 0.8, (
+    f"loss did not fall enough: {train_losses[0]:.3f} -> {train_losses[-1]:.3f}"
+)
 assert first.returncode == 0 and second.returncode == 0
 assert resumed["resumed_from_step"] == half, resumed
-assert resumed["test_acc"] == result["test_acc"] and resumed["test_loss"] == result["test_loss"], (resumed, result)
-record_outcome("01_cifar10_single_gpu", figures={"training": figure}, test_acc=result["test_acc"],
-               first_loss=train_losses[0], last_loss=train_losses[-1], images_per_s=result["images_per_s"],
-               resume_equal=True, device=result["device"])
+assert resumed["test_acc"] == result["test_acc"] and resumed["test_loss"] == result["test_loss"], (
+    resumed,
+    result,
+)
+record_outcome(
+    "01_cifar10_single_gpu",
+    figures={"training": figure},
+    test_acc=result["test_acc"],
+    first_loss=train_losses[0],
+    last_loss=train_losses[-1],
+    images_per_s=result["images_per_s"],
+    resume_equal=True,
+    device=result["device"],
+)
 
 # %% [markdown]
 # ## Exercise
@@ -128,7 +165,9 @@ best_epoch = max(evals, key=lambda r: r["test_acc"])["epoch"]  # YOUR CODE
 
 # %%
 best_acc = max(r["test_acc"] for r in evals)
-assert any(r["epoch"] == best_epoch and r["test_acc"] == best_acc for r in evals), f"epoch {best_epoch} is not the best one"
+assert any(r["epoch"] == best_epoch and r["test_acc"] == best_acc for r in evals), (
+    f"epoch {best_epoch} is not the best one"
+)
 print(f"check passed: best epoch {best_epoch}")
 
 # %% [markdown]

@@ -93,7 +93,9 @@ except ManifestError as error:
 
 # %%
 if BACKEND == "local":  # a PVC outlives jobs: start this lesson from an empty checkpoint folder
-    shutil.rmtree(client.backend.pvc_dir("training-checkpoints", NAMESPACE) / JOB_NAME, ignore_errors=True)
+    shutil.rmtree(
+        client.backend.pvc_dir("training-checkpoints", NAMESPACE) / JOB_NAME, ignore_errors=True
+    )
 job = client.submit(objects)
 logs = client.logs(job, follow=True)
 
@@ -114,11 +116,20 @@ assert done, "the trainer did not report its final accuracy"
 test_acc = float(done[-1].split("test_acc")[1].split()[0])
 assert test_acc >= 0.4, f"test accuracy {test_acc} is not far above chance"
 if BACKEND == "local":
-    checkpoints = sorted((client.backend.pvc_dir("training-checkpoints", NAMESPACE) / JOB_NAME / "checkpoints").glob("*.pt"))
+    checkpoints = sorted(
+        (client.backend.pvc_dir("training-checkpoints", NAMESPACE) / JOB_NAME / "checkpoints").glob(
+            "*.pt"
+        )
+    )
     assert checkpoints, "no checkpoint file on the checkpoints PVC"
     print("checkpoints on the PVC:", [p.name for p in checkpoints])
-record_outcome("02_job_on_kubernetes", backend=BACKEND, phase=status.phase, test_acc=test_acc,
-               duration_s=round(status.duration_s or 0, 1))
+record_outcome(
+    "02_job_on_kubernetes",
+    backend=BACKEND,
+    phase=status.phase,
+    test_acc=test_acc,
+    duration_s=round(status.duration_s or 0, 1),
+)
 
 # %% [markdown]
 # ## Exercise: make a bad configuration fail fast
@@ -128,8 +139,14 @@ record_outcome("02_job_on_kubernetes", backend=BACKEND, phase=status.phase, test
 # (A solution is filled in: change it and re-run the check.)
 
 # %%
-bad_objects = render("01", name=f"{JOB_NAME}-bad", namespace=NAMESPACE, image=IMAGE,
-                     env={"DATASET": "synthetic"}, extra_args=["--smoke", "--epochs=-1"])  # YOUR CODE
+bad_objects = render(
+    "01",
+    name=f"{JOB_NAME}-bad",
+    namespace=NAMESPACE,
+    image=IMAGE,
+    env={"DATASET": "synthetic"},
+    extra_args=["--smoke", "--epochs=-1"],
+)  # YOUR CODE
 bad_job = client.submit(bad_objects)
 bad_status = client.wait(bad_job, timeout_s=TIMEOUT_S, progress=False)
 

@@ -33,12 +33,16 @@ def local_backend(tmp_path):
 def local_client(local_backend, tmp_path):
     from kubecourse import TrainingClient
 
-    with TrainingClient(backend=local_backend, show_kubectl=False, rendered_dir=tmp_path / "rendered") as client:
+    with TrainingClient(
+        backend=local_backend, show_kubectl=False, rendered_dir=tmp_path / "rendered"
+    ) as client:
         yield client
 
 
 @pytest.fixture
 def crd_dir():
     if not CRD_DIR.is_dir():
-        pytest.skip(f"CRD schemas not available: {CRD_DIR} is absent (it lies beside the repository)")
+        pytest.skip(
+            f"CRD schemas not available: {CRD_DIR} is absent (it lies beside the repository)"
+        )
     return CRD_DIR

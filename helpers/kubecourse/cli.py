@@ -1,9 +1,9 @@
 """`kubecourse` command line: the facade's verbs for a terminal.
 
-    kubecourse env                                   # what notebook 00 checks
-    kubecourse render 01 --set name=my-run --set gpus=0
-    kubecourse validate 01                           # or a YAML file
-    kubecourse submit 01 --set extra_args='["--smoke"]' --set env='{"DATASET":"synthetic"}' --follow
+kubecourse env                                   # what notebook 00 checks
+kubecourse render 01 --set name=my-run --set gpus=0
+kubecourse validate 01                           # or a YAML file
+kubecourse submit 01 --set extra_args='["--smoke"]' --set env='{"DATASET":"synthetic"}' --follow
 """
 
 from __future__ import annotations
@@ -42,19 +42,35 @@ def _objects(target: str, sets: list[str]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kubecourse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="kubecourse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("env", help="check Python, torch, GPU, disk and cluster")
-    for name, text in (("render", "print a lesson's manifests with options applied"),
-                       ("validate", "schema + CRD + policy checks"),
-                       ("submit", "validate and run on a backend")):
+    for name, text in (
+        ("render", "print a lesson's manifests with options applied"),
+        ("validate", "schema + CRD + policy checks"),
+        ("submit", "validate and run on a backend"),
+    ):
         command = sub.add_parser(name, help=text)
-        command.add_argument("target", help="lesson number/folder (01, 01-cifar10-job) or a YAML file")
-        command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a typed option (repeatable)")
+        command.add_argument(
+            "target", help="lesson number/folder (01, 01-cifar10-job) or a YAML file"
+        )
+        command.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a typed option (repeatable)",
+        )
         if name == "submit":
             command.add_argument("--backend", default="local", choices=["local", "kubernetes"])
-            command.add_argument("--dry-run", action="store_true", help="server-side dry run (kubernetes)")
-            command.add_argument("--follow", action="store_true", help="follow logs and wait for the end")
+            command.add_argument(
+                "--dry-run", action="store_true", help="server-side dry run (kubernetes)"
+            )
+            command.add_argument(
+                "--follow", action="store_true", help="follow logs and wait for the end"
+            )
             command.add_argument("--timeout", type=float, default=3600, help="seconds to wait")
     args = parser.parse_args(argv)
     try:

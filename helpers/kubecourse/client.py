@@ -38,7 +38,9 @@ def make_backend(backend: str | Backend = "local", **kwargs) -> Backend:
         from .backends.kubernetes import KubernetesBackend
 
         return KubernetesBackend(**kwargs)
-    raise OptionError("backend", f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    raise OptionError(
+        "backend", f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+    )
 
 
 class TrainingClient:
@@ -48,13 +50,23 @@ class TrainingClient:
     notebooks teach kubectl alongside the helpers).
     """
 
-    def __init__(self, backend: str | Backend = "local", *, namespace: str = "default", show_kubectl: bool = True,
-                 policy: bool = True, rendered_dir: str | Path | None = None, **backend_kwargs):
+    def __init__(
+        self,
+        backend: str | Backend = "local",
+        *,
+        namespace: str = "default",
+        show_kubectl: bool = True,
+        policy: bool = True,
+        rendered_dir: str | Path | None = None,
+        **backend_kwargs,
+    ):
         self.backend = make_backend(backend, **backend_kwargs)
         self.namespace = namespace
         self.show_kubectl = show_kubectl
         self.policy = policy
-        self.rendered_dir = Path(rendered_dir) if rendered_dir else repo_root() / ".course" / "rendered"
+        self.rendered_dir = (
+            Path(rendered_dir) if rendered_dir else repo_root() / ".course" / "rendered"
+        )
 
     # ---------------------------------------------------------------------------------------------
 
@@ -77,23 +89,40 @@ class TrainingClient:
     def submit(self, objects: list[Manifest], *, dry_run: bool = False) -> JobRef:
         """Validate, then create the objects on the backend. Raises ManifestError naming each bad field."""
         if not isinstance(objects, list) or not objects:
-            raise ManifestError([], summary="submit() needs a non-empty list of manifests (see render())")
+            raise ManifestError(
+                [], summary="submit() needs a non-empty list of manifests (see render())"
+            )
         for obj in objects:
             if isinstance(obj, dict):
                 obj.setdefault("metadata", {})
-                if obj.get("kind") not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"):
+                if obj.get("kind") not in (
+                    "Namespace",
+                    "ClusterRole",
+                    "ClusterRoleBinding",
+                    "PriorityClass",
+                ):
                     obj["metadata"].setdefault("namespace", self.namespace)
         report = self.validate(objects)
         report.raise_for_findings()
         target = workload(objects)
-        path = self.rendered_dir / f"{target['metadata']['namespace']}-{target['metadata']['name']}.yaml"
+        path = (
+            self.rendered_dir
+            / f"{target['metadata']['namespace']}-{target['metadata']['name']}.yaml"
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(display.to_yaml(objects))
         ref = JobRef(target["metadata"]["name"], target["metadata"]["namespace"], target["kind"])
-        self._twin("submit", ref, path=str(path.relative_to(repo_root()) if path.is_relative_to(repo_root()) else path), dry_run=dry_run)
+        self._twin(
+            "submit",
+            ref,
+            path=str(path.relative_to(repo_root()) if path.is_relative_to(repo_root()) else path),
+            dry_run=dry_run,
+        )
         created = self.backend.submit(objects, dry_run=dry_run)
-        print(f"{'validated (dry run)' if dry_run else 'created'}: {', '.join(object_id(o) for o in objects)} "
-              f"[{self.backend.name} backend]")
+        print(
+            f"{'validated (dry run)' if dry_run else 'created'}: {', '.join(object_id(o) for o in objects)} "
+            f"[{self.backend.name} backend]"
+        )
         return created
 
     def status(self, job: JobRef | str) -> JobStatus:
@@ -101,8 +130,14 @@ class TrainingClient:
         self._twin("status", ref)
         return self.backend.status(ref.name, ref.namespace)
 
-    def wait(self, job: JobRef | str, *, timeout_s: float = 900, progress: bool = True,
-             raise_on_failure: bool = False) -> JobStatus:
+    def wait(
+        self,
+        job: JobRef | str,
+        *,
+        timeout_s: float = 900,
+        progress: bool = True,
+        raise_on_failure: bool = False,
+    ) -> JobStatus:
         """Block until the job ends (progress bar in notebooks); JobTimeout after timeout_s."""
         ref = self._ref(job)
         self._twin("wait", ref, timeout_s=timeout_s)
@@ -119,21 +154,34 @@ class TrainingClient:
             if steps is not None:
                 bar.total = steps[1]
                 bar.n = steps[0]
-            bar.set_postfix_str(status.phase + (f" ({status.reason})" if status.reason else ""), refresh=False)
+            bar.set_postfix_str(
+                status.phase + (f" ({status.reason})" if status.reason else ""), refresh=False
+            )
             bar.refresh()
 
         try:
-            final = self.backend.wait(ref.name, ref.namespace, timeout_s=timeout_s, on_update=on_update)
+            final = self.backend.wait(
+                ref.name, ref.namespace, timeout_s=timeout_s, on_update=on_update
+            )
         finally:
             if bar is not None:
                 bar.close()
         print(display.status_view(final))
         if raise_on_failure and final.phase != "Succeeded":
-            raise JobFailed(f"job {ref.namespace}/{ref.name} failed: {final.reason} {final.message}".strip())
+            raise JobFailed(
+                f"job {ref.namespace}/{ref.name} failed: {final.reason} {final.message}".strip()
+            )
         return final
 
-    def logs(self, job: JobRef | str, *, follow: bool = False, rank: int | None = None, tail_lines: int | None = None,
-             echo: bool = True) -> list[LogLine]:
+    def logs(
+        self,
+        job: JobRef | str,
+        *,
+        follow: bool = False,
+        rank: int | None = None,
+        tail_lines: int | None = None,
+        echo: bool = True,
+    ) -> list[LogLine]:
         """Log lines of every rank (or one), prefixed with the rank; printed as they arrive when echo."""
         ref = self._ref(job)
         self._twin("logs", ref, follow=follow, index=rank)
@@ -144,23 +192,41 @@ class TrainingClient:
                 print(line.prefixed(), flush=True)
         return lines
 
-    def iter_logs(self, job: JobRef | str, *, follow: bool = False, rank: int | None = None,
-                  tail_lines: int | None = None) -> Iterator[LogLine]:
+    def iter_logs(
+        self,
+        job: JobRef | str,
+        *,
+        follow: bool = False,
+        rank: int | None = None,
+        tail_lines: int | None = None,
+    ) -> Iterator[LogLine]:
         """Like logs() but a generator; following several ranks merges them as lines arrive."""
         ref = self._ref(job)
         if not follow or rank is not None:
-            yield from self.backend.logs(ref.name, ref.namespace, follow=follow, index=rank, tail_lines=tail_lines)
+            yield from self.backend.logs(
+                ref.name, ref.namespace, follow=follow, index=rank, tail_lines=tail_lines
+            )
             return
-        indices = sorted({p.index for p in self.backend.status(ref.name, ref.namespace).pods if p.index is not None})
+        indices = sorted(
+            {
+                p.index
+                for p in self.backend.status(ref.name, ref.namespace).pods
+                if p.index is not None
+            }
+        )
         if len(indices) <= 1:
-            yield from self.backend.logs(ref.name, ref.namespace, follow=True, tail_lines=tail_lines)
+            yield from self.backend.logs(
+                ref.name, ref.namespace, follow=True, tail_lines=tail_lines
+            )
             return
         merged: queue.Queue = queue.Queue()
         done = object()
 
         def pump(index: int) -> None:
             try:
-                for line in self.backend.logs(ref.name, ref.namespace, follow=True, index=index, tail_lines=tail_lines):
+                for line in self.backend.logs(
+                    ref.name, ref.namespace, follow=True, index=index, tail_lines=tail_lines
+                ):
                     merged.put(line)
             except Exception as error:  # noqa: BLE001 - handed to the consumer, raised there
                 merged.put(error)

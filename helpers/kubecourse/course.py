@@ -48,7 +48,9 @@ def record_outcome(lesson: str, figures: dict[str, Any] | None = None, **numbers
         figure.savefig(path, dpi=90, bbox_inches="tight")
         saved.append(path.name)
     path = out / f"{lesson}.json"
-    path.write_text(json.dumps({"lesson": lesson, "numbers": numbers, "figures": saved}, indent=2, default=str))
+    path.write_text(
+        json.dumps({"lesson": lesson, "numbers": numbers, "figures": saved}, indent=2, default=str)
+    )
     print(f"outcome recorded: {lesson}: {numbers}")
     return path
 
@@ -70,7 +72,11 @@ def sync(paths: list[Path] | None = None) -> list[Path]:
     written = []
     for source in paths or sorted(notebook_dir().glob("[0-9][0-9]_*.py")):
         notebook = jupytext.read(source)
-        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        notebook.metadata["kernelspec"] = {
+            "name": "python3",
+            "display_name": "Python 3",
+            "language": "python",
+        }
         notebook.metadata.pop("jupytext", None)
         for cell in notebook.cells:
             if cell.cell_type == "code":
@@ -95,7 +101,9 @@ def drift(notebook_path: Path) -> list[str]:
         problems.append(f"{notebook_path.name} differs from {source.name}: run `make notebooks`")
     for number, cell in enumerate(notebook.cells):
         if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
-            problems.append(f"{notebook_path.name}: cell {number} has committed outputs: run `make notebooks`")
+            problems.append(
+                f"{notebook_path.name}: cell {number} has committed outputs: run `make notebooks`"
+            )
             break
     if not any("parameters" in c.metadata.get("tags", []) for c in notebook.cells):
         problems.append(f"{notebook_path.name}: no cell tagged 'parameters' (papermill needs one)")
@@ -107,8 +115,14 @@ def drift(notebook_path: Path) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def execute(notebook_path: Path, out_dir: Path, *, parameters: dict[str, Any] | None = None,
-            cell_timeout_s: int = 300, outcome_dir: Path | None = None) -> Path:
+def execute(
+    notebook_path: Path,
+    out_dir: Path,
+    *,
+    parameters: dict[str, Any] | None = None,
+    cell_timeout_s: int = 300,
+    outcome_dir: Path | None = None,
+) -> Path:
     """Execute one notebook with papermill (kernel: this interpreter) into out_dir; returns the copy."""
     import papermill
 
@@ -118,9 +132,15 @@ def execute(notebook_path: Path, out_dir: Path, *, parameters: dict[str, Any] | 
     os.environ[OUTCOME_DIR_ENV] = str(outcome_dir or out_dir / "outcomes")
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     try:
-        papermill.execute_notebook(str(notebook_path), str(target), parameters=parameters or {},
-                                   kernel_name=_kernel_name(), cwd=str(notebook_path.parent),
-                                   execution_timeout=cell_timeout_s, progress_bar=False)
+        papermill.execute_notebook(
+            str(notebook_path),
+            str(target),
+            parameters=parameters or {},
+            kernel_name=_kernel_name(),
+            cwd=str(notebook_path.parent),
+            execution_timeout=cell_timeout_s,
+            progress_bar=False,
+        )
     finally:
         if previous is None:
             os.environ.pop(OUTCOME_DIR_ENV, None)
@@ -163,20 +183,33 @@ def run_course(out_dir: Path, only: str | None = None) -> Path:
             error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
             failures += 1
         wall = time.monotonic() - start
-        print(f"{'FAIL' if error else 'ok  '} {notebook.name:40s} {wall:6.1f} s {error}", flush=True)
+        print(
+            f"{'FAIL' if error else 'ok  '} {notebook.name:40s} {wall:6.1f} s {error}", flush=True
+        )
         rows.append({"notebook": notebook.name, "seconds": round(wall, 1), "error": error})
     outcomes = {p.stem: json.loads(p.read_text()) for p in sorted(outcomes_dir.glob("*.json"))}
-    lines = ["# Course run (local backend)", "", "| notebook | time (s) | result | outcome |", "|---|---|---|---|"]
+    lines = [
+        "# Course run (local backend)",
+        "",
+        "| notebook | time (s) | result | outcome |",
+        "|---|---|---|---|",
+    ]
     for row in rows:
         lesson = row["notebook"].removesuffix(".ipynb")
         numbers = outcomes.get(lesson, {}).get("numbers", {})
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in numbers.items())
-        lines.append(f"| {row['notebook']} | {row['seconds']} | {'FAILED ' + row['error'] if row['error'] else 'passed'} | {shown} |")
+        shown = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in numbers.items()
+        )
+        lines.append(
+            f"| {row['notebook']} | {row['seconds']} | {'FAILED ' + row['error'] if row['error'] else 'passed'} | {shown} |"
+        )
     figures = [f for o in outcomes.values() for f in o.get("figures", [])]
     if figures:
         lines += ["", "## Plots", ""] + [f"![{f}](outcomes/{f})" for f in figures]
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
-    (out_dir / "summary.json").write_text(json.dumps({"notebooks": rows, "outcomes": outcomes}, indent=2, default=str))
+    (out_dir / "summary.json").write_text(
+        json.dumps({"notebooks": rows, "outcomes": outcomes}, indent=2, default=str)
+    )
     print(f"summary: {out_dir / 'summary.md'}")
     if failures:
         raise SystemExit(f"{failures} notebook(s) failed")
@@ -184,10 +217,16 @@ def run_course(out_dir: Path, only: str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("build/course"), help="folder for executed notebooks")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("build/course"), help="folder for executed notebooks"
+    )
     parser.add_argument("--only", help="regular expression: run only the matching notebooks")
-    parser.add_argument("--sync", action="store_true", help="regenerate the .ipynb files from the .py sources")
+    parser.add_argument(
+        "--sync", action="store_true", help="regenerate the .ipynb files from the .py sources"
+    )
     args = parser.parse_args(argv)
     if args.sync:
         for path in sync():

@@ -21,7 +21,9 @@ from .types import Event, JobStatus
 def to_yaml(objects: Manifest | Iterable[Manifest]) -> str:
     """Multi-document YAML, keys in manifest order."""
     docs = [objects] if isinstance(objects, dict) else list(objects)
-    return "---\n".join(yaml.safe_dump(d, sort_keys=False, default_flow_style=False, width=100) for d in docs)
+    return "---\n".join(
+        yaml.safe_dump(d, sort_keys=False, default_flow_style=False, width=100) for d in docs
+    )
 
 
 class _View:
@@ -43,30 +45,68 @@ def yaml_view(objects: Manifest | Iterable[Manifest]) -> _View:
     return _View(text, f"<pre style='font-size:12px;line-height:1.25'>{html.escape(text)}</pre>")
 
 
-def diff_view(before: Manifest | Iterable[Manifest], after: Manifest | Iterable[Manifest],
-              before_name: str = "manifest", after_name: str = "rendered") -> _View:
+def diff_view(
+    before: Manifest | Iterable[Manifest],
+    after: Manifest | Iterable[Manifest],
+    before_name: str = "manifest",
+    after_name: str = "rendered",
+) -> _View:
     """Unified diff of two manifest sets (green: added by the options, red: replaced)."""
-    lines = list(difflib.unified_diff(to_yaml(before).splitlines(), to_yaml(after).splitlines(),
-                                      before_name, after_name, lineterm="", n=2))
+    lines = list(
+        difflib.unified_diff(
+            to_yaml(before).splitlines(),
+            to_yaml(after).splitlines(),
+            before_name,
+            after_name,
+            lineterm="",
+            n=2,
+        )
+    )
     text = "\n".join(lines) or "(no differences)"
     colours = {"+": "#e6ffec", "-": "#ffebe9", "@": "#ddf4ff"}
-    rows = "".join(f"<div style='background:{colours.get(line[:1], 'transparent')}'>{html.escape(line) or '&nbsp;'}</div>"
-                   for line in lines) or "(no differences)"
+    rows = (
+        "".join(
+            f"<div style='background:{colours.get(line[:1], 'transparent')}'>{html.escape(line) or '&nbsp;'}</div>"
+            for line in lines
+        )
+        or "(no differences)"
+    )
     return _View(text, f"<pre style='font-size:12px;line-height:1.25'>{rows}</pre>")
 
 
 def status_view(status: JobStatus) -> _View:
-    header = f"Job {status.namespace}/{status.name}: {status.phase}" + (f" ({status.reason})" if status.reason else "")
-    rows = [(p.name, "-" if p.index is None else str(p.index), p.phase, "" if p.exit_code is None else str(p.exit_code), p.reason)
-            for p in status.pods]
-    text = "\n".join([header, *(f"  {n:40s} rank={i:2s} {ph:10s} exit={e:4s} {r}" for n, i, ph, e, r in rows)])
-    cells = "".join(f"<tr><td>{html.escape(n)}</td><td>{i}</td><td>{ph}</td><td>{e}</td><td>{html.escape(r)}</td></tr>" for n, i, ph, e, r in rows)
-    return _View(text, f"<b>{html.escape(header)}</b><table><tr><th>pod</th><th>rank</th><th>phase</th><th>exit</th>"
-                       f"<th>reason</th></tr>{cells}</table>")
+    header = f"Job {status.namespace}/{status.name}: {status.phase}" + (
+        f" ({status.reason})" if status.reason else ""
+    )
+    rows = [
+        (
+            p.name,
+            "-" if p.index is None else str(p.index),
+            p.phase,
+            "" if p.exit_code is None else str(p.exit_code),
+            p.reason,
+        )
+        for p in status.pods
+    ]
+    text = "\n".join(
+        [header, *(f"  {n:40s} rank={i:2s} {ph:10s} exit={e:4s} {r}" for n, i, ph, e, r in rows)]
+    )
+    cells = "".join(
+        f"<tr><td>{html.escape(n)}</td><td>{i}</td><td>{ph}</td><td>{e}</td><td>{html.escape(r)}</td></tr>"
+        for n, i, ph, e, r in rows
+    )
+    return _View(
+        text,
+        f"<b>{html.escape(header)}</b><table><tr><th>pod</th><th>rank</th><th>phase</th><th>exit</th>"
+        f"<th>reason</th></tr>{cells}</table>",
+    )
 
 
 def events_view(events: list[Event]) -> _View:
-    text = "\n".join(f"{e.type:8s} {e.reason:18s} {e.obj:45s} {e.message}" for e in events) or "(no events)"
+    text = (
+        "\n".join(f"{e.type:8s} {e.reason:18s} {e.obj:45s} {e.message}" for e in events)
+        or "(no events)"
+    )
     return _View(text, f"<pre style='font-size:12px'>{html.escape(text)}</pre>")
 
 
@@ -75,18 +115,29 @@ def events_view(events: list[Event]) -> _View:
 # --------------------------------------------------------------------------------------------------
 
 
-def kubectl(verb: str, name: str = "", namespace: str = "default", *, path: str = "", dry_run: bool = False,
-            timeout_s: float = 600, follow: bool = False, index: int | None = None) -> str:
+def kubectl(
+    verb: str,
+    name: str = "",
+    namespace: str = "default",
+    *,
+    path: str = "",
+    dry_run: bool = False,
+    timeout_s: float = 600,
+    follow: bool = False,
+    index: int | None = None,
+) -> str:
     """The kubectl command equivalent to a facade call."""
     ns = f"-n {shlex.quote(namespace)}"
     selector = f"-l {C.JOB_NAME_LABEL}={name}"
     if index is not None:
         selector += f",{C.COMPLETION_INDEX_ANNOTATION}={index}"
     commands = {
-        "submit": f"kubectl apply {ns} -f {shlex.quote(path)}" + (" --dry-run=server" if dry_run else ""),
+        "submit": f"kubectl apply {ns} -f {shlex.quote(path)}"
+        + (" --dry-run=server" if dry_run else ""),
         "status": f"kubectl get job {name} {ns} -o wide && kubectl get pods {ns} {selector}",
         "wait": f"kubectl wait {ns} --for=condition=complete --timeout={int(timeout_s)}s job/{name}",
-        "logs": f"kubectl logs {ns} {selector} -c trainer --prefix --max-log-requests=16" + (" -f" if follow else ""),
+        "logs": f"kubectl logs {ns} {selector} -c trainer --prefix --max-log-requests=16"
+        + (" -f" if follow else ""),
         "events": f"kubectl events {ns} --for job/{name}",
         "delete": f"kubectl delete job {name} {ns} --cascade=foreground",
         "validate": f"kubectl apply {ns} -f {shlex.quote(path)} --dry-run=server --validate=strict",

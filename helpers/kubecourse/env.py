@@ -25,9 +25,15 @@ _TORCH_PROBE = (
 
 def torch_info() -> dict[str, Any]:
     """torch version, CUDA availability, GPU count and name, bf16 support (from a subprocess)."""
-    result = subprocess.run([sys.executable, "-c", _TORCH_PROBE], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", _TORCH_PROBE], capture_output=True, text=True, timeout=120
+    )
     if result.returncode != 0:
-        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "torch probe failed"}
+        return {
+            "error": result.stderr.strip().splitlines()[-1]
+            if result.stderr.strip()
+            else "torch probe failed"
+        }
     return json.loads(result.stdout)
 
 
@@ -43,13 +49,22 @@ def cluster_info(timeout_s: float = 5.0) -> dict[str, Any]:
     path = kubeconfig_path()
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     if path is None and not in_cluster:
-        return {"reachable": False, "why": "no kubeconfig ($KUBECONFIG or ~/.kube/config) and not inside a pod"}
+        return {
+            "reachable": False,
+            "why": "no kubeconfig ($KUBECONFIG or ~/.kube/config) and not inside a pod",
+        }
     from .backends.kubernetes import KubernetesBackend
 
-    backend = KubernetesBackend(kubeconfig=str(path) if path else None, max_attempts=1, request_timeout_s=timeout_s)
+    backend = KubernetesBackend(
+        kubeconfig=str(path) if path else None, max_attempts=1, request_timeout_s=timeout_s
+    )
     try:
         version = backend._request("GET", "/version")
-        return {"reachable": True, "server": version.get("gitVersion"), "kubeconfig": str(path) if path else "in-cluster"}
+        return {
+            "reachable": True,
+            "server": version.get("gitVersion"),
+            "kubeconfig": str(path) if path else "in-cluster",
+        }
     except Exception as exc:  # noqa: BLE001 - the point is to report any failure
         return {"reachable": False, "why": f"{type(exc).__name__}: {exc}"}
     finally:

@@ -118,7 +118,14 @@ def api_error_for_status(status: int | None) -> type[ApiError]:
     """The exception class for an HTTP status (None means there was no HTTP answer)."""
     if status is None or status == 0:
         return ClusterUnreachable
-    table = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 422: Invalid, 429: TooManyRequests}
+    table = {
+        401: Unauthorized,
+        403: Forbidden,
+        404: NotFound,
+        409: Conflict,
+        422: Invalid,
+        429: TooManyRequests,
+    }
     if status in table:
         return table[status]
     if status >= 500:

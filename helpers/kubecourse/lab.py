@@ -62,7 +62,9 @@ def plot_metrics(records: list[dict[str, Any]], title: str = "training", ax=None
     ax.clear()
     train = [r for r in records if r.get("kind") == "train"]
     evals = [r for r in records if r.get("kind") == "eval"]
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", label="train loss")
+    ax.plot(
+        [r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", label="train loss"
+    )
     ax.set_xlabel("step")
     ax.set_ylabel("loss", color="tab:blue")
     ax.set_title(title)
@@ -70,15 +72,29 @@ def plot_metrics(records: list[dict[str, Any]], title: str = "training", ax=None
         acc_ax = ax.twinx() if not hasattr(ax, "_acc_ax") else ax._acc_ax
         ax._acc_ax = acc_ax
         acc_ax.clear()
-        acc_ax.plot([r["step"] for r in evals], [r["test_acc"] for r in evals], "o-", color="tab:orange", label="test acc")
+        acc_ax.plot(
+            [r["step"] for r in evals],
+            [r["test_acc"] for r in evals],
+            "o-",
+            color="tab:orange",
+            label="test acc",
+        )
         acc_ax.set_ylabel("test accuracy", color="tab:orange")
         acc_ax.set_ylim(0, 1)
     fig.tight_layout()
     return fig
 
 
-def run_lab(module: str, args: list[str], out_dir: str | Path, *, live_plot: bool = True, timeout_s: float = 900,
-            echo_every: int = 1, plot_every_s: float = 2.0) -> LabRun:
+def run_lab(
+    module: str,
+    args: list[str],
+    out_dir: str | Path,
+    *,
+    live_plot: bool = True,
+    timeout_s: float = 900,
+    echo_every: int = 1,
+    plot_every_s: float = 2.0,
+) -> LabRun:
     """Run `python -m <module> <args> --out-dir <out_dir>` in the repo; stream its log; plot live.
 
     The process is killed (whole group) after timeout_s. Returns a LabRun; check .returncode.
@@ -100,8 +116,15 @@ def run_lab(module: str, args: list[str], out_dir: str | Path, *, live_plot: boo
     start = time.monotonic()
     last_plot = 0.0
     log: list[str] = []
-    process = subprocess.Popen(argv, cwd=repo_root(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               bufsize=1, start_new_session=True)
+    process = subprocess.Popen(
+        argv,
+        cwd=repo_root(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+    )
     try:
         assert process.stdout is not None
         for number, line in enumerate(process.stdout):

@@ -42,22 +42,33 @@ def repo_root() -> Path:
     for candidate in [Path.cwd(), *Path.cwd().parents]:
         if (candidate / "manifests").is_dir() and (candidate / "labs").is_dir():
             return candidate
-    raise FileNotFoundError("cannot find the course repository (a folder with manifests/ and labs/)")
+    raise FileNotFoundError(
+        "cannot find the course repository (a folder with manifests/ and labs/)"
+    )
 
 
 def lesson_dir(lesson: str | int) -> Path:
     """manifests/NN-topic for a lesson given as 1, "01", or "01-cifar10-job"."""
     root = repo_root() / "manifests"
     key = f"{int(lesson):02d}" if isinstance(lesson, int) or str(lesson).isdigit() else str(lesson)
-    matches = sorted(p for p in root.iterdir() if p.is_dir() and (p.name == key or p.name.startswith(f"{key}-")))
+    matches = sorted(
+        p for p in root.iterdir() if p.is_dir() and (p.name == key or p.name.startswith(f"{key}-"))
+    )
     if len(matches) != 1:
         known = ", ".join(sorted(p.name for p in root.iterdir() if p.is_dir()))
-        raise ManifestError(Finding("lesson", "lesson", f"no single manifest folder matches {lesson!r}; known: {known}", "option"))
+        raise ManifestError(
+            Finding(
+                "lesson",
+                "lesson",
+                f"no single manifest folder matches {lesson!r}; known: {known}",
+                "option",
+            )
+        )
     return matches[0]
 
 
 def object_id(obj: Manifest) -> str:
-    """"Kind/name" for messages."""
+    """ "Kind/name" for messages."""
     meta = obj.get("metadata") or {}
     return f"{obj.get('kind', '?')}/{meta.get('name', '?')}"
 
@@ -69,13 +80,22 @@ def parse_yaml(text: str, source: str = "<string>") -> list[Manifest]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        raise ManifestError(Finding(source, where, f"broken YAML: {getattr(exc, 'problem', exc)}", "yaml")) from exc
+        raise ManifestError(
+            Finding(source, where, f"broken YAML: {getattr(exc, 'problem', exc)}", "yaml")
+        ) from exc
     objects = []
     for number, doc in enumerate(docs):
         if doc is None:
             continue
         if not isinstance(doc, dict):
-            raise ManifestError(Finding(source, f"document {number}", f"expected a mapping (an object), got {type(doc).__name__}", "yaml"))
+            raise ManifestError(
+                Finding(
+                    source,
+                    f"document {number}",
+                    f"expected a mapping (an object), got {type(doc).__name__}",
+                    "yaml",
+                )
+            )
         objects.append(doc)
     return objects
 
@@ -107,14 +127,23 @@ def workload(objects: list[Manifest]) -> Manifest:
     found = [o for o in objects if o.get("kind") in C.WORKLOAD_KINDS]
     if len(found) != 1:
         kinds = ", ".join(object_id(o) for o in objects) or "nothing"
-        raise ManifestError(Finding("manifests", "kind", f"expected exactly one workload ({'/'.join(C.WORKLOAD_KINDS)}), found: {kinds}", "option"))
+        raise ManifestError(
+            Finding(
+                "manifests",
+                "kind",
+                f"expected exactly one workload ({'/'.join(C.WORKLOAD_KINDS)}), found: {kinds}",
+                "option",
+            )
+        )
     return found[0]
 
 
 def pod_spec(job: Manifest) -> Manifest:
     """The pod spec of a batch/v1 Job."""
     if job.get("kind") != "Job":
-        raise OptionError("kind", f"{object_id(job)}: this option applies to a batch/v1 Job", object_id(job))
+        raise OptionError(
+            "kind", f"{object_id(job)}: this option applies to a batch/v1 Job", object_id(job)
+        )
     return job.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})
 
 
@@ -122,7 +151,9 @@ def trainer_container(spec: Manifest) -> Manifest:
     """The container named "trainer", else the first container."""
     containers = spec.get("containers") or []
     if not containers:
-        raise ManifestError(Finding("pod", "spec.template.spec.containers", "the pod has no containers", "option"))
+        raise ManifestError(
+            Finding("pod", "spec.template.spec.containers", "the pod has no containers", "option")
+        )
     return next((c for c in containers if c.get("name") == "trainer"), containers[0])
 
 
@@ -160,8 +191,13 @@ class Name(Option):
     field = "name"
 
     def check(self) -> None:
-        _require(isinstance(self.value, str) and len(self.value) <= 63 and bool(_DNS_LABEL.match(self.value)), "name",
-                 f"{self.value!r} is not a valid job name: lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters")
+        _require(
+            isinstance(self.value, str)
+            and len(self.value) <= 63
+            and bool(_DNS_LABEL.match(self.value)),
+            "name",
+            f"{self.value!r} is not a valid job name: lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters",
+        )
 
     def apply(self, objects: list[Manifest]) -> None:
         workload(objects)["metadata"]["name"] = self.value
@@ -175,8 +211,13 @@ class Namespace(Option):
     field = "namespace"
 
     def check(self) -> None:
-        _require(isinstance(self.value, str) and len(self.value) <= 63 and bool(_DNS_LABEL.match(self.value)), "namespace",
-                 f"{self.value!r} is not a valid namespace: a DNS-1123 label (lower-case letters, digits, '-'; at most 63 characters)")
+        _require(
+            isinstance(self.value, str)
+            and len(self.value) <= 63
+            and bool(_DNS_LABEL.match(self.value)),
+            "namespace",
+            f"{self.value!r} is not a valid namespace: a DNS-1123 label (lower-case letters, digits, '-'; at most 63 characters)",
+        )
 
     def apply(self, objects: list[Manifest]) -> None:
         for obj in objects:
@@ -192,10 +233,18 @@ class Image(Option):
     field = "image"
 
     def check(self) -> None:
-        _require(isinstance(self.value, str) and bool(self.value.strip()), "image", "the image must be a non-empty string")
+        _require(
+            isinstance(self.value, str) and bool(self.value.strip()),
+            "image",
+            "the image must be a non-empty string",
+        )
         last = self.value.rsplit("/", 1)[-1]
         pinned = "@sha256:" in self.value or (":" in last and not last.endswith(":latest"))
-        _require(pinned, "image", f"{self.value!r} is not pinned: give an explicit version tag or digest, never ':latest'")
+        _require(
+            pinned,
+            "image",
+            f"{self.value!r} is not pinned: give an explicit version tag or digest, never ':latest'",
+        )
 
     def apply(self, objects: list[Manifest]) -> None:
         spec = pod_spec(workload(objects))
@@ -213,7 +262,11 @@ class Command(Option):
     field = "command"
 
     def check(self) -> None:
-        _require(len(self.value) > 0 and all(isinstance(v, str) for v in self.value), "command", "the command must be a non-empty list of strings")
+        _require(
+            len(self.value) > 0 and all(isinstance(v, str) for v in self.value),
+            "command",
+            "the command must be a non-empty list of strings",
+        )
 
     def apply(self, objects: list[Manifest]) -> None:
         trainer_container(pod_spec(workload(objects)))["command"] = list(self.value)
@@ -227,7 +280,9 @@ class Args(Option):
     field = "args"
 
     def check(self) -> None:
-        _require(all(isinstance(v, str) for v in self.value), "args", "args must be a list of strings")
+        _require(
+            all(isinstance(v, str) for v in self.value), "args", "args must be a list of strings"
+        )
 
     def apply(self, objects: list[Manifest]) -> None:
         trainer_container(pod_spec(workload(objects)))["args"] = list(self.value)
@@ -241,7 +296,11 @@ class ExtraArgs(Option):
     field = "extra_args"
 
     def check(self) -> None:
-        _require(all(isinstance(v, str) for v in self.value), "extra_args", "extra_args must be a list of strings")
+        _require(
+            all(isinstance(v, str) for v in self.value),
+            "extra_args",
+            "extra_args must be a list of strings",
+        )
 
     def apply(self, objects: list[Manifest]) -> None:
         container = trainer_container(pod_spec(workload(objects)))
@@ -257,8 +316,16 @@ class Env(Option):
 
     def check(self) -> None:
         for key, val in self.value:
-            _require(isinstance(key, str) and bool(_ENV_NAME.match(key)), f"env.{key}", f"{key!r} is not a valid environment variable name")
-            _require(isinstance(val, str), f"env.{key}", f"the value must be a string, got {type(val).__name__}")
+            _require(
+                isinstance(key, str) and bool(_ENV_NAME.match(key)),
+                f"env.{key}",
+                f"{key!r} is not a valid environment variable name",
+            )
+            _require(
+                isinstance(val, str),
+                f"env.{key}",
+                f"the value must be a string, got {type(val).__name__}",
+            )
 
     def apply(self, objects: list[Manifest]) -> None:
         for container in all_containers(pod_spec(workload(objects))):
@@ -273,8 +340,11 @@ class Env(Option):
 
 
 def _positive_int(value: Any, field: str, minimum: int = 1) -> None:
-    _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, field,
-             f"must be an integer >= {minimum}, got {value!r}")
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        field,
+        f"must be an integer >= {minimum}, got {value!r}",
+    )
 
 
 @dataclass(frozen=True)
@@ -312,8 +382,12 @@ class ProcsPerNode(Option):
         env = container.get("env") or []
         entry = next((e for e in env if e.get("name") == "NPROC_PER_NODE"), None)
         if entry is None:
-            raise OptionError("procs_per_node", "does not apply: the trainer container does not launch with torchrun "
-                              "(it has no NPROC_PER_NODE variable); this lesson runs one process per pod", object_id(workload(objects)))
+            raise OptionError(
+                "procs_per_node",
+                "does not apply: the trainer container does not launch with torchrun "
+                "(it has no NPROC_PER_NODE variable); this lesson runs one process per pod",
+                object_id(workload(objects)),
+            )
         entry.clear()
         entry.update({"name": "NPROC_PER_NODE", "value": str(self.value)})
 
@@ -349,7 +423,11 @@ class Cpu(Option):
     field = "cpu"
 
     def check(self) -> None:
-        _require(isinstance(self.value, str) and bool(_QUANTITY.match(self.value)), "cpu", f"{self.value!r} is not a Kubernetes quantity such as '4' or '500m'")
+        _require(
+            isinstance(self.value, str) and bool(_QUANTITY.match(self.value)),
+            "cpu",
+            f"{self.value!r} is not a Kubernetes quantity such as '4' or '500m'",
+        )
 
     def apply(self, objects: list[Manifest]) -> None:
         resources = _resources(objects)
@@ -365,7 +443,11 @@ class Memory(Option):
     field = "memory"
 
     def check(self) -> None:
-        _require(isinstance(self.value, str) and bool(_QUANTITY.match(self.value)), "memory", f"{self.value!r} is not a Kubernetes quantity such as '16Gi'")
+        _require(
+            isinstance(self.value, str) and bool(_QUANTITY.match(self.value)),
+            "memory",
+            f"{self.value!r} is not a Kubernetes quantity such as '16Gi'",
+        )
 
     def apply(self, objects: list[Manifest]) -> None:
         resources = _resources(objects)
@@ -382,7 +464,11 @@ class Volumes(Option):
 
     def check(self) -> None:
         for volume, claim in self.value:
-            _require(isinstance(claim, str) and bool(_DNS_LABEL.match(claim)), f"volumes.{volume}", f"{claim!r} is not a valid claim name")
+            _require(
+                isinstance(claim, str) and bool(_DNS_LABEL.match(claim)),
+                f"volumes.{volume}",
+                f"{claim!r} is not a valid claim name",
+            )
 
     def apply(self, objects: list[Manifest]) -> None:
         volumes = {v.get("name"): v for v in pod_spec(workload(objects)).get("volumes") or []}
@@ -390,7 +476,10 @@ class Volumes(Option):
             target = volumes.get(volume)
             if target is None or "persistentVolumeClaim" not in target:
                 pvcs = sorted(n for n, v in volumes.items() if "persistentVolumeClaim" in v)
-                raise OptionError(f"volumes.{volume}", f"the pod has no PVC volume named {volume!r}; PVC volumes: {pvcs}")
+                raise OptionError(
+                    f"volumes.{volume}",
+                    f"the pod has no PVC volume named {volume!r}; PVC volumes: {pvcs}",
+                )
             target["persistentVolumeClaim"]["claimName"] = claim
 
 
@@ -402,7 +491,11 @@ class Queue(Option):
     field = "queue"
 
     def check(self) -> None:
-        _require(isinstance(self.value, str) and bool(_DNS_LABEL.match(self.value)), "queue", f"{self.value!r} is not a valid LocalQueue name")
+        _require(
+            isinstance(self.value, str) and bool(_DNS_LABEL.match(self.value)),
+            "queue",
+            f"{self.value!r} is not a valid LocalQueue name",
+        )
 
     def apply(self, objects: list[Manifest]) -> None:
         job = workload(objects)
@@ -419,7 +512,11 @@ class Priority(Option):
     field = "priority"
 
     def check(self) -> None:
-        _require(isinstance(self.value, str) and bool(_DNS_LABEL.match(self.value)), "priority", f"{self.value!r} is not a valid PriorityClass name")
+        _require(
+            isinstance(self.value, str) and bool(_DNS_LABEL.match(self.value)),
+            "priority",
+            f"{self.value!r} is not a valid PriorityClass name",
+        )
 
     def apply(self, objects: list[Manifest]) -> None:
         pod_spec(workload(objects))["priorityClassName"] = self.value
@@ -460,9 +557,18 @@ class BackoffLimit(Option):
 _LIST_OPTIONS = {"command": Command, "args": Args, "extra_args": ExtraArgs}
 _MAP_OPTIONS = {"env": Env, "volumes": Volumes}
 _SCALAR_OPTIONS = {
-    "name": Name, "namespace": Namespace, "image": Image, "nodes": Nodes, "procs_per_node": ProcsPerNode,
-    "gpus": Gpus, "cpu": Cpu, "memory": Memory, "queue": Queue, "priority": Priority,
-    "deadline_s": Deadline, "backoff_limit": BackoffLimit,
+    "name": Name,
+    "namespace": Namespace,
+    "image": Image,
+    "nodes": Nodes,
+    "procs_per_node": ProcsPerNode,
+    "gpus": Gpus,
+    "cpu": Cpu,
+    "memory": Memory,
+    "queue": Queue,
+    "priority": Priority,
+    "deadline_s": Deadline,
+    "backoff_limit": BackoffLimit,
 }
 OPTION_NAMES = sorted([*_LIST_OPTIONS, *_MAP_OPTIONS, *_SCALAR_OPTIONS])
 
@@ -485,17 +591,25 @@ def options_from_dict(values: dict[str, Any]) -> list[Option]:
             options.append(_SCALAR_OPTIONS[key](value))
         else:
             close = difflib.get_close_matches(key, OPTION_NAMES, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known options: {', '.join(OPTION_NAMES)}"
+            hint = (
+                f"; did you mean {close[0]!r}?"
+                if close
+                else f"; known options: {', '.join(OPTION_NAMES)}"
+            )
             raise OptionError(key, f"unknown option{hint}")
     return options
 
 
-def apply_options(objects: list[Manifest], options: Iterable[Option] = (), **values: Any) -> list[Manifest]:
+def apply_options(
+    objects: list[Manifest], options: Iterable[Option] = (), **values: Any
+) -> list[Manifest]:
     """A deep copy of `objects` with every option applied (checked first, so nothing half-applies)."""
     all_options = list(options) + options_from_dict(values)
     for option in all_options:
         if not isinstance(option, Option):
-            raise OptionError("options", f"expected an Option (Name, Image, Gpus, ...), got {option!r}")
+            raise OptionError(
+                "options", f"expected an Option (Name, Image, Gpus, ...), got {option!r}"
+            )
         option.check()
     result = copy.deepcopy(objects)
     for option in all_options:
@@ -515,7 +629,30 @@ def option_fields() -> dict[str, str]:
 
 
 __all__ = [
-    "Manifest", "Option", "Name", "Namespace", "Image", "Command", "Args", "ExtraArgs", "Env", "Nodes",
-    "ProcsPerNode", "Gpus", "Cpu", "Memory", "Volumes", "Queue", "Priority", "Deadline", "BackoffLimit",
-    "apply_options", "load_lesson", "options_from_dict", "parse_yaml", "render", "repo_root", "workload",
+    "Manifest",
+    "Option",
+    "Name",
+    "Namespace",
+    "Image",
+    "Command",
+    "Args",
+    "ExtraArgs",
+    "Env",
+    "Nodes",
+    "ProcsPerNode",
+    "Gpus",
+    "Cpu",
+    "Memory",
+    "Volumes",
+    "Queue",
+    "Priority",
+    "Deadline",
+    "BackoffLimit",
+    "apply_options",
+    "load_lesson",
+    "options_from_dict",
+    "parse_yaml",
+    "render",
+    "repo_root",
+    "workload",
 ]

@@ -77,7 +77,9 @@ def _schema_error_finding(obj: Manifest, error: jsonschema.ValidationError, rule
     message = error.message
     if error.validator == "additionalProperties":
         # Name the unexpected field itself, not its parent.
-        unexpected = re.findall(r"'([^']+)' (?:was|were) unexpected", message) or re.findall(r"\('([^']+)'", message)
+        unexpected = re.findall(r"'([^']+)' (?:was|were) unexpected", message) or re.findall(
+            r"\('([^']+)'", message
+        )
         if unexpected:
             path.append(unexpected[0])
             message = f"unknown field {unexpected[0]!r} (strict validation: typos are errors)"
@@ -97,11 +99,35 @@ def _check_metadata(obj: Manifest) -> list[Finding]:
         return [Finding(oid, "metadata.name", "every object needs a name", "schema")]
     name = meta["name"]
     limit = 63 if obj.get("kind") in _LABEL_NAMED_KINDS else 253
-    if not isinstance(name, str) or len(name) > limit or not _DNS_SUBDOMAIN.match(name) or (limit == 63 and "." in name):
-        return [Finding(oid, "metadata.name", f"{name!r} is not a valid name: lower-case letters, digits and '-', at most {limit} characters", "schema")]
+    if (
+        not isinstance(name, str)
+        or len(name) > limit
+        or not _DNS_SUBDOMAIN.match(name)
+        or (limit == 63 and "." in name)
+    ):
+        return [
+            Finding(
+                oid,
+                "metadata.name",
+                f"{name!r} is not a valid name: lower-case letters, digits and '-', at most {limit} characters",
+                "schema",
+            )
+        ]
     namespace = meta.get("namespace")
-    if namespace is not None and (not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_SUBDOMAIN.match(namespace) or "." in namespace):
-        return [Finding(oid, "metadata.namespace", f"{namespace!r} is not a valid namespace (a DNS-1123 label)", "schema")]
+    if namespace is not None and (
+        not isinstance(namespace, str)
+        or len(namespace) > 63
+        or not _DNS_SUBDOMAIN.match(namespace)
+        or "." in namespace
+    ):
+        return [
+            Finding(
+                oid,
+                "metadata.namespace",
+                f"{namespace!r} is not a valid namespace (a DNS-1123 label)",
+                "schema",
+            )
+        ]
     return []
 
 
@@ -147,7 +173,11 @@ def _strict(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     out = {k: _strict(v) for k, v in schema.items()}
-    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     return out
 
@@ -160,8 +190,17 @@ def _validate_custom(obj: Manifest, crd_dir: Path, report: Report) -> list[Findi
     schemas = _crd_schemas(str(crd_dir), group)
     schema = schemas.get((group, version, obj.get("kind")))
     if schema is None:
-        known = sorted({f"{g}/{v} {k}" for g, v, k in schemas if g == group}) or ["none for this group"]
-        return [Finding(object_id(obj), "apiVersion/kind", f"unknown kind {obj.get('apiVersion')} {obj.get('kind')}; known: {', '.join(known)}", "crd")]
+        known = sorted({f"{g}/{v} {k}" for g, v, k in schemas if g == group}) or [
+            "none for this group"
+        ]
+        return [
+            Finding(
+                object_id(obj),
+                "apiVersion/kind",
+                f"unknown kind {obj.get('apiVersion')} {obj.get('kind')}; known: {', '.join(known)}",
+                "crd",
+            )
+        ]
     validator = jsonschema.Draft7Validator(_strict(schema))
     errors = sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
     return [_schema_error_finding(obj, e, "crd") for e in errors]
@@ -185,7 +224,10 @@ def pod_specs(obj: Manifest) -> Iterator[tuple[str, Manifest]]:
             yield f"spec.replicatedJobs[{i}].template.spec.template.spec", tmpl.get("spec") or {}
     elif kind == "PyTorchJob":
         for role, replica in (spec.get("pytorchReplicaSpecs") or {}).items():
-            yield f"spec.pytorchReplicaSpecs.{role}.template.spec", ((replica.get("template") or {}).get("spec") or {})
+            yield (
+                f"spec.pytorchReplicaSpecs.{role}.template.spec",
+                ((replica.get("template") or {}).get("spec") or {}),
+            )
 
 
 def _image_pinned(image: str) -> bool:
@@ -212,41 +254,74 @@ def policy_findings(obj: Manifest) -> list[Finding]:
                     except Exception:  # noqa: BLE001 - undecodable data is still a literal value
                         pass
                 if not _PLACEHOLDER.match(text):
-                    bad(f"{section}.{key}", "secret value written into the manifest; create it with "
-                        "`kubectl create secret generic ... --from-literal` and keep only a placeholder here")
+                    bad(
+                        f"{section}.{key}",
+                        "secret value written into the manifest; create it with "
+                        "`kubectl create secret generic ... --from-literal` and keep only a placeholder here",
+                    )
 
     for base, spec in pod_specs(obj):
         pod_sc = spec.get("securityContext") or {}
-        containers = [("initContainers", i, c) for i, c in enumerate(spec.get("initContainers") or [])]
+        containers = [
+            ("initContainers", i, c) for i, c in enumerate(spec.get("initContainers") or [])
+        ]
         containers += [("containers", i, c) for i, c in enumerate(spec.get("containers") or [])]
         for section, i, container in containers:
             where = f"{base}.{section}[{i}]"
             image = container.get("image") or ""
             if not _image_pinned(image):
-                bad(f"{where}.image", f"image {image!r} is not pinned: use a version tag or digest, never ':latest' or no tag")
+                bad(
+                    f"{where}.image",
+                    f"image {image!r} is not pinned: use a version tag or digest, never ':latest' or no tag",
+                )
             resources = container.get("resources") or {}
             for kind in ("requests", "limits"):
                 for resource in ("cpu", "memory"):
                     if resource not in (resources.get(kind) or {}):
-                        bad(f"{where}.resources.{kind}.{resource}", f"{kind}.{resource} is not set (the scheduler and quotas need it)")
+                        bad(
+                            f"{where}.resources.{kind}.{resource}",
+                            f"{kind}.{resource} is not set (the scheduler and quotas need it)",
+                        )
             gpu_req = (resources.get("requests") or {}).get(C.GPU_RESOURCE)
             gpu_lim = (resources.get("limits") or {}).get(C.GPU_RESOURCE)
             if gpu_req is not None and gpu_lim is not None and str(gpu_req) != str(gpu_lim):
-                bad(f"{where}.resources.limits.{C.GPU_RESOURCE}", "GPU requests and limits must be equal")
+                bad(
+                    f"{where}.resources.limits.{C.GPU_RESOURCE}",
+                    "GPU requests and limits must be equal",
+                )
             sc = container.get("securityContext") or {}
             if not (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot")):
-                bad(f"{where}.securityContext.runAsNonRoot", "containers must run as non-root (runAsNonRoot: true here or in the pod securityContext)")
+                bad(
+                    f"{where}.securityContext.runAsNonRoot",
+                    "containers must run as non-root (runAsNonRoot: true here or in the pod securityContext)",
+                )
             if sc.get("allowPrivilegeEscalation") is not False:
-                bad(f"{where}.securityContext.allowPrivilegeEscalation", "set allowPrivilegeEscalation: false")
+                bad(
+                    f"{where}.securityContext.allowPrivilegeEscalation",
+                    "set allowPrivilegeEscalation: false",
+                )
             if sc.get("privileged"):
                 bad(f"{where}.securityContext.privileged", "privileged containers are not allowed")
             if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
-                bad(f"{where}.securityContext.capabilities.drop", "drop all capabilities (drop: [ALL]) as Pod Security 'restricted' requires")
+                bad(
+                    f"{where}.securityContext.capabilities.drop",
+                    "drop all capabilities (drop: [ALL]) as Pod Security 'restricted' requires",
+                )
             for j, env in enumerate(container.get("env") or []):
-                if "value" in env and _SECRET_NAME.search(env.get("name", "")) and not _PLACEHOLDER.match(str(env["value"])):
-                    bad(f"{where}.env[{j}].value", f"{env['name']} looks like a secret written inline; use valueFrom.secretKeyRef")
-        if not ((pod_sc.get("seccompProfile") or {}).get("type") in ("RuntimeDefault", "Localhost")):
-            bad(f"{base}.securityContext.seccompProfile", "set seccompProfile.type: RuntimeDefault (Pod Security 'restricted')")
+                if (
+                    "value" in env
+                    and _SECRET_NAME.search(env.get("name", ""))
+                    and not _PLACEHOLDER.match(str(env["value"]))
+                ):
+                    bad(
+                        f"{where}.env[{j}].value",
+                        f"{env['name']} looks like a secret written inline; use valueFrom.secretKeyRef",
+                    )
+        if (pod_sc.get("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            bad(
+                f"{base}.securityContext.seccompProfile",
+                "set seccompProfile.type: RuntimeDefault (Pod Security 'restricted')",
+            )
     return out
 
 
@@ -257,18 +332,35 @@ def policy_findings(obj: Manifest) -> list[Finding]:
 
 def is_builtin(obj: Manifest) -> bool:
     group = str(obj.get("apiVersion", "")).rpartition("/")[0]
-    return group == "" or group.endswith(".k8s.io") and not group.endswith(".x-k8s.io") or "." not in group
+    return (
+        group == ""
+        or group.endswith(".k8s.io")
+        and not group.endswith(".x-k8s.io")
+        or "." not in group
+    )
 
 
-def validate(objects: list[Manifest], *, policy: bool = True, crd_dir: Path | str | None = None,
-             kubernetes_version: str = C.KUBERNETES_VERSION) -> Report:
+def validate(
+    objects: list[Manifest],
+    *,
+    policy: bool = True,
+    crd_dir: Path | str | None = None,
+    kubernetes_version: str = C.KUBERNETES_VERSION,
+) -> Report:
     """Validate every object; returns a Report (see Report.raise_for_findings)."""
     report = Report()
     crd_path = Path(crd_dir) if crd_dir is not None else default_crd_dir()
     for obj in objects:
         if not isinstance(obj, dict) or not obj.get("kind") or not obj.get("apiVersion"):
             missing = "kind" if isinstance(obj, dict) and not obj.get("kind") else "apiVersion"
-            report.findings.append(Finding(object_id(obj) if isinstance(obj, dict) else "?", missing, f"{missing} is required", "schema"))
+            report.findings.append(
+                Finding(
+                    object_id(obj) if isinstance(obj, dict) else "?",
+                    missing,
+                    f"{missing} is required",
+                    "schema",
+                )
+            )
             continue
         report.checked.append(object_id(obj))
         found = _check_metadata(obj)
@@ -276,7 +368,14 @@ def validate(objects: list[Manifest], *, policy: bool = True, crd_dir: Path | st
             try:
                 found += _validate_builtin(obj, kubernetes_version)
             except kubernetes_validate.SchemaNotFoundError:
-                found.append(Finding(object_id(obj), "apiVersion/kind", f"unknown kind {obj['apiVersion']} {obj['kind']} in Kubernetes {kubernetes_version}", "schema"))
+                found.append(
+                    Finding(
+                        object_id(obj),
+                        "apiVersion/kind",
+                        f"unknown kind {obj['apiVersion']} {obj['kind']} in Kubernetes {kubernetes_version}",
+                        "schema",
+                    )
+                )
         else:
             found += _validate_custom(obj, crd_path, report)
         if policy:

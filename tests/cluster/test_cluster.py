@@ -23,12 +23,16 @@ IMAGE = "python:3.11.11-slim"
 
 @pytest.fixture
 def client(tmp_path):
-    with TrainingClient(backend="kubernetes", namespace=NAMESPACE, show_kubectl=False, rendered_dir=tmp_path) as c:
+    with TrainingClient(
+        backend="kubernetes", namespace=NAMESPACE, show_kubectl=False, rendered_dir=tmp_path
+    ) as c:
         yield c
 
 
 def test_lesson_manifests_pass_server_side_dry_run(client):
-    ref = client.submit(render("01", name=f"dry-{uuid.uuid4().hex[:6]}", namespace=NAMESPACE), dry_run=True)
+    ref = client.submit(
+        render("01", name=f"dry-{uuid.uuid4().hex[:6]}", namespace=NAMESPACE), dry_run=True
+    )
     assert ref.dry_run
 
 

@@ -75,22 +75,54 @@ BAD_INPUTS = [
     ("bad env name", lambda: render("01", env={"1BAD": "x"}), "env.1BAD"),
     ("args not a list", lambda: render("01", extra_args="--smoke"), "extra_args"),
     ("unknown volume", lambda: render("01", volumes={"scratch": "my-pvc"}), "volumes.scratch"),
-    ("broken YAML", lambda: parse_yaml("kind: Job\nmetadata: {name: x\n", "job.yaml"), "line 3, column 1"),
-    ("unknown kind", lambda: parse_yaml("apiVersion: batch/v1\nkind: Jobb\nmetadata: {name: x}\n"), "apiVersion/kind"),
-    ("missing image", _edit(lambda job: _trainer(job).pop("image")), "spec.template.spec.containers[0].image"),
-    ("misspelled field", _edit(_set(lambda job: job["spec"], "backofLimit", 3)), "spec.backofLimit"),
-    ("no requests/limits", _edit(lambda job: _trainer(job).pop("resources")), "spec.template.spec.containers[0].resources.requests.cpu"),
-    ("privilege escalation", _edit(lambda job: _trainer(job)["securityContext"].update(allowPrivilegeEscalation=True)),
-     "spec.template.spec.containers[0].securityContext.allowPrivilegeEscalation"),
-    ("inline secret", _edit(lambda job: _trainer(job)["env"].append({"name": "HF_TOKEN", "value": "hf_abc123"})),
-     "spec.template.spec.containers[0].env[2].value"),
-    ("wrong type", _edit(_set(lambda job: job["spec"], "completions", "three")), "spec.completions"),
+    (
+        "broken YAML",
+        lambda: parse_yaml("kind: Job\nmetadata: {name: x\n", "job.yaml"),
+        "line 3, column 1",
+    ),
+    (
+        "unknown kind",
+        lambda: parse_yaml("apiVersion: batch/v1\nkind: Jobb\nmetadata: {name: x}\n"),
+        "apiVersion/kind",
+    ),
+    (
+        "missing image",
+        _edit(lambda job: _trainer(job).pop("image")),
+        "spec.template.spec.containers[0].image",
+    ),
+    (
+        "misspelled field",
+        _edit(_set(lambda job: job["spec"], "backofLimit", 3)),
+        "spec.backofLimit",
+    ),
+    (
+        "no requests/limits",
+        _edit(lambda job: _trainer(job).pop("resources")),
+        "spec.template.spec.containers[0].resources.requests.cpu",
+    ),
+    (
+        "privilege escalation",
+        _edit(lambda job: _trainer(job)["securityContext"].update(allowPrivilegeEscalation=True)),
+        "spec.template.spec.containers[0].securityContext.allowPrivilegeEscalation",
+    ),
+    (
+        "inline secret",
+        _edit(lambda job: _trainer(job)["env"].append({"name": "HF_TOKEN", "value": "hf_abc123"})),
+        "spec.template.spec.containers[0].env[2].value",
+    ),
+    (
+        "wrong type",
+        _edit(_set(lambda job: job["spec"], "completions", "three")),
+        "spec.completions",
+    ),
     ("missing metadata name", _edit(lambda job: job["metadata"].pop("name")), "metadata.name"),
     ("not a list of manifests", lambda: {"kind": "Job"}, "submit"),
 ]
 
 
-@pytest.mark.parametrize("build, field", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "build, field", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+)
 def test_bad_input_names_the_field_and_reaches_no_backend(build, field, tmp_path):
     backend = RecordingBackend()
     client = TrainingClient(backend=backend, show_kubectl=False, rendered_dir=tmp_path)
@@ -100,7 +132,9 @@ def test_bad_input_names_the_field_and_reaches_no_backend(build, field, tmp_path
     assert backend.calls == []
     message = str(info.value)
     named = [f.field for f in info.value.findings] + [f.obj for f in info.value.findings]
-    assert any(field == n or field in n for n in named) or field in message, f"{field!r} not named in:\n{message}"
+    assert any(field == n or field in n for n in named) or field in message, (
+        f"{field!r} not named in:\n{message}"
+    )
 
 
 def test_there_are_at_least_fifteen_cases():

@@ -41,8 +41,18 @@ def test_importing_every_helper_module_loads_no_torch_no_kubernetes_and_writes_n
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'kubernetes'))\n"
         "print(bad)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "missing")})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "KUBECONFIG": str(tmp_path / "missing"),
+        },
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     assert list(tmp_path.iterdir()) == [], "importing the helpers must not create files"

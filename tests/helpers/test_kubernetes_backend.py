@@ -36,8 +36,12 @@ def api():
 
 @pytest.fixture
 def client(api, tmp_path):
-    backend = KubernetesBackend(kubeconfig=api.write_kubeconfig(tmp_path / "kubeconfig"), backoff_s=0.01, watch_chunk_s=5)
-    with TrainingClient(backend=backend, show_kubectl=False, rendered_dir=tmp_path / "rendered") as c:
+    backend = KubernetesBackend(
+        kubeconfig=api.write_kubeconfig(tmp_path / "kubeconfig"), backoff_s=0.01, watch_chunk_s=5
+    )
+    with TrainingClient(
+        backend=backend, show_kubectl=False, rendered_dir=tmp_path / "rendered"
+    ) as c:
         yield c
 
 
@@ -55,25 +59,48 @@ def test_submit_creates_dependencies_first_with_strict_validation(api, client):
     ref = client.submit(render("01", name="order"))
     assert (ref.name, ref.namespace, ref.kind) == ("order", "default", "Job")
     posts = _posts(api)
-    assert [r.path.rsplit("/", 1)[-1] for r in posts] == ["persistentvolumeclaims", "persistentvolumeclaims", "jobs"]
-    assert all(r.query.get("fieldValidation") == "Strict" and "dryRun" not in r.query for r in posts)
-    assert api.get("jobs", "order", group="batch")["spec"]["template"]["spec"]["containers"][0]["name"] == "trainer"
+    assert [r.path.rsplit("/", 1)[-1] for r in posts] == [
+        "persistentvolumeclaims",
+        "persistentvolumeclaims",
+        "jobs",
+    ]
+    assert all(
+        r.query.get("fieldValidation") == "Strict" and "dryRun" not in r.query for r in posts
+    )
+    assert (
+        api.get("jobs", "order", group="batch")["spec"]["template"]["spec"]["containers"][0]["name"]
+        == "trainer"
+    )
 
 
 def test_server_side_dry_run_stores_nothing(api, client):
     ref = client.submit(render("01", name="dry"), dry_run=True)
     assert ref.dry_run and all(r.query.get("dryRun") == "All" for r in _posts(api))
-    assert api.get("jobs", "dry", group="batch") is None and api.objects("persistentvolumeclaims") == []
+    assert (
+        api.get("jobs", "dry", group="batch") is None
+        and api.objects("persistentvolumeclaims") == []
+    )
 
 
 def test_wait_follows_a_watch_stream_not_a_poll_loop(api, client):
-    api.on_create("Job", lambda a, j: a.run_job(j, logs={0: ["step 1/2 loss 2.3", "step 2/2 loss 1.1", "done test_acc 0.9"]}, step_delay=0.05))
+    api.on_create(
+        "Job",
+        lambda a, j: a.run_job(
+            j,
+            logs={0: ["step 1/2 loss 2.3", "step 2/2 loss 1.1", "done test_acc 0.9"]},
+            step_delay=0.05,
+        ),
+    )
     ref = client.submit([job("watched", "print(1)")])
     status = client.wait(ref, timeout_s=20, progress=False)
     assert status.phase == C.SUCCEEDED and status.succeeded == 1 and status.pods[0].exit_code == 0
     job_gets = [r for r in api.requests if r.method == "GET" and r.path.endswith("/jobs/watched")]
     assert api.watch_count >= 1 and len(job_gets) <= 2, "wait must watch, not poll"
-    assert [line.text for line in client.logs(ref, echo=False)] == ["step 1/2 loss 2.3", "step 2/2 loss 1.1", "done test_acc 0.9"]
+    assert [line.text for line in client.logs(ref, echo=False)] == [
+        "step 1/2 loss 2.3",
+        "step 2/2 loss 1.1",
+        "done test_acc 0.9",
+    ]
     assert {"SuccessfulCreate", "Completed"} <= {e.reason for e in client.events(ref)}
 
 
@@ -81,11 +108,15 @@ def test_wait_follows_a_watch_stream_not_a_poll_loop(api, client):
 def test_wait_survives_a_dropped_or_expired_watch(api, client, compact):
     ref = client.submit([job("flaky", "print(1)")])
     result = {}
-    waiter = threading.Thread(target=lambda: result.update(status=client.wait(ref, timeout_s=30, progress=False)))
+    waiter = threading.Thread(
+        target=lambda: result.update(status=client.wait(ref, timeout_s=30, progress=False))
+    )
     waiter.start()
     assert api.wait_for(lambda a: a.watch_count >= 1)
     # A change the waiter's watch does not select moves the cluster's resourceVersion past the waiter's.
-    api.put_object({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "unrelated"}, "data": {}})
+    api.put_object(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "unrelated"}, "data": {}}
+    )
     if compact:
         api.compact()  # the waiter's resourceVersion is now too old: the reconnect gets 410 Expired
     api.drop_watches()
@@ -94,20 +125,36 @@ def test_wait_survives_a_dropped_or_expired_watch(api, client, compact):
     waiter.join(20)
     assert result["status"].phase == C.SUCCEEDED
     reads = [r for r in api.requests if r.method == "GET" and r.path.endswith("/jobs/flaky")]
-    assert len(reads) == (3 if compact else 2), "after 410 the job is re-read once; a plain drop needs no re-read"
+    assert len(reads) == (3 if compact else 2), (
+        "after 410 the job is re-read once; a plain drop needs no re-read"
+    )
 
 
 def test_wait_retries_a_watch_refused_with_503(api, client):
     ref = client.submit([job("busy", "print(1)")])
-    api.fail_next(count=1, status=503, reason="ServiceUnavailable", method="GET", path_contains="/namespaces/default/jobs")
+    api.fail_next(
+        count=1,
+        status=503,
+        reason="ServiceUnavailable",
+        method="GET",
+        path_contains="/namespaces/default/jobs",
+    )
     api.on_create("ConfigMap", lambda a, _: a.run_job("busy"))
-    threading.Timer(0.3, lambda: api.put_object({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "go"}})).start()
+    threading.Timer(
+        0.3,
+        lambda: api.put_object(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "go"}}
+        ),
+    ).start()
     # The first GET (the job read) takes the 503 and is retried by _call; the watch then succeeds.
     assert client.wait(ref, timeout_s=20, progress=False).phase == C.SUCCEEDED
 
 
 def test_failed_job_reports_reason_and_exit_code(api, client):
-    api.on_create("Job", lambda a, j: a.run_job(j, outcome="Failed", exit_code=137, reason="BackoffLimitExceeded"))
+    api.on_create(
+        "Job",
+        lambda a, j: a.run_job(j, outcome="Failed", exit_code=137, reason="BackoffLimitExceeded"),
+    )
     status = client.wait(client.submit([job("oom", "print(1)")]), timeout_s=20, progress=False)
     assert (status.phase, status.reason) == (C.FAILED, "BackoffLimitExceeded")
     assert (status.pods[0].exit_code, status.pods[0].reason) == (137, "OOMKilled")
@@ -115,10 +162,20 @@ def test_failed_job_reports_reason_and_exit_code(api, client):
 
 def test_logs_of_every_rank_and_one_rank(api, client):
     manifest = job("ranks", "print(1)", completions=2, parallelism=2, completionMode="Indexed")
-    api.on_create("Job", lambda a, j: a.run_job(j, logs={0: ["r0 a", "r0 b"], 1: ["r1 a"]}, step_delay=0.05))
+    api.on_create(
+        "Job", lambda a, j: a.run_job(j, logs={0: ["r0 a", "r0 b"], 1: ["r1 a"]}, step_delay=0.05)
+    )
     ref = client.submit([manifest])
-    followed = list(client.iter_logs(ref, follow=True)) if api.wait_for(lambda a: len(a.objects("pods")) == 2) else []
-    assert sorted((line.index, line.text) for line in followed) == [(0, "r0 a"), (0, "r0 b"), (1, "r1 a")]
+    followed = (
+        list(client.iter_logs(ref, follow=True))
+        if api.wait_for(lambda a: len(a.objects("pods")) == 2)
+        else []
+    )
+    assert sorted((line.index, line.text) for line in followed) == [
+        (0, "r0 a"),
+        (0, "r0 b"),
+        (1, "r1 a"),
+    ]
     client.wait(ref, timeout_s=20, progress=False)
     assert [line.prefixed() for line in client.logs(ref, rank=1, echo=False)] == ["[rank 1] r1 a"]
 
@@ -129,7 +186,10 @@ def test_delete_is_foreground_and_idempotent(api, client):
     client.wait(ref, timeout_s=20, progress=False)
     client.delete(ref)
     delete = [r for r in api.requests if r.method == "DELETE"][-1]
-    assert delete.query.get("propagationPolicy") == "Foreground" and delete.body["propagationPolicy"] == "Foreground"
+    assert (
+        delete.query.get("propagationPolicy") == "Foreground"
+        and delete.body["propagationPolicy"] == "Foreground"
+    )
     assert api.get("jobs", "gone", group="batch") is None
     client.delete(ref)  # already gone: no error
     with pytest.raises(NotFound) as info:
@@ -148,8 +208,16 @@ def test_delete_is_foreground_and_idempotent(api, client):
         (429, "TooManyRequests", 10, TooManyRequests, 4),
     ],
 )
-def test_api_errors_keep_their_status_and_retries_are_bounded(api, client, status, reason, count, error, attempts):
-    api.fail_next(count=count, status=status, reason=reason, method="POST", retry_after=0 if status == 429 else None)
+def test_api_errors_keep_their_status_and_retries_are_bounded(
+    api, client, status, reason, count, error, attempts
+):
+    api.fail_next(
+        count=count,
+        status=status,
+        reason=reason,
+        method="POST",
+        retry_after=0 if status == 429 else None,
+    )
     if error is None:
         client.submit([job("retried", "print(1)")])
         assert api.get("jobs", "retried", group="batch") is not None
@@ -169,7 +237,9 @@ def test_conflict_on_an_existing_name(api, client):
 
 def test_bad_token_is_unauthorized(tmp_path):
     with FakeApiServer(require_token="right") as api:
-        backend = KubernetesBackend(kubeconfig=api.write_kubeconfig(tmp_path / "kc", token="wrong"), backoff_s=0.01)
+        backend = KubernetesBackend(
+            kubeconfig=api.write_kubeconfig(tmp_path / "kc", token="wrong"), backoff_s=0.01
+        )
         with pytest.raises(Unauthorized) as info:
             backend.status("x", "default")
         assert info.value.status == 401
@@ -181,8 +251,9 @@ def test_connection_refused_is_cluster_unreachable(tmp_path):
         port = probe.getsockname()[1]
     kubeconfig = tmp_path / "kc"
     kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:%d'}}]\n"
-        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n" % port)
+        f"apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n"
+    )
     backend = KubernetesBackend(kubeconfig=str(kubeconfig), backoff_s=0.01, max_attempts=2)
     with pytest.raises(ClusterUnreachable) as info:
         backend.status("x", "default")
@@ -191,8 +262,13 @@ def test_connection_refused_is_cluster_unreachable(tmp_path):
 
 def test_following_a_pod_that_has_not_started_waits_for_it(api, client):
     client.submit([job("late", "print(1)")])
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "late-abcde", "labels": {C.JOB_NAME_LABEL: "late"}},
-           "spec": {"containers": [{"name": "trainer", "image": "x:1"}]}, "status": {"phase": "Pending"}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "late-abcde", "labels": {C.JOB_NAME_LABEL: "late"}},
+        "spec": {"containers": [{"name": "trainer", "image": "x:1"}]},
+        "status": {"phase": "Pending"},
+    }
     api.put_object(pod)
 
     def start_later():  # once the helper has asked for the log of the not-yet-started pod
@@ -204,4 +280,7 @@ def test_following_a_pod_that_has_not_started_waits_for_it(api, client):
     threading.Thread(target=start_later, daemon=True).start()
     lines = client.logs("late", follow=True, echo=False)
     assert [line.text for line in lines] == ["hello from a slow image pull"]
-    assert any(r.query.get("watch") in ("true", "1", "True") and r.path.endswith("/pods") for r in api.requests), [(r.method, r.path, r.query) for r in api.requests]
+    assert any(
+        r.query.get("watch") in ("true", "1", "True") and r.path.endswith("/pods")
+        for r in api.requests
+    ), [(r.method, r.path, r.query) for r in api.requests]

@@ -22,23 +22,52 @@ def _run(client, objects, timeout_s=30):
 
 def test_pod_gets_the_environment_and_args_the_manifest_gives(local_client, local_backend):
     """Parity: argv and env come from the rendered pod template, with Kubernetes expansion rules."""
-    env = [{"name": "DATASET", "value": "synthetic"},
-           {"name": "OUT", "value": "/checkpoints/$(DATASET)/$$literal"},
-           {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-           {"name": "JOB_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}}},
-           {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}]
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "default"}, "stringData": {"token": "<placeholder>"}}
-    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "ckpt", "namespace": "default"},
-           "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
-    manifest = job("parity", PRINT_ARGV_ENV, env=env, args=["--out-dir=/checkpoints/$(JOB_NAME)", "/data/x"],
-                   volumes=[{"name": "ckpt", "persistentVolumeClaim": {"claimName": "ckpt"}}, {"name": "scratch", "emptyDir": {}}],
-                   mounts=[{"name": "ckpt", "mountPath": "/checkpoints"}, {"name": "scratch", "mountPath": "/data"}])
+    env = [
+        {"name": "DATASET", "value": "synthetic"},
+        {"name": "OUT", "value": "/checkpoints/$(DATASET)/$$literal"},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {
+            "name": "JOB_NAME",
+            "valueFrom": {
+                "fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}
+            },
+        },
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+    ]
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "creds", "namespace": "default"},
+        "stringData": {"token": "<placeholder>"},
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "ckpt", "namespace": "default"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    manifest = job(
+        "parity",
+        PRINT_ARGV_ENV,
+        env=env,
+        args=["--out-dir=/checkpoints/$(JOB_NAME)", "/data/x"],
+        volumes=[
+            {"name": "ckpt", "persistentVolumeClaim": {"claimName": "ckpt"}},
+            {"name": "scratch", "emptyDir": {}},
+        ],
+        mounts=[
+            {"name": "ckpt", "mountPath": "/checkpoints"},
+            {"name": "scratch", "mountPath": "/data"},
+        ],
+    )
     ref, status = _run(local_client, [secret, pvc, manifest])
     assert status.phase == C.SUCCEEDED
     seen = json.loads(local_client.logs(ref, echo=False)[-1].text)
     pvc_dir = local_backend.pvc_dir("ckpt")
     assert seen["argv"][0] == f"--out-dir={pvc_dir}/parity"
-    assert seen["argv"][1].endswith("/scratch/x") and str(local_backend.state_dir) in seen["argv"][1]
+    assert (
+        seen["argv"][1].endswith("/scratch/x") and str(local_backend.state_dir) in seen["argv"][1]
+    )
     assert seen["env"]["OUT"] == f"{pvc_dir}/synthetic/$literal"
     assert seen["env"]["POD"] == status.pods[0].name == seen["env"]["HOSTNAME"]
     assert seen["env"]["JOB_NAME"] == "parity" and seen["env"]["TOKEN"] == "<placeholder>"
@@ -48,11 +77,17 @@ def test_pod_gets_the_environment_and_args_the_manifest_gives(local_client, loca
 def test_indexed_job_runs_every_index_in_parallel(local_client):
     code = "import os, time; time.sleep(0.5); print('index', os.environ['JOB_COMPLETION_INDEX'])"
     start = time.monotonic()
-    ref, status = _run(local_client, job("indexed", code, completions=3, parallelism=3, completionMode="Indexed"))
+    ref, status = _run(
+        local_client, job("indexed", code, completions=3, parallelism=3, completionMode="Indexed")
+    )
     assert status.phase == C.SUCCEEDED and status.succeeded == 3
     assert time.monotonic() - start < 3.0, "indices should run concurrently"
     lines = local_client.logs(ref, echo=False)
-    assert sorted((line.index, line.text) for line in lines) == [(0, "index 0"), (1, "index 1"), (2, "index 2")]
+    assert sorted((line.index, line.text) for line in lines) == [
+        (0, "index 0"),
+        (1, "index 1"),
+        (2, "index 2"),
+    ]
     assert [line.text for line in local_client.logs(ref, rank=1, echo=False)] == ["index 1"]
 
 
@@ -61,10 +96,34 @@ def test_indexed_job_runs_every_index_in_parallel(local_client):
     [
         ("print('ok')", {}, C.SUCCEEDED, "", 1),
         ("import sys; sys.exit(3)", {"backoffLimit": 2}, C.FAILED, "BackoffLimitExceeded", 3),
-        ("import sys; sys.exit(2)", {"backoffLimit": 2, "podFailurePolicy": {"rules": [
-            {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]}}]}},
-         C.FAILED, "PodFailurePolicy", 1),
-        ("import time; time.sleep(30)", {"activeDeadlineSeconds": 1}, C.FAILED, "DeadlineExceeded", 1),
+        (
+            "import sys; sys.exit(2)",
+            {
+                "backoffLimit": 2,
+                "podFailurePolicy": {
+                    "rules": [
+                        {
+                            "action": "FailJob",
+                            "onExitCodes": {
+                                "containerName": "trainer",
+                                "operator": "In",
+                                "values": [2],
+                            },
+                        }
+                    ]
+                },
+            },
+            C.FAILED,
+            "PodFailurePolicy",
+            1,
+        ),
+        (
+            "import time; time.sleep(30)",
+            {"activeDeadlineSeconds": 1},
+            C.FAILED,
+            "DeadlineExceeded",
+            1,
+        ),
     ],
     ids=["succeeds", "backoff-limit", "pod-failure-policy", "deadline"],
 )
@@ -75,20 +134,35 @@ def test_job_outcomes_follow_the_job_controller(local_client, code, spec, phase,
 
 def test_retry_resumes_from_state_left_on_the_pvc(local_client):
     """A failed pod is replaced; the new one sees what the old one wrote to the PVC (checkpoint idea)."""
-    code = ("import os, sys; p = '/ckpt/marker'; "
-            "sys.exit(0) if os.path.exists(p) else (open(p, 'w').write('1'), sys.exit(1))")
-    manifest = job("retry", code, backoffLimit=1, volumes=[{"name": "c", "persistentVolumeClaim": {"claimName": "retry-ckpt"}}],
-                   mounts=[{"name": "c", "mountPath": "/ckpt"}])
-    manifest["spec"]["template"]["spec"]["containers"][0]["command"][2] = code.replace("'/ckpt/marker'", "sys.argv[1]")
+    code = (
+        "import os, sys; p = '/ckpt/marker'; "
+        "sys.exit(0) if os.path.exists(p) else (open(p, 'w').write('1'), sys.exit(1))"
+    )
+    manifest = job(
+        "retry",
+        code,
+        backoffLimit=1,
+        volumes=[{"name": "c", "persistentVolumeClaim": {"claimName": "retry-ckpt"}}],
+        mounts=[{"name": "c", "mountPath": "/ckpt"}],
+    )
+    manifest["spec"]["template"]["spec"]["containers"][0]["command"][2] = code.replace(
+        "'/ckpt/marker'", "sys.argv[1]"
+    )
     manifest["spec"]["template"]["spec"]["containers"][0]["args"] = ["/ckpt/marker"]
     _, status = _run(local_client, manifest)
-    assert status.phase == C.SUCCEEDED and status.failed == 1 and [p.phase for p in status.pods] == [C.FAILED, C.SUCCEEDED]
+    assert (
+        status.phase == C.SUCCEEDED
+        and status.failed == 1
+        and [p.phase for p in status.pods] == [C.FAILED, C.SUCCEEDED]
+    )
 
 
 def test_init_container_runs_first_and_its_failure_fails_the_pod(local_client):
     ref, status = _run(local_client, job("init-ok", "print('main')", init_code="print('init')"))
     assert [line.text for line in local_client.logs(ref, echo=False)] == ["init", "main"]
-    _, status = _run(local_client, job("init-bad", "print('main')", init_code="import sys; sys.exit(4)"))
+    _, status = _run(
+        local_client, job("init-bad", "print('main')", init_code="import sys; sys.exit(4)")
+    )
     assert status.phase == C.FAILED and status.pods[0].exit_code == 4
 
 
@@ -115,13 +189,24 @@ def test_wait_times_out_and_duplicate_names_conflict(local_client):
 
 def test_lesson_manifest_runs_locally_with_the_mapped_volumes(local_client, local_backend):
     """Lesson 01's real Job, with the lab programs swapped for one-liners that touch the mounts."""
-    objects = render("01", name="lesson", env={"DATASET": "synthetic"},
-                     command=["python", "-c", "import sys; print('train', sys.argv[1:])"])
+    objects = render(
+        "01",
+        name="lesson",
+        env={"DATASET": "synthetic"},
+        command=["python", "-c", "import sys; print('train', sys.argv[1:])"],
+    )
     init = objects[-1]["spec"]["template"]["spec"]["initContainers"][0]
-    init["command"] = ["python", "-c", "import sys, pathlib; pathlib.Path(sys.argv[1].split('=')[1], 'ready').write_text('y')"]
+    init["command"] = [
+        "python",
+        "-c",
+        "import sys, pathlib; pathlib.Path(sys.argv[1].split('=')[1], 'ready').write_text('y')",
+    ]
     ref, status = _run(local_client, objects)
     assert status.phase == C.SUCCEEDED
     assert (local_backend.pvc_dir("cifar10-data") / "ready").read_text() == "y"
     text = local_client.logs(ref, echo=False)[-1].text
-    assert f"--out-dir={local_backend.pvc_dir('training-checkpoints')}/lesson" in text and "--dataset=synthetic" in text
+    assert (
+        f"--out-dir={local_backend.pvc_dir('training-checkpoints')}/lesson" in text
+        and "--dataset=synthetic" in text
+    )
     assert [e.reason for e in local_client.events(ref)][:2] == ["Created", "SuccessfulCreate"]

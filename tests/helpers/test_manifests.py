@@ -6,7 +6,13 @@ import pytest
 
 from kubecourse import ManifestError, OptionError, apply_options, load_lesson, render
 from kubecourse import constants as C
-from kubecourse.manifests import options_from_dict, parse_yaml, pod_spec, trainer_container, workload
+from kubecourse.manifests import (
+    options_from_dict,
+    parse_yaml,
+    pod_spec,
+    trainer_container,
+    workload,
+)
 
 
 def _job(objects):
@@ -28,17 +34,71 @@ def test_load_lesson_orders_dependencies_first():
     [
         ({"name": "my-run"}, lambda o: _job(o)["metadata"]["name"] == "my-run"),
         ({"namespace": "team-a"}, lambda o: all(x["metadata"]["namespace"] == "team-a" for x in o)),
-        ({"image": "reg.example/labs:1.2.3"}, lambda o: {c["image"] for c in pod_spec(_job(o))["containers"] + pod_spec(_job(o))["initContainers"]} == {"reg.example/labs:1.2.3"}),
+        (
+            {"image": "reg.example/labs:1.2.3"},
+            lambda o: (
+                {
+                    c["image"]
+                    for c in pod_spec(_job(o))["containers"] + pod_spec(_job(o))["initContainers"]
+                }
+                == {"reg.example/labs:1.2.3"}
+            ),
+        ),
         ({"command": ["python", "-V"]}, lambda o: _trainer(o)["command"] == ["python", "-V"]),
         ({"args": ["--epochs=1"]}, lambda o: _trainer(o)["args"] == ["--epochs=1"]),
-        ({"extra_args": ["--smoke"]}, lambda o: _trainer(o)["args"][-1] == "--smoke" and len(_trainer(o)["args"]) > 1),
-        ({"env": {"DATASET": "synthetic"}}, lambda o: all({"name": "DATASET", "value": "synthetic"} in c["env"] for c in pod_spec(_job(o))["containers"] + pod_spec(_job(o))["initContainers"])),
-        ({"nodes": 3}, lambda o: (_job(o)["spec"]["completions"], _job(o)["spec"]["parallelism"], _job(o)["spec"]["completionMode"]) == (3, 3, "Indexed")),
-        ({"gpus": 2}, lambda o: _trainer(o)["resources"]["limits"][C.GPU_RESOURCE] == 2 == _trainer(o)["resources"]["requests"][C.GPU_RESOURCE]),
+        (
+            {"extra_args": ["--smoke"]},
+            lambda o: _trainer(o)["args"][-1] == "--smoke" and len(_trainer(o)["args"]) > 1,
+        ),
+        (
+            {"env": {"DATASET": "synthetic"}},
+            lambda o: all(
+                {"name": "DATASET", "value": "synthetic"} in c["env"]
+                for c in pod_spec(_job(o))["containers"] + pod_spec(_job(o))["initContainers"]
+            ),
+        ),
+        (
+            {"nodes": 3},
+            lambda o: (
+                (
+                    _job(o)["spec"]["completions"],
+                    _job(o)["spec"]["parallelism"],
+                    _job(o)["spec"]["completionMode"],
+                )
+                == (3, 3, "Indexed")
+            ),
+        ),
+        (
+            {"gpus": 2},
+            lambda o: (
+                _trainer(o)["resources"]["limits"][C.GPU_RESOURCE]
+                == 2
+                == _trainer(o)["resources"]["requests"][C.GPU_RESOURCE]
+            ),
+        ),
         ({"gpus": 0}, lambda o: C.GPU_RESOURCE not in _trainer(o)["resources"]["limits"]),
-        ({"cpu": "500m", "memory": "1Gi"}, lambda o: _trainer(o)["resources"]["limits"] | {} and _trainer(o)["resources"]["requests"]["cpu"] == "500m" and _trainer(o)["resources"]["limits"]["memory"] == "1Gi"),
-        ({"volumes": {"data": "shared-data"}}, lambda o: pod_spec(_job(o))["volumes"][0]["persistentVolumeClaim"]["claimName"] == "shared-data"),
-        ({"queue": "team-a-queue"}, lambda o: _job(o)["metadata"]["labels"][C.KUEUE_QUEUE_LABEL] == "team-a-queue" and _job(o)["spec"]["suspend"] is True),
+        (
+            {"cpu": "500m", "memory": "1Gi"},
+            lambda o: (
+                _trainer(o)["resources"]["limits"] | {}
+                and _trainer(o)["resources"]["requests"]["cpu"] == "500m"
+                and _trainer(o)["resources"]["limits"]["memory"] == "1Gi"
+            ),
+        ),
+        (
+            {"volumes": {"data": "shared-data"}},
+            lambda o: (
+                pod_spec(_job(o))["volumes"][0]["persistentVolumeClaim"]["claimName"]
+                == "shared-data"
+            ),
+        ),
+        (
+            {"queue": "team-a-queue"},
+            lambda o: (
+                _job(o)["metadata"]["labels"][C.KUEUE_QUEUE_LABEL] == "team-a-queue"
+                and _job(o)["spec"]["suspend"] is True
+            ),
+        ),
         ({"priority": "high"}, lambda o: pod_spec(_job(o))["priorityClassName"] == "high"),
         ({"deadline_s": 60}, lambda o: _job(o)["spec"]["activeDeadlineSeconds"] == 60),
         ({"backoff_limit": 0}, lambda o: _job(o)["spec"]["backoffLimit"] == 0),

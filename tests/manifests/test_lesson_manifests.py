@@ -33,7 +33,9 @@ def test_manifest_opens_with_a_teaching_header(path):
             break
         header.append(line)
     text = "\n".join(header)
-    assert header and header[0].startswith("# Lesson "), f"{path.name}: first line should name the lesson"
+    assert header and header[0].startswith("# Lesson "), (
+        f"{path.name}: first line should name the lesson"
+    )
     for word in ("Apply:", "Check:", "Logs:", "Clean:"):
         assert word in text, f"{path.name}: teaching header lacks {word!r}"
 
@@ -45,7 +47,9 @@ def test_kustomization_lists_every_file_and_folder_has_a_readme(folder):
     present = {p.name for p in folder.glob("*.yaml") if p.name != "kustomization.yaml"}
     assert listed == present
     readme = (folder / "README.md").read_text()
-    assert all(name in readme for name in present), "the folder README table should describe every file"
+    assert all(name in readme for name in present), (
+        "the folder README table should describe every file"
+    )
 
 
 def test_no_latest_or_templating_anywhere():

@@ -20,9 +20,17 @@ NOTEBOOKS = notebooks()
 
 
 def test_notebooks_are_discovered():
-    assert [p.name for p in NOTEBOOKS][:3] == ["00_setup.ipynb", "01_cifar10_single_gpu.ipynb", "02_job_on_kubernetes.ipynb"]
-    sources = sorted(p.with_suffix(".ipynb").name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.py"))
-    assert sources == [p.name for p in NOTEBOOKS], "every jupytext source needs its .ipynb (run `make notebooks`)"
+    assert [p.name for p in NOTEBOOKS][:3] == [
+        "00_setup.ipynb",
+        "01_cifar10_single_gpu.ipynb",
+        "02_job_on_kubernetes.ipynb",
+    ]
+    sources = sorted(
+        p.with_suffix(".ipynb").name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.py")
+    )
+    assert sources == [p.name for p in NOTEBOOKS], (
+        "every jupytext source needs its .ipynb (run `make notebooks`)"
+    )
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)

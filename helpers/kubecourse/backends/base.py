@@ -32,13 +32,26 @@ class Backend(abc.ABC):
         """The job's current phase, counts and pods."""
 
     @abc.abstractmethod
-    def wait(self, name: str, namespace: str, *, timeout_s: float,
-             on_update: Callable[[JobStatus], None] | None = None) -> JobStatus:
+    def wait(
+        self,
+        name: str,
+        namespace: str,
+        *,
+        timeout_s: float,
+        on_update: Callable[[JobStatus], None] | None = None,
+    ) -> JobStatus:
         """Block until the job is terminal; call on_update on every observed change."""
 
     @abc.abstractmethod
-    def logs(self, name: str, namespace: str, *, follow: bool = False, index: int | None = None,
-             tail_lines: int | None = None) -> Iterator[LogLine]:
+    def logs(
+        self,
+        name: str,
+        namespace: str,
+        *,
+        follow: bool = False,
+        index: int | None = None,
+        tail_lines: int | None = None,
+    ) -> Iterator[LogLine]:
         """Log lines of every pod of the job (or of the pod with completion index `index`)."""
 
     @abc.abstractmethod
@@ -53,5 +66,5 @@ class Backend(abc.ABC):
         """(steps done, steps total) when the backend can see the trainer's progress, else None."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections and background threads."""

@@ -31,8 +31,12 @@ def _timestamp(value: Any) -> float | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
-def resource_path(obj_or_api_version: Manifest | str, kind: str | None = None, namespace: str | None = None,
-                  name: str | None = None) -> str:
+def resource_path(
+    obj_or_api_version: Manifest | str,
+    kind: str | None = None,
+    namespace: str | None = None,
+    name: str | None = None,
+) -> str:
     """REST path of a kind: /api/v1/namespaces/ns/pods or /apis/batch/v1/namespaces/ns/jobs/name."""
     if isinstance(obj_or_api_version, dict):
         obj = obj_or_api_version
@@ -41,7 +45,11 @@ def resource_path(obj_or_api_version: Manifest | str, kind: str | None = None, n
     else:
         api_version = obj_or_api_version
     if kind not in C.RESOURCES:
-        raise ApiError(f"the course does not know the REST plural of kind {kind!r}", status=None, reason="UnknownKind")
+        raise ApiError(
+            f"the course does not know the REST plural of kind {kind!r}",
+            status=None,
+            reason="UnknownKind",
+        )
     plural, namespaced = C.RESOURCES[kind]
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     if namespaced:
@@ -55,15 +63,25 @@ class KubernetesBackend(Backend):
 
     name = "kubernetes"
 
-    def __init__(self, kubeconfig: str | None = None, context: str | None = None, *, max_attempts: int = 4,
-                 backoff_s: float = 0.5, request_timeout_s: float = 30.0, watch_chunk_s: int = 60,
-                 pod_start_timeout_s: float = 600.0):
+    def __init__(
+        self,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        *,
+        max_attempts: int = 4,
+        backoff_s: float = 0.5,
+        request_timeout_s: float = 30.0,
+        watch_chunk_s: int = 60,
+        pod_start_timeout_s: float = 600.0,
+    ):
         self.kubeconfig = kubeconfig
         self.context = context
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.request_timeout_s = request_timeout_s
-        self.watch_chunk_s = watch_chunk_s  # a watch is re-opened at least this often (server-side timeout)
+        self.watch_chunk_s = (
+            watch_chunk_s  # a watch is re-opened at least this often (server-side timeout)
+        )
         self.pod_start_timeout_s = pod_start_timeout_s  # image pulls of CUDA images take minutes
         self._api_client = None
 
@@ -79,14 +97,21 @@ class KubernetesBackend(Backend):
 
             configuration = client.Configuration()
             try:
-                config.load_kube_config(config_file=self.kubeconfig, context=self.context,
-                                        client_configuration=configuration)
+                config.load_kube_config(
+                    config_file=self.kubeconfig,
+                    context=self.context,
+                    client_configuration=configuration,
+                )
             except (config.ConfigException, FileNotFoundError, TypeError) as kube_error:
                 try:
                     config.load_incluster_config(client_configuration=configuration)
                 except config.ConfigException as incluster_error:
-                    raise ClusterUnreachable(f"no kubeconfig ({kube_error}) and not in a pod ({incluster_error})") from kube_error
-            configuration.retries = 0  # retries are ours: bounded, logged, and honouring Retry-After
+                    raise ClusterUnreachable(
+                        f"no kubeconfig ({kube_error}) and not in a pod ({incluster_error})"
+                    ) from kube_error
+            configuration.retries = (
+                0  # retries are ours: bounded, logged, and honouring Retry-After
+            )
             self._api_client = client.ApiClient(configuration)
         return self._api_client
 
@@ -104,13 +129,20 @@ class KubernetesBackend(Backend):
                 if status in _RETRYABLE and attempt < self.max_attempts:
                     time.sleep(self._delay(attempt, exc.headers))
                     continue
-                raise api_error_for_status(status)(f"{what} failed: {message}", status=status, reason=reason, body=str(exc.body or "")) from exc
+                raise api_error_for_status(status)(
+                    f"{what} failed: {message}",
+                    status=status,
+                    reason=reason,
+                    body=str(exc.body or ""),
+                ) from exc
             except (Urllib3Error, ConnectionError, OSError) as exc:
                 if attempt < self.max_attempts:
                     time.sleep(self._delay(attempt, None))
                     continue
-                raise ClusterUnreachable(f"{what} failed: cannot reach the API server at {self.api_client.configuration.host} ({exc})",
-                                         reason=type(exc).__name__) from exc
+                raise ClusterUnreachable(
+                    f"{what} failed: cannot reach the API server at {self.api_client.configuration.host} ({exc})",
+                    reason=type(exc).__name__,
+                ) from exc
         raise AssertionError("unreachable")
 
     def _delay(self, attempt: int, headers: Any) -> float:
@@ -122,16 +154,25 @@ class KubernetesBackend(Backend):
                 pass
         return self.backoff_s * (2 ** (attempt - 1))
 
-    def _request(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None) -> Any:
+    def _request(
+        self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None
+    ) -> Any:
         """A raw REST call for any kind (built-in or custom) returning the decoded JSON."""
         client = self.api_client
-        params = client.param_serialize(method, path, query_params=list((query or {}).items()),
-                                        header_params={"Accept": "application/json", "Content-Type": "application/json"},
-                                        body=body, auth_settings=["BearerToken"])
+        params = client.param_serialize(
+            method,
+            path,
+            query_params=list((query or {}).items()),
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
         response = client.call_api(*params, _request_timeout=self.request_timeout_s)
         response.read()
         if not 200 <= response.status <= 299:
-            client.response_deserialize(response, {})  # raises ApiException with status, reason, body
+            client.response_deserialize(
+                response, {}
+            )  # raises ApiException with status, reason, body
         return json.loads(response.data or b"null")
 
     # ---------------------------------------------------------------------------------------------
@@ -145,27 +186,49 @@ class KubernetesBackend(Backend):
         target = None
         for obj in objects:
             path = resource_path(obj)
-            self._call(f"create {object_id(obj)}", self._request, "POST", path, query=query, body=obj)
+            self._call(
+                f"create {object_id(obj)}", self._request, "POST", path, query=query, body=obj
+            )
             if obj.get("kind") in C.WORKLOAD_KINDS:
                 target = obj
         if target is None:
-            raise ApiError("nothing to follow: the manifests contain no workload", reason="NoWorkload")
+            raise ApiError(
+                "nothing to follow: the manifests contain no workload", reason="NoWorkload"
+            )
         meta = target["metadata"]
-        return JobRef(meta["name"], meta.get("namespace", "default"), target["kind"], dry_run=dry_run)
+        return JobRef(
+            meta["name"], meta.get("namespace", "default"), target["kind"], dry_run=dry_run
+        )
 
     def _get_job(self, name: str, namespace: str) -> Manifest:
-        return self._call(f"get Job/{name}", self._request, "GET", resource_path("batch/v1", "Job", namespace, name))
+        return self._call(
+            f"get Job/{name}",
+            self._request,
+            "GET",
+            resource_path("batch/v1", "Job", namespace, name),
+        )
 
     def _pods(self, name: str, namespace: str) -> list[Manifest]:
-        listing = self._call(f"list pods of Job/{name}", self._request, "GET", resource_path("v1", "Pod", namespace),
-                             query={"labelSelector": f"{C.JOB_NAME_LABEL}={name}"})
+        listing = self._call(
+            f"list pods of Job/{name}",
+            self._request,
+            "GET",
+            resource_path("v1", "Pod", namespace),
+            query={"labelSelector": f"{C.JOB_NAME_LABEL}={name}"},
+        )
         return sorted(listing.get("items") or [], key=_pod_sort_key)
 
     def status(self, name: str, namespace: str) -> JobStatus:
         return self._job_status(self._get_job(name, namespace), self._pods(name, namespace))
 
-    def wait(self, name: str, namespace: str, *, timeout_s: float,
-             on_update: Callable[[JobStatus], None] | None = None) -> JobStatus:
+    def wait(
+        self,
+        name: str,
+        namespace: str,
+        *,
+        timeout_s: float,
+        on_update: Callable[[JobStatus], None] | None = None,
+    ) -> JobStatus:
         """Follow the Job with a watch stream; re-open it after drops and on 410 Gone re-read it."""
         from kubernetes import watch
         from kubernetes.client import CustomObjectsApi
@@ -183,17 +246,32 @@ class KubernetesBackend(Backend):
         while not status.done:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise JobTimeout(f"job {namespace}/{name} still {status.phase} after {timeout_s:.0f} s")
+                raise JobTimeout(
+                    f"job {namespace}/{name} still {status.phase} after {timeout_s:.0f} s"
+                )
             stream = watch.Watch()
             try:
-                for event in stream.stream(custom.list_namespaced_custom_object, "batch", "v1", namespace, "jobs",
-                                           field_selector=f"metadata.name={name}", resource_version=resource_version,
-                                           timeout_seconds=max(1, int(min(remaining, self.watch_chunk_s))),
-                                           _request_timeout=min(remaining, self.watch_chunk_s) + 10):
+                for event in stream.stream(
+                    custom.list_namespaced_custom_object,
+                    "batch",
+                    "v1",
+                    namespace,
+                    "jobs",
+                    field_selector=f"metadata.name={name}",
+                    resource_version=resource_version,
+                    timeout_seconds=max(1, int(min(remaining, self.watch_chunk_s))),
+                    _request_timeout=min(remaining, self.watch_chunk_s) + 10,
+                ):
                     obj = event["object"]
-                    resource_version = obj.get("metadata", {}).get("resourceVersion", resource_version)
+                    resource_version = obj.get("metadata", {}).get(
+                        "resourceVersion", resource_version
+                    )
                     if event["type"] == "DELETED":
-                        raise NotFound(f"Job {namespace}/{name} was deleted while waiting", status=404, reason="Deleted")
+                        raise NotFound(
+                            f"Job {namespace}/{name} was deleted while waiting",
+                            status=404,
+                            reason="Deleted",
+                        )
                     if event["type"] == "BOOKMARK":
                         continue
                     status = self._job_status(obj, [])
@@ -209,7 +287,9 @@ class KubernetesBackend(Backend):
                     time.sleep(self._delay(drops, exc.headers))
                     continue
                 if exc.status != 410:
-                    raise api_error_for_status(exc.status)(f"watch Job/{name} failed", status=exc.status, reason=str(exc.reason)) from exc
+                    raise api_error_for_status(exc.status)(
+                        f"watch Job/{name} failed", status=exc.status, reason=str(exc.reason)
+                    ) from exc
                 # 410 Gone: our resourceVersion was compacted away; start over from a fresh read.
                 job = self._get_job(name, namespace)
                 resource_version = job["metadata"].get("resourceVersion")
@@ -219,12 +299,21 @@ class KubernetesBackend(Backend):
             except (Urllib3Error, OSError) as exc:
                 drops += 1
                 if drops >= self.max_attempts:
-                    raise ClusterUnreachable(f"watch Job/{name} kept dropping: {exc}", reason=type(exc).__name__) from exc
+                    raise ClusterUnreachable(
+                        f"watch Job/{name} kept dropping: {exc}", reason=type(exc).__name__
+                    ) from exc
                 time.sleep(self._delay(drops, None))
         return self._job_status(self._get_job(name, namespace), self._pods(name, namespace))
 
-    def logs(self, name: str, namespace: str, *, follow: bool = False, index: int | None = None,
-             tail_lines: int | None = None) -> Iterator[LogLine]:
+    def logs(
+        self,
+        name: str,
+        namespace: str,
+        *,
+        follow: bool = False,
+        index: int | None = None,
+        tail_lines: int | None = None,
+    ) -> Iterator[LogLine]:
         """Logs of every pod of the job, one pod after the other (see client.logs for merging)."""
         from kubernetes.client import CoreV1Api
 
@@ -234,7 +323,9 @@ class KubernetesBackend(Backend):
             if index is not None and pod_index != index:
                 continue
             containers = [c["name"] for c in pod.get("spec", {}).get("containers") or []]
-            container = "trainer" if "trainer" in containers else (containers[0] if containers else None)
+            container = (
+                "trainer" if "trainer" in containers else (containers[0] if containers else None)
+            )
             kwargs = {"follow": follow, "_preload_content": False}
             if container:
                 kwargs["container"] = container
@@ -242,23 +333,39 @@ class KubernetesBackend(Backend):
                 kwargs["tail_lines"] = tail_lines
             pod_name = pod["metadata"]["name"]
             try:
-                response = self._call(f"logs of Pod/{pod_name}", core.read_namespaced_pod_log, pod_name, namespace, **kwargs)
+                response = self._call(
+                    f"logs of Pod/{pod_name}",
+                    core.read_namespaced_pod_log,
+                    pod_name,
+                    namespace,
+                    **kwargs,
+                )
             except ApiError as error:
                 # Following a pod whose container has not started yet answers 400 "is waiting to
                 # start" (kubectl logs -f fails the same way): watch the pod start, then follow.
                 if not (follow and error.status == 400 and "waiting to start" in str(error)):
                     raise
                 self._wait_pod_started(pod_name, namespace, timeout_s=self.pod_start_timeout_s)
-                response = self._call(f"logs of Pod/{pod_name}", core.read_namespaced_pod_log, pod_name, namespace, **kwargs)
+                response = self._call(
+                    f"logs of Pod/{pod_name}",
+                    core.read_namespaced_pod_log,
+                    pod_name,
+                    namespace,
+                    **kwargs,
+                )
             try:
                 buffer = b""
                 for chunk in response.stream(4096):
                     buffer += chunk
                     *lines, buffer = buffer.split(b"\n")
                     for line in lines:
-                        yield LogLine(pod["metadata"]["name"], pod_index, line.decode(errors="replace"))
+                        yield LogLine(
+                            pod["metadata"]["name"], pod_index, line.decode(errors="replace")
+                        )
                 if buffer:
-                    yield LogLine(pod["metadata"]["name"], pod_index, buffer.decode(errors="replace"))
+                    yield LogLine(
+                        pod["metadata"]["name"], pod_index, buffer.decode(errors="replace")
+                    )
             finally:
                 response.release_conn()
 
@@ -269,8 +376,13 @@ class KubernetesBackend(Backend):
 
         core = CoreV1Api(self.api_client)
         stream = watch.Watch()
-        for event in stream.stream(core.list_namespaced_pod, namespace, field_selector=f"metadata.name={pod_name}",
-                                   timeout_seconds=max(1, int(timeout_s)), _request_timeout=timeout_s + 10):
+        for event in stream.stream(
+            core.list_namespaced_pod,
+            namespace,
+            field_selector=f"metadata.name={pod_name}",
+            timeout_seconds=max(1, int(timeout_s)),
+            _request_timeout=timeout_s + 10,
+        ):
             phase = ((event["raw_object"].get("status") or {}).get("phase")) or C.PENDING
             if phase != C.PENDING:
                 stream.stop()
@@ -281,23 +393,51 @@ class KubernetesBackend(Backend):
         involved = [name] + [p["metadata"]["name"] for p in self._pods(name, namespace)]
         out = []
         for obj_name in involved:
-            listing = self._call(f"events of {obj_name}", self._request, "GET", resource_path("v1", "Event", namespace),
-                                 query={"fieldSelector": f"involvedObject.name={obj_name}"})
+            listing = self._call(
+                f"events of {obj_name}",
+                self._request,
+                "GET",
+                resource_path("v1", "Event", namespace),
+                query={"fieldSelector": f"involvedObject.name={obj_name}"},
+            )
             for item in listing.get("items") or []:
                 ref = item.get("involvedObject") or {}
-                when = _timestamp(item.get("lastTimestamp") or item.get("eventTime") or item.get("firstTimestamp")
-                                  or item.get("metadata", {}).get("creationTimestamp")) or 0.0
-                out.append(Event(when, item.get("type", "Normal"), item.get("reason", ""),
-                                 f"{ref.get('kind', '?')}/{ref.get('name', obj_name)}", item.get("message", ""),
-                                 int(item.get("count") or 1)))
+                when = (
+                    _timestamp(
+                        item.get("lastTimestamp")
+                        or item.get("eventTime")
+                        or item.get("firstTimestamp")
+                        or item.get("metadata", {}).get("creationTimestamp")
+                    )
+                    or 0.0
+                )
+                out.append(
+                    Event(
+                        when,
+                        item.get("type", "Normal"),
+                        item.get("reason", ""),
+                        f"{ref.get('kind', '?')}/{ref.get('name', obj_name)}",
+                        item.get("message", ""),
+                        int(item.get("count") or 1),
+                    )
+                )
         return sorted(out, key=lambda e: e.time)
 
     def delete(self, name: str, namespace: str) -> None:
         # Foreground: the Job disappears only after its pods are gone, so a re-submit never races them.
         try:
-            self._call(f"delete Job/{name}", self._request, "DELETE", resource_path("batch/v1", "Job", namespace, name),
-                       query={"propagationPolicy": "Foreground"},
-                       body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"})
+            self._call(
+                f"delete Job/{name}",
+                self._request,
+                "DELETE",
+                resource_path("batch/v1", "Job", namespace, name),
+                query={"propagationPolicy": "Foreground"},
+                body={
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "propagationPolicy": "Foreground",
+                },
+            )
         except NotFound:
             return
 
@@ -313,31 +453,54 @@ class KubernetesBackend(Backend):
     @staticmethod
     def _job_status(job: Manifest, pods: list[Manifest]) -> JobStatus:
         meta, status = job.get("metadata", {}), job.get("status") or {}
-        conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+        conditions = {
+            c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"
+        }
         phase, reason, message = C.PENDING, "", ""
         if "Complete" in conditions:
             phase = C.SUCCEEDED
         elif "Failed" in conditions:
-            phase, reason, message = C.FAILED, conditions["Failed"].get("reason", ""), conditions["Failed"].get("message", "")
-        elif status.get("active") or any((p.get("status") or {}).get("phase") == C.RUNNING for p in pods):
+            phase, reason, message = (
+                C.FAILED,
+                conditions["Failed"].get("reason", ""),
+                conditions["Failed"].get("message", ""),
+            )
+        elif status.get("active") or any(
+            (p.get("status") or {}).get("phase") == C.RUNNING for p in pods
+        ):
             phase = C.RUNNING
         elif "Suspended" in conditions:
             reason = "Suspended"  # e.g. waiting for Kueue admission
-        return JobStatus(meta.get("name", ""), meta.get("namespace", "default"), phase, reason, message,
-                         int(status.get("succeeded") or 0), int(status.get("failed") or 0), int(status.get("active") or 0),
-                         [_pod_status(p) for p in pods], _timestamp(status.get("startTime")),
-                         _timestamp(status.get("completionTime")))
+        return JobStatus(
+            meta.get("name", ""),
+            meta.get("namespace", "default"),
+            phase,
+            reason,
+            message,
+            int(status.get("succeeded") or 0),
+            int(status.get("failed") or 0),
+            int(status.get("active") or 0),
+            [_pod_status(p) for p in pods],
+            _timestamp(status.get("startTime")),
+            _timestamp(status.get("completionTime")),
+        )
 
 
 def _pod_index(pod: Manifest) -> int | None:
     meta = pod.get("metadata", {})
-    value = (meta.get("annotations") or {}).get(C.COMPLETION_INDEX_ANNOTATION) or (meta.get("labels") or {}).get(C.COMPLETION_INDEX_ANNOTATION)
+    value = (meta.get("annotations") or {}).get(C.COMPLETION_INDEX_ANNOTATION) or (
+        meta.get("labels") or {}
+    ).get(C.COMPLETION_INDEX_ANNOTATION)
     return int(value) if value is not None else None
 
 
 def _pod_sort_key(pod: Manifest) -> tuple:
     index = _pod_index(pod)
-    return (index if index is not None else -1, pod.get("metadata", {}).get("creationTimestamp") or "", pod["metadata"]["name"])
+    return (
+        index if index is not None else -1,
+        pod.get("metadata", {}).get("creationTimestamp") or "",
+        pod["metadata"]["name"],
+    )
 
 
 def _pod_status(pod: Manifest) -> PodStatus:
@@ -351,7 +514,14 @@ def _pod_status(pod: Manifest) -> PodStatus:
             reason = state["terminated"].get("reason", reason)
         elif "waiting" in state:
             reason = state["waiting"].get("reason", reason)
-    return PodStatus(pod["metadata"]["name"], _pod_index(pod), status.get("phase", C.PENDING), exit_code, reason, restarts)
+    return PodStatus(
+        pod["metadata"]["name"],
+        _pod_index(pod),
+        status.get("phase", C.PENDING),
+        exit_code,
+        reason,
+        restarts,
+    )
 
 
 def _status_message(exc: Any) -> tuple[str, str]:

@@ -35,8 +35,20 @@ from ..types import Event, JobRef, JobStatus, LogLine, PodStatus
 from .base import Backend
 
 # Host variables a container image would also define (PATH to find python, locale, thread counts).
-_PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "OMP_NUM_THREADS",
-                    "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "PYTHONPATH", "HF_HOME", "HF_HUB_OFFLINE")
+_PASSTHROUGH_ENV = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+    "PYTHONPATH",
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+)
 _VAR_REF = re.compile(r"\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)|\$\$")
 _STEP_LINE = re.compile(r"^step (\d+)/(\d+)\b")
 _FIELD_LABEL = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
@@ -100,12 +112,19 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, state_dir: str | Path | None = None, workdir: str | Path | None = None,
-                 python: str = sys.executable, max_grace_s: float = 10.0):
+    def __init__(
+        self,
+        state_dir: str | Path | None = None,
+        workdir: str | Path | None = None,
+        python: str = sys.executable,
+        max_grace_s: float = 10.0,
+    ):
         self.workdir = Path(workdir) if workdir else repo_root()
         self.state_dir = Path(state_dir) if state_dir else self.workdir / C.LOCAL_STATE_DIR
         self.python = python
-        self.max_grace_s = max_grace_s  # cap on terminationGracePeriodSeconds so notebooks stay snappy
+        self.max_grace_s = (
+            max_grace_s  # cap on terminationGracePeriodSeconds so notebooks stay snappy
+        )
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._objects: dict[tuple[str, str, str], Manifest] = {}
         self._changed = threading.Condition(threading.RLock())
@@ -117,16 +136,20 @@ class LocalBackend(Backend):
     def submit(self, objects: list[Manifest], *, dry_run: bool = False) -> JobRef:
         workloads = [o for o in objects if o.get("kind") in C.WORKLOAD_KINDS]
         if len(workloads) != 1 or workloads[0]["kind"] != "Job":
-            raise NotImplementedError("the local backend runs exactly one batch/v1 Job per submit "
-                                      f"(got {[object_id(o) for o in workloads]})")
+            raise NotImplementedError(
+                "the local backend runs exactly one batch/v1 Job per submit "
+                f"(got {[object_id(o) for o in workloads]})"
+            )
         job_manifest = workloads[0]
         name = job_manifest["metadata"]["name"]
         namespace = job_manifest["metadata"].get("namespace", "default")
         with self._changed:
             existing = self._jobs.get((namespace, name))
             if existing is not None:
-                raise Conflict(f'jobs.batch "{name}" already exists in namespace {namespace!r}; delete it first',
-                               reason="AlreadyExists")
+                raise Conflict(
+                    f'jobs.batch "{name}" already exists in namespace {namespace!r}; delete it first',
+                    reason="AlreadyExists",
+                )
             if dry_run:
                 return JobRef(name, namespace, "Job", dry_run=True)
             for obj in objects:
@@ -134,13 +157,17 @@ class LocalBackend(Backend):
                     ns = obj.get("metadata", {}).get("namespace", namespace)
                     self._objects[(obj["kind"], ns, obj["metadata"]["name"])] = copy.deepcopy(obj)
                     if obj["kind"] == "PersistentVolumeClaim":
-                        self._pvc_dir(ns, obj["metadata"]["name"]).mkdir(parents=True, exist_ok=True)
+                        self._pvc_dir(ns, obj["metadata"]["name"]).mkdir(
+                            parents=True, exist_ok=True
+                        )
             run_dir = self.state_dir / "runs" / namespace / name
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True)
             job = _Job(copy.deepcopy(job_manifest), name, namespace, run_dir, secrets.token_hex(8))
             self._jobs[(namespace, name)] = job
-            job.thread = threading.Thread(target=self._run_job, args=(job,), name=f"local-job-{name}", daemon=True)
+            job.thread = threading.Thread(
+                target=self._run_job, args=(job,), name=f"local-job-{name}", daemon=True
+            )
             job.thread.start()
         return JobRef(name, namespace, "Job")
 
@@ -148,15 +175,28 @@ class LocalBackend(Backend):
         with self._changed:
             return self._snapshot(self._get(name, namespace))
 
-    def wait(self, name: str, namespace: str, *, timeout_s: float,
-             on_update: Callable[[JobStatus], None] | None = None) -> JobStatus:
+    def wait(
+        self,
+        name: str,
+        namespace: str,
+        *,
+        timeout_s: float,
+        on_update: Callable[[JobStatus], None] | None = None,
+    ) -> JobStatus:
         deadline = time.monotonic() + timeout_s
         last = None
         with self._changed:
             while True:
                 job = self._get(name, namespace)
                 snap = self._snapshot(job)
-                key = (snap.phase, snap.succeeded, snap.failed, [p.phase for p in snap.pods], job.progress, len(job.lines))
+                key = (
+                    snap.phase,
+                    snap.succeeded,
+                    snap.failed,
+                    [p.phase for p in snap.pods],
+                    job.progress,
+                    len(job.lines),
+                )
                 if on_update is not None and key != last:
                     on_update(snap)
                 last = key
@@ -164,18 +204,33 @@ class LocalBackend(Backend):
                     return snap
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise JobTimeout(f"job {namespace}/{name} still {snap.phase} after {timeout_s:.0f} s")
+                    raise JobTimeout(
+                        f"job {namespace}/{name} still {snap.phase} after {timeout_s:.0f} s"
+                    )
                 # Woken by every state change and log line; the timeout only bounds the total wait.
                 self._changed.wait(remaining)
 
-    def logs(self, name: str, namespace: str, *, follow: bool = False, index: int | None = None,
-             tail_lines: int | None = None) -> Iterator[LogLine]:
+    def logs(
+        self,
+        name: str,
+        namespace: str,
+        *,
+        follow: bool = False,
+        index: int | None = None,
+        tail_lines: int | None = None,
+    ) -> Iterator[LogLine]:
         job = self.__get_locked(name, namespace)
         position = 0
         if tail_lines is not None:
             with self._changed:
-                matching = [i for i, line in enumerate(job.lines) if index is None or line.index == index]
-                position = matching[-tail_lines] if 0 < tail_lines <= len(matching) else (len(job.lines) if tail_lines == 0 else 0)
+                matching = [
+                    i for i, line in enumerate(job.lines) if index is None or line.index == index
+                ]
+                position = (
+                    matching[-tail_lines]
+                    if 0 < tail_lines <= len(matching)
+                    else (len(job.lines) if tail_lines == 0 else 0)
+                )
         while True:
             with self._changed:
                 while position >= len(job.lines) and follow and job.phase not in C.TERMINAL_PHASES:
@@ -235,15 +290,29 @@ class LocalBackend(Backend):
         deadline_s = spec.get("activeDeadlineSeconds")
         with self._changed:
             job.start_time = time.time()
-            self._event(job, "Normal", "Created", f"Job/{job.name}", f"local job with {completions} pod(s) in {job.run_dir}")
+            self._event(
+                job,
+                "Normal",
+                "Created",
+                f"Job/{job.name}",
+                f"local job with {completions} pod(s) in {job.run_dir}",
+            )
         timer = None
         if deadline_s:
-            timer = threading.Timer(float(deadline_s), self._deadline_exceeded, args=(job, deadline_s))
+            timer = threading.Timer(
+                float(deadline_s), self._deadline_exceeded, args=(job, deadline_s)
+            )
             timer.daemon = True
             timer.start()
         slots = threading.Semaphore(max(1, min(parallelism, completions)))
-        workers = [threading.Thread(target=self._run_index, args=(job, i if indexed or completions > 1 else None, slots), daemon=True)
-                   for i in range(completions)]
+        workers = [
+            threading.Thread(
+                target=self._run_index,
+                args=(job, i if indexed or completions > 1 else None, slots),
+                daemon=True,
+            )
+            for i in range(completions)
+        ]
         for worker in workers:
             worker.start()
         for worker in workers:
@@ -279,16 +348,29 @@ class LocalBackend(Backend):
                         return
                     action = self._failure_action(spec, pod)
                     if action == "FailJob":
-                        self._fail(job, "PodFailurePolicy", f"container exited with code {pod.exit_code}, "
-                                   "matching a FailJob rule of the podFailurePolicy")
+                        self._fail(
+                            job,
+                            "PodFailurePolicy",
+                            f"container exited with code {pod.exit_code}, "
+                            "matching a FailJob rule of the podFailurePolicy",
+                        )
                         return
                     if action != "Ignore":
                         job.failed += 1
                     if job.failed > backoff_limit:
-                        self._fail(job, "BackoffLimitExceeded", f"Job has reached the specified backoff limit ({backoff_limit})")
+                        self._fail(
+                            job,
+                            "BackoffLimitExceeded",
+                            f"Job has reached the specified backoff limit ({backoff_limit})",
+                        )
                         return
-                    self._event(job, "Normal", "Retrying", f"Job/{job.name}",
-                                f"pod {pod.name} failed (exit {pod.exit_code}); starting a new pod ({job.failed}/{backoff_limit} failures)")
+                    self._event(
+                        job,
+                        "Normal",
+                        "Retrying",
+                        f"Job/{job.name}",
+                        f"pod {pod.name} failed (exit {pod.exit_code}); starting a new pod ({job.failed}/{backoff_limit} failures)",
+                    )
 
     @staticmethod
     def _failure_action(spec: Manifest, pod: _Pod) -> str:
@@ -310,8 +392,14 @@ class LocalBackend(Backend):
         suffix = secrets.token_hex(3)[:5]
         name = f"{job.name}-{index}-{suffix}" if index is not None else f"{job.name}-{suffix}"
         labels = dict(template_meta.get("labels") or {})
-        labels.update({C.JOB_NAME_LABEL: job.name, C.LEGACY_JOB_NAME_LABEL: job.name,
-                       "batch.kubernetes.io/controller-uid": job.uid, "controller-uid": job.uid})
+        labels.update(
+            {
+                C.JOB_NAME_LABEL: job.name,
+                C.LEGACY_JOB_NAME_LABEL: job.name,
+                "batch.kubernetes.io/controller-uid": job.uid,
+                "controller-uid": job.uid,
+            }
+        )
         annotations = dict(template_meta.get("annotations") or {})
         if index is not None:
             labels[C.COMPLETION_INDEX_ANNOTATION] = str(index)
@@ -327,8 +415,10 @@ class LocalBackend(Backend):
         pod_dir = job.run_dir / pod.name
         try:
             mounts_by_container = self._volumes(job, pod, pod_spec, pod_dir)
-            plans = [(c, self._container_plan(job, pod, c, mounts_by_container[c["name"]]))
-                     for c in (pod_spec.get("initContainers") or []) + pod_spec["containers"]]
+            plans = [
+                (c, self._container_plan(job, pod, c, mounts_by_container[c["name"]]))
+                for c in (pod_spec.get("initContainers") or []) + pod_spec["containers"]
+            ]
         except _ConfigError as exc:
             with self._changed:
                 pod.phase, pod.reason, pod.exit_code = C.FAILED, "CreateContainerConfigError", 1
@@ -348,8 +438,14 @@ class LocalBackend(Backend):
                     return
             main = [(c, plan) for c, plan in plans if c["name"] not in init_names]
             codes: list[int] = [0] * len(main)
-            threads = [threading.Thread(target=lambda i=i, c=c, p=p: codes.__setitem__(i, self._run_container(job, pod, c["name"], p[0], p[1], log_file)))
-                       for i, (c, p) in enumerate(main)]
+            threads = [
+                threading.Thread(
+                    target=lambda i=i, c=c, p=p: codes.__setitem__(
+                        i, self._run_container(job, pod, c["name"], p[0], p[1], log_file)
+                    )
+                )
+                for i, (c, p) in enumerate(main)
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -361,22 +457,45 @@ class LocalBackend(Backend):
             else:
                 pod.phase, pod.exit_code = C.FAILED, failed
                 pod.reason = pod.reason or "Error"
-            self._event(job, "Normal" if failed is None else "Warning", pod.reason, f"Pod/{pod.name}",
-                        f"pod terminated with exit code {pod.exit_code}")
+            self._event(
+                job,
+                "Normal" if failed is None else "Warning",
+                pod.reason,
+                f"Pod/{pod.name}",
+                f"pod terminated with exit code {pod.exit_code}",
+            )
             self._changed.notify_all()
 
-    def _run_container(self, job: _Job, pod: _Pod, container: str, argv: list[str], env: dict[str, str], log_file) -> int:
+    def _run_container(
+        self, job: _Job, pod: _Pod, container: str, argv: list[str], env: dict[str, str], log_file
+    ) -> int:
         with self._changed:
             if job.stopping or job.phase in C.TERMINAL_PHASES:
                 return 137
-            self._event(job, "Normal", "Started", f"Pod/{pod.name}", f"Started container {container}: {' '.join(argv)}")
+            self._event(
+                job,
+                "Normal",
+                "Started",
+                f"Pod/{pod.name}",
+                f"Started container {container}: {' '.join(argv)}",
+            )
             try:
                 # A new session = a new process group, so a stop reaches torchrun's workers too.
-                process = subprocess.Popen(argv, cwd=self.workdir, env=env, stdout=subprocess.PIPE,
-                                           stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+                process = subprocess.Popen(
+                    argv,
+                    cwd=self.workdir,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    bufsize=1,
+                    start_new_session=True,
+                )
             except OSError as exc:
                 pod.reason = "StartError"
-                self._event(job, "Warning", "Failed", f"Pod/{pod.name}", f"cannot start {argv[0]!r}: {exc}")
+                self._event(
+                    job, "Warning", "Failed", f"Pod/{pod.name}", f"cannot start {argv[0]!r}: {exc}"
+                )
                 return 128
             pod.processes.append(process)
             pod.phase = C.RUNNING
@@ -405,7 +524,9 @@ class LocalBackend(Backend):
     def _pvc_dir(self, namespace: str, claim: str) -> Path:
         return self.state_dir / "volumes" / namespace / claim
 
-    def _volumes(self, job: _Job, pod: _Pod, pod_spec: Manifest, pod_dir: Path) -> dict[str, list[tuple[str, Path]]]:
+    def _volumes(
+        self, job: _Job, pod: _Pod, pod_spec: Manifest, pod_dir: Path
+    ) -> dict[str, list[tuple[str, Path]]]:
         """For each container: (mountPath, local folder) pairs, longest mountPath first."""
         local: dict[str, Path | None] = {}
         for volume in pod_spec.get("volumes") or []:
@@ -416,7 +537,11 @@ class LocalBackend(Backend):
                 path = pod_dir / "volumes" / vname
             elif "configMap" in volume or "secret" in volume:
                 path = pod_dir / "volumes" / vname
-                source_kind, ref = ("ConfigMap", volume["configMap"]["name"]) if "configMap" in volume else ("Secret", volume["secret"]["secretName"])
+                source_kind, ref = (
+                    ("ConfigMap", volume["configMap"]["name"])
+                    if "configMap" in volume
+                    else ("Secret", volume["secret"]["secretName"])
+                )
                 data = self._lookup_data(job.namespace, source_kind, ref)
                 path.mkdir(parents=True, exist_ok=True)
                 for key, value in data.items():
@@ -432,7 +557,9 @@ class LocalBackend(Backend):
                 if mount["mountPath"] == "/dev/shm":
                     continue  # the host's /dev/shm already is shared memory
                 if mount["name"] not in local:
-                    raise _ConfigError(f"container {container['name']}: volumeMount {mount['name']!r} names no volume")
+                    raise _ConfigError(
+                        f"container {container['name']}: volumeMount {mount['name']!r} names no volume"
+                    )
                 target = local[mount["name"]]
                 if mount.get("subPath"):
                     target = target / mount["subPath"]
@@ -444,17 +571,23 @@ class LocalBackend(Backend):
     def _lookup_data(self, namespace: str, kind: str, name: str) -> dict[str, str]:
         obj = self._objects.get((kind, namespace, name))
         if obj is None:
-            raise _ConfigError(f"{kind.lower()} {name!r} not found in namespace {namespace!r}: submit it with the job")
+            raise _ConfigError(
+                f"{kind.lower()} {name!r} not found in namespace {namespace!r}: submit it with the job"
+            )
         data = dict(obj.get("stringData") or {})
         if kind == "Secret":
             import base64
 
-            data.update({k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()})
+            data.update(
+                {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+            )
         else:
             data.update(obj.get("data") or {})
         return data
 
-    def _container_plan(self, job: _Job, pod: _Pod, container: Manifest, mounts: list[tuple[str, Path]]) -> tuple[list[str], dict[str, str]]:
+    def _container_plan(
+        self, job: _Job, pod: _Pod, container: Manifest, mounts: list[tuple[str, Path]]
+    ) -> tuple[list[str], dict[str, str]]:
         """(argv, env) exactly as the pod would run them, with mount paths mapped to local folders."""
         env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
         env.update({"PYTHONUNBUFFERED": "1", "HOSTNAME": pod.name})
@@ -469,14 +602,18 @@ class LocalBackend(Backend):
                 env[entry["name"]] = ""
         for source in container.get("envFrom") or []:
             if "configMapRef" in source:
-                env.update(self._lookup_data(job.namespace, "ConfigMap", source["configMapRef"]["name"]))
+                env.update(
+                    self._lookup_data(job.namespace, "ConfigMap", source["configMapRef"]["name"])
+                )
             if "secretRef" in source:
                 env.update(self._lookup_data(job.namespace, "Secret", source["secretRef"]["name"]))
         command = [expand_vars(part, env) for part in container.get("command") or []]
         args = [expand_vars(part, env) for part in container.get("args") or []]
         if not command:
-            raise _ConfigError(f"container {container['name']} has no command: the local backend cannot "
-                               "read the image's ENTRYPOINT, so the manifest must spell it out")
+            raise _ConfigError(
+                f"container {container['name']} has no command: the local backend cannot "
+                "read the image's ENTRYPOINT, so the manifest must spell it out"
+            )
         argv = self._local_program(command) + args
         argv = [self._map_path(a, mounts) for a in argv]
         env = {k: self._map_path(v, mounts) for k, v in env.items()}
@@ -485,7 +622,11 @@ class LocalBackend(Backend):
     def _local_program(self, command: list[str]) -> list[str]:
         """The image's `python` / `torchrun` are this environment's interpreter and launcher."""
         program = command[0]
-        if program in ("python", "python3") or program.endswith("/python") or program.endswith("/python3"):
+        if (
+            program in ("python", "python3")
+            or program.endswith("/python")
+            or program.endswith("/python3")
+        ):
             return [self.python, *command[1:]]
         if program == "torchrun":
             return [self.python, "-m", "torch.distributed.run", *command[1:]]
@@ -496,23 +637,33 @@ class LocalBackend(Backend):
         prefix, sep, rest = value.partition("=") if value.startswith("-") else ("", "", value)
         for mount_path, local in mounts:
             if rest == mount_path or rest.startswith(mount_path + "/"):
-                rest = str(local) + rest[len(mount_path):]
+                rest = str(local) + rest[len(mount_path) :]
                 break
         return f"{prefix}{sep}{rest}"
 
     def _value_from(self, job: _Job, pod: _Pod, name: str, source: Manifest) -> str:
         if "fieldRef" in source:
             path = source["fieldRef"]["fieldPath"]
-            simple = {"metadata.name": pod.name, "metadata.namespace": job.namespace, "metadata.uid": job.uid,
-                      "spec.nodeName": "localhost", "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1",
-                      "spec.serviceAccountName": job.manifest["spec"]["template"]["spec"].get("serviceAccountName", "default")}
+            simple = {
+                "metadata.name": pod.name,
+                "metadata.namespace": job.namespace,
+                "metadata.uid": job.uid,
+                "spec.nodeName": "localhost",
+                "status.podIP": "127.0.0.1",
+                "status.hostIP": "127.0.0.1",
+                "spec.serviceAccountName": job.manifest["spec"]["template"]["spec"].get(
+                    "serviceAccountName", "default"
+                ),
+            }
             if path in simple:
                 return simple[path]
             match = _FIELD_LABEL.match(path)
             if match:
                 table = pod.labels if match.group(1) == "labels" else pod.annotations
                 return table.get(match.group(2), "")
-            raise _ConfigError(f"env {name}: fieldRef {path!r} is not supported by the local backend")
+            raise _ConfigError(
+                f"env {name}: fieldRef {path!r} is not supported by the local backend"
+            )
         if "resourceFieldRef" in source:
             return "0"
         for key, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
@@ -525,7 +676,9 @@ class LocalBackend(Backend):
                         return ""
                     raise
                 if ref["key"] not in data:
-                    raise _ConfigError(f"env {name}: key {ref['key']!r} not found in {kind.lower()} {ref['name']!r}")
+                    raise _ConfigError(
+                        f"env {name}: key {ref['key']!r} not found in {kind.lower()} {ref['name']!r}"
+                    )
                 return data[ref["key"]]
         raise _ConfigError(f"env {name}: unsupported valueFrom {sorted(source)}")
 
@@ -537,7 +690,11 @@ class LocalBackend(Backend):
         with self._changed:
             if job.phase in C.TERMINAL_PHASES:
                 return
-            self._fail(job, "DeadlineExceeded", f"Job was active longer than specified deadline ({deadline_s} s)")
+            self._fail(
+                job,
+                "DeadlineExceeded",
+                f"Job was active longer than specified deadline ({deadline_s} s)",
+            )
 
     def _fail(self, job: _Job, reason: str, message: str) -> None:
         """Mark the job Failed and stop all of its processes (called with the lock held)."""
@@ -551,7 +708,12 @@ class LocalBackend(Backend):
         threading.Thread(target=self._stop_processes, args=(job,), daemon=True).start()
 
     def _stop_processes(self, job: _Job) -> None:
-        grace = min(float(job.manifest["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)), self.max_grace_s)
+        grace = min(
+            float(
+                job.manifest["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+            ),
+            self.max_grace_s,
+        )
         with self._changed:
             processes = [p for pod in job.pods for p in pod.processes]
         for process in processes:
@@ -575,7 +737,9 @@ class LocalBackend(Backend):
     def _get(self, name: str, namespace: str) -> _Job:
         job = self._jobs.get((namespace, name))
         if job is None:
-            raise JobNotFound(f"no local job {namespace}/{name} (submitted jobs: {sorted(n for _, n in self._jobs)})")
+            raise JobNotFound(
+                f"no local job {namespace}/{name} (submitted jobs: {sorted(n for _, n in self._jobs)})"
+            )
         return job
 
     def __get_locked(self, name: str, namespace: str) -> _Job:
@@ -585,8 +749,19 @@ class LocalBackend(Backend):
     @staticmethod
     def _snapshot(job: _Job) -> JobStatus:
         pods = [p.status() for p in job.pods]
-        return JobStatus(job.name, job.namespace, job.phase, job.reason, job.message, job.succeeded, job.failed,
-                         sum(1 for p in job.pods if p.phase == C.RUNNING), pods, job.start_time, job.completion_time)
+        return JobStatus(
+            job.name,
+            job.namespace,
+            job.phase,
+            job.reason,
+            job.message,
+            job.succeeded,
+            job.failed,
+            sum(1 for p in job.pods if p.phase == C.RUNNING),
+            pods,
+            job.start_time,
+            job.completion_time,
+        )
 
 
 class _ConfigError(Exception):
