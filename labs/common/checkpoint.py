@@ -1,0 +1,91 @@
+"""Restart-safe checkpoints: atomic writes, keep-last-K, resume from the newest complete one.
+
+A pod can be killed at any instant (preemption, node drain, OOM). The rules that make a restart
+safe are few and all here:
+
+1. Write to a temp file in the SAME folder, flush + fsync it, then `os.replace` it onto the final
+   name and fsync the folder. A reader sees the old set of checkpoints or the new one, never a
+   half-written file under a real name.
+2. On start, take the newest checkpoint that actually loads. A leftover temp file (a save that was
+   interrupted) is removed with a warning; a file that fails to load is renamed to `*.corrupt`
+   (kept for inspection, never tried again) and the next older one is used.
+3. Keep the last K checkpoints, so one bad file never leaves you with nothing.
+
+Files are `CKPT_DIR/ckpt-step-XXXXXXXX.pt` (zero-padded optimizer step), loaded with
+`torch.load(weights_only=True)`: a checkpoint holds tensors and plain Python values only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labs.common.data import fsync_dir
+
+CKPT_RE = re.compile(r"^ckpt-step-(\d+)\.pt$")
+TMP_SUFFIX = ".tmp"
+
+
+def checkpoint_path(ckpt_dir: str | os.PathLike, step: int) -> Path:
+    """`CKPT_DIR/ckpt-step-00000120.pt`."""
+    return Path(ckpt_dir) / f"ckpt-step-{step:08d}.pt"
+
+
+def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete-looking checkpoints as (step, path), oldest first."""
+    folder = Path(ckpt_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CKPT_RE.match(p.name))]
+    return sorted(found)
+
+
+def save_checkpoint(
+    state: dict[str, Any], ckpt_dir: str | os.PathLike, step: int, keep: int = 3
+) -> Path:
+    """Atomically write `state` as the checkpoint for `step`, then delete all but the newest `keep`."""
+    folder = Path(ckpt_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = checkpoint_path(folder, step)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=folder)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(folder)
+    for _, old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return final
+
+
+def load_latest(
+    ckpt_dir: str | os.PathLike, log: Callable[[str], None] = print
+) -> tuple[dict[str, Any] | None, Path | None]:
+    """The newest checkpoint that loads, as (state, path); (None, None) when there is none."""
+    folder = Path(ckpt_dir)
+    if not folder.is_dir():
+        return None, None
+    for leftover in sorted(folder.glob(f"*{TMP_SUFFIX}")):
+        log(f"warning: removing leftover temp file {leftover} (a save that was interrupted)")
+        leftover.unlink(missing_ok=True)
+    for _, path in reversed(list_checkpoints(folder)):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated, garbage, wrong format: all mean "not this one"
+            log(f"warning: skipping unreadable checkpoint {path}: {type(e).__name__}: {e}")
+            path.replace(path.with_name(path.name + ".corrupt"))
+            continue
+        return state, path
+    return None, None
