@@ -67,7 +67,7 @@ prepare = [
     f"--data-dir={DATA_DIR}",
     f"--dataset={DATASET}",
 ]
-print("$", " ".join(prepare[1:]).replace(sys.executable, "python"))
+print("$ python", " ".join(prepare[1:]))
 subprocess.run(prepare, cwd=ROOT, check=True, timeout=TIMEOUT_S)
 print(sorted(p.name for p in (DATA_DIR / DATASET / "cifar-10-batches-py").iterdir()))
 

@@ -59,12 +59,20 @@ print((ROOT / "labs" / "Dockerfile").read_text())
 # ## 2. Render: the plain manifests plus typed options
 # `manifests/01-cifar10-job/` holds plain YAML you could `kubectl apply` as is. The helper loads it
 # and applies typed options; here a name, the image, and for smoke size the synthetic data set and
-# the lab's `--smoke` preset.
+# the lab's `--smoke` preset. The diff shows exactly what the options changed.
 
 # %%
 options = {"name": JOB_NAME, "namespace": NAMESPACE, "image": IMAGE}
 if SMOKE:
-    options.update(env={"DATASET": "synthetic"}, extra_args=["--smoke"], deadline_s=TIMEOUT_S)
+    # The manifest's explicit --epochs/--checkpoint-every would win over the lab's --smoke preset,
+    # so smoke runs replace the trainer's args instead of appending to them.
+    smoke_args = [
+        "--data-dir=/data",
+        "--dataset=$(DATASET)",
+        "--out-dir=/checkpoints/$(JOB_NAME)",
+        "--smoke",
+    ]
+    options.update(env={"DATASET": "synthetic"}, args=smoke_args, deadline_s=TIMEOUT_S)
 base = load_lesson("01")
 objects = render("01", **options)
 diff_view(base, objects)
@@ -145,7 +153,7 @@ bad_objects = render(
     namespace=NAMESPACE,
     image=IMAGE,
     env={"DATASET": "synthetic"},
-    extra_args=["--smoke", "--epochs=-1"],
+    extra_args=["--epochs=-1"],
 )  # YOUR CODE
 bad_job = client.submit(bad_objects)
 bad_status = client.wait(bad_job, timeout_s=TIMEOUT_S, progress=False)

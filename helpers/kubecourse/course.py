@@ -38,8 +38,8 @@ def notebooks() -> list[Path]:
 # --------------------------------------------------------------------------------------------------
 
 
-def record_outcome(lesson: str, figures: dict[str, Any] | None = None, **numbers: Any) -> Path:
-    """Save a lesson's outcome numbers (and figures as PNG) for the course summary; returns the JSON path."""
+def record_outcome(lesson: str, figures: dict[str, Any] | None = None, **numbers: Any) -> None:
+    """Save a lesson's outcome numbers (and figures as PNG) for the course summary."""
     out = Path(os.environ.get(OUTCOME_DIR_ENV) or repo_root() / "build" / "outcomes")
     out.mkdir(parents=True, exist_ok=True)
     saved = []
@@ -51,8 +51,7 @@ def record_outcome(lesson: str, figures: dict[str, Any] | None = None, **numbers
     path.write_text(
         json.dumps({"lesson": lesson, "numbers": numbers, "figures": saved}, indent=2, default=str)
     )
-    print(f"outcome recorded: {lesson}: {numbers}")
-    return path
+    print(f"outcome recorded: {lesson}: {numbers} -> {path}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -41,6 +41,15 @@ class OptionError(ManifestError):
     def __init__(self, field: str, message: str, obj: str = "options"):
         super().__init__(Finding(obj, field, message, rule="option"), summary="invalid option")
 
+    @classmethod
+    def combine(cls, errors: list[OptionError]) -> OptionError:
+        """One error listing every bad option, so the learner fixes them all in one go."""
+        combined = cls.__new__(cls)
+        ManifestError.__init__(
+            combined, [f for e in errors for f in e.findings], summary="invalid options"
+        )
+        return combined
+
 
 class JobNotFound(CourseError):
     """The backend has no job of that name."""

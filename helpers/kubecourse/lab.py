@@ -54,9 +54,10 @@ def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
 def plot_metrics(records: list[dict[str, Any]], title: str = "training", ax=None):
     """Loss per step and test accuracy per epoch, on twin axes. Returns the matplotlib figure."""
     if ax is None:
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # not pyplot: the caller decides when it is shown
 
-        fig, ax = plt.subplots(figsize=(7, 3.2))
+        fig = Figure(figsize=(7, 3.2))
+        ax = fig.add_subplot()
     else:
         fig = ax.figure
     ax.clear()
@@ -71,7 +72,9 @@ def plot_metrics(records: list[dict[str, Any]], title: str = "training", ax=None
     if evals:
         acc_ax = ax.twinx() if not hasattr(ax, "_acc_ax") else ax._acc_ax
         ax._acc_ax = acc_ax
-        acc_ax.clear()
+        acc_ax.clear()  # clear() also moves the twin's ticks and label back to the left
+        acc_ax.yaxis.tick_right()
+        acc_ax.yaxis.set_label_position("right")
         acc_ax.plot(
             [r["step"] for r in evals],
             [r["test_acc"] for r in evals],
@@ -101,7 +104,7 @@ def run_lab(
     """
     out_dir = Path(out_dir)
     argv = [sys.executable, "-m", module, *args, f"--out-dir={out_dir}"]
-    print("$", " ".join(argv[1:]).replace(sys.executable, "python"))
+    print("$ python", " ".join(argv[1:]))
     handle = figure = None
     if live_plot:
         try:

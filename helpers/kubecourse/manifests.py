@@ -605,12 +605,21 @@ def apply_options(
 ) -> list[Manifest]:
     """A deep copy of `objects` with every option applied (checked first, so nothing half-applies)."""
     all_options = list(options) + options_from_dict(values)
+    errors = []
     for option in all_options:
         if not isinstance(option, Option):
-            raise OptionError(
-                "options", f"expected an Option (Name, Image, Gpus, ...), got {option!r}"
+            errors.append(
+                OptionError(
+                    "options", f"expected an Option (Name, Image, Gpus, ...), got {option!r}"
+                )
             )
-        option.check()
+            continue
+        try:
+            option.check()
+        except OptionError as error:
+            errors.append(error)
+    if errors:
+        raise errors[0] if len(errors) == 1 else OptionError.combine(errors)
     result = copy.deepcopy(objects)
     for option in all_options:
         option.apply(result)

@@ -133,3 +133,9 @@ def test_parse_yaml_skips_empty_documents_and_reports_lines():
     assert len(parse_yaml("---\na: 1\n---\n---\nb: 2\n")) == 2
     with pytest.raises(ManifestError, match="line 2"):
         parse_yaml("a: 1\n  b: [\n")
+
+
+def test_every_bad_option_is_reported_at_once():
+    with pytest.raises(OptionError) as info:
+        render("01", name="Bad_Name", gpus=-1, cpu="four")
+    assert info.value.fields == ["name", "gpus", "cpu"]
