@@ -210,3 +210,11 @@ def test_lesson_manifest_runs_locally_with_the_mapped_volumes(local_client, loca
         and "--dataset=synthetic" in text
     )
     assert [e.reason for e in local_client.events(ref)][:2] == ["Created", "SuccessfulCreate"]
+
+
+@pytest.mark.parametrize(
+    "tail, expected", [(None, ["a", "b", "c"]), (2, ["b", "c"]), (0, []), (9, ["a", "b", "c"])]
+)
+def test_tail_lines(local_client, tail, expected):
+    ref, _ = _run(local_client, job("tail", "print('a'); print('b'); print('c')"))
+    assert [line.text for line in local_client.logs(ref, tail_lines=tail, echo=False)] == expected

@@ -219,7 +219,7 @@ class LocalBackend(Backend):
         index: int | None = None,
         tail_lines: int | None = None,
     ) -> Iterator[LogLine]:
-        job = self.__get_locked(name, namespace)
+        job = self._get_locked(name, namespace)
         position = 0
         if tail_lines is not None:
             with self._changed:
@@ -276,7 +276,7 @@ class LocalBackend(Backend):
 
     def run_dir(self, name: str, namespace: str = "default") -> Path:
         """The job's folder: one log file per pod, emptyDir volumes."""
-        return self.__get_locked(name, namespace).run_dir
+        return self._get_locked(name, namespace).run_dir
 
     # ---------------------------------------------------------------------------------------------
     # The job controller
@@ -742,7 +742,7 @@ class LocalBackend(Backend):
             )
         return job
 
-    def __get_locked(self, name: str, namespace: str) -> _Job:
+    def _get_locked(self, name: str, namespace: str) -> _Job:
         with self._changed:
             return self._get(name, namespace)
 
