@@ -228,6 +228,13 @@ def test_api_errors_keep_their_status_and_retries_are_bounded(
     assert len(_posts(api)) == attempts
 
 
+def test_existing_dependencies_are_reused_but_an_existing_job_is_a_conflict(api, client):
+    client.submit(render("01", name="first"))
+    client.submit(render("01", name="second"))  # the PVCs exist already: reused, not an error
+    assert {j["metadata"]["name"] for j in api.objects("jobs")} == {"first", "second"}
+    assert len(api.objects("persistentvolumeclaims")) == 2
+
+
 def test_conflict_on_an_existing_name(api, client):
     client.submit([job("twice", "print(1)")])
     with pytest.raises(Conflict) as info:

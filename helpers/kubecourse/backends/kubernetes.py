@@ -15,7 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from .. import constants as C
-from ..errors import ApiError, ClusterUnreachable, JobTimeout, NotFound, api_error_for_status
+from ..errors import (
+    ApiError,
+    ClusterUnreachable,
+    Conflict,
+    JobTimeout,
+    NotFound,
+    api_error_for_status,
+)
 from ..manifests import Manifest, object_id
 from ..types import Event, JobRef, JobStatus, LogLine, PodStatus
 from .base import Backend
@@ -186,10 +193,18 @@ class KubernetesBackend(Backend):
         target = None
         for obj in objects:
             path = resource_path(obj)
-            self._call(
-                f"create {object_id(obj)}", self._request, "POST", path, query=query, body=obj
-            )
-            if obj.get("kind") in C.WORKLOAD_KINDS:
+            is_workload = obj.get("kind") in C.WORKLOAD_KINDS
+            try:
+                self._call(
+                    f"create {object_id(obj)}", self._request, "POST", path, query=query, body=obj
+                )
+            except Conflict:
+                if is_workload:
+                    raise
+                # Shared dependencies (the PVC holding the data set, a ConfigMap) outlive jobs:
+                # the next job reuses them as they are, like the local backend's PVC folders.
+                print(f"exists, reused: {object_id(obj)}")
+            if is_workload:
                 target = obj
         if target is None:
             raise ApiError(
