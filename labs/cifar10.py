@@ -411,7 +411,10 @@ def resolve_runtime(cfg: TrainConfig, dist: DistInfo) -> tuple[torch.device, tor
     else:
         device = torch.device("cpu")
     if device.type != "cuda" and cfg.precision in ("bf16", "fp16") and dist.rank == 0:
-        print(f"precision: {cfg.precision} autocast skipped: it needs a CUDA GPU; training in fp32 on CPU", flush=True)
+        print(
+            f"precision: {cfg.precision} autocast skipped: it needs a CUDA GPU; training in fp32 on CPU",
+            flush=True,
+        )
     if device.type != "cuda" or cfg.precision == "fp32":
         return device, None  # autocast only on CUDA: CPU autocast is slower than fp32 here
     if cfg.precision == "fp16":

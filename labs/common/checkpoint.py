@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from labs.common.data import fsync_dir
+from labs.common.data import write_atomic
 
 CKPT_RE = re.compile(r"^ckpt-step-(\d+)\.pt$")
 TMP_SUFFIX = ".tmp"
@@ -53,18 +52,7 @@ def save_checkpoint(
     folder = Path(ckpt_dir)
     folder.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(folder, step)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=folder)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(folder)
+    write_atomic(final, lambda f: torch.save(state, f), suffix=TMP_SUFFIX)
     for _, old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return final

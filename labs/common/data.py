@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -61,15 +62,18 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so readers see the old file or the new one, never half of one:
-    temp file in the same folder, flush + fsync, `os.replace`, fsync the folder."""
+def write_atomic(
+    path: str | os.PathLike, write: Callable[[BinaryIO], None], suffix: str = ".tmp"
+) -> None:
+    """Write a file so readers see the old file or the new one, never half of one: `write(f)`
+    into a temp file in the same folder, flush + fsync, `os.replace`, fsync the folder. Used for
+    data batches, metrics and checkpoints alike (a pod can be killed in the middle of any)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; other users (pods) may need to read it
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -77,6 +81,11 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """`write_atomic` for bytes already in memory."""
+    write_atomic(path, lambda f: f.write(data))
 
 
 def mark_complete(data_dir: str | os.PathLike, dataset: str) -> None:
