@@ -89,6 +89,34 @@ figure = plot_metrics(metrics, title="CIFAR-10 ResNet (lab 01)")
 figure
 
 # %% [markdown]
+# ### On a GPU: bf16 autocast and channels_last
+# On CUDA the lab runs its forward pass under `torch.autocast(dtype=bfloat16)` (fp16 with a
+# GradScaler on GPUs without bf16) and keeps activations `channels_last`, which is what makes tensor
+# cores fast. The cell below runs a short bf16 check when a GPU is present and says why it skipped
+# otherwise.
+
+# %%
+from kubecourse.env import torch_info
+
+gpu = torch_info()
+if gpu.get("cuda"):
+    bf16_run = run_lab(
+        "labs.cifar10",
+        common + ["--device=cuda", "--precision=bf16", "--max-steps=20"],
+        OUT / "gpu-bf16",
+        live_plot=False,
+        echo_every=0,
+        timeout_s=TIMEOUT_S,
+    )
+    header = next(line for line in bf16_run.log if line.startswith("cifar10:"))
+    assert bf16_run.returncode == 0 and "precision=bfloat16" in header, header
+    print("GPU path ran:", header)
+else:
+    print(
+        f"GPU cell skipped: no CUDA device here (torch {gpu.get('torch')}); the CPU run above used fp32."
+    )
+
+# %% [markdown]
 # ## 3. Checkpoint and resume
 # Kubernetes may stop a pod at any time (preemption, node drain, `backoffLimit` retries). The lab
 # writes a checkpoint every `--checkpoint-every` steps (temp file, fsync, rename: never half-written)

@@ -65,3 +65,28 @@ def test_drift_detects_outputs_and_changed_cells(tmp_path):
     assert any("committed outputs" in p for p in drift(notebook))
     source.write_text(source.read_text().replace("print(SMOKE)", "print(not SMOKE)"))
     assert any("differs" in p for p in drift(notebook))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "cell, error",
+    [
+        ("import time\ntime.sleep(120)", "CellTimeoutError"),  # a hang fails after the cell timeout
+        ("import os\nos._exit(1)", "DeadKernelError"),  # a dead kernel fails at once
+        ("assert 1 + 1 == 3, 'outcome not reached'", "PapermillExecutionError"),  # a failed assert
+    ],
+    ids=["hang", "dead-kernel", "failed-assert"],
+)
+def test_broken_notebooks_fail_fast(tmp_path, cell, error):
+    import time
+
+    from kubecourse.course import sync
+
+    source = tmp_path / "99_broken.py"
+    source.write_text(f'# %% tags=["parameters"]\nSMOKE = True\n\n# %%\n{cell}\n')
+    (notebook,) = sync([source])
+    start = time.monotonic()
+    with pytest.raises(Exception) as info:
+        execute(notebook, tmp_path / "out", cell_timeout_s=3)
+    assert error in type(info.value).__name__ or error in str(info.value)
+    assert time.monotonic() - start < 60
