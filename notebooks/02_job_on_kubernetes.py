@@ -36,7 +36,7 @@ import shutil
 
 from kubecourse import ManifestError, TrainingClient, load_lesson, render
 from kubecourse.course import record_outcome
-from kubecourse.display import diff_view, events_view, yaml_view
+from kubecourse.display import diff_view, events_view, status_view, yaml_view
 from kubecourse.manifests import repo_root
 
 ROOT = repo_root()
@@ -110,6 +110,13 @@ logs = client.logs(job, follow=True)
 # %%
 status = client.wait(job, timeout_s=TIMEOUT_S)
 print(events_view(client.events(job)))
+
+# %% [markdown]
+# `status()` answers at any time, not only at the end: the phase, the counts the Job controller keeps
+# (`active`, `succeeded`, `failed`) and each pod with its exit code.
+
+# %%
+status_view(client.status(job))
 
 # %% [markdown]
 # ## 5. Assert the outcome

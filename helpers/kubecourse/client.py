@@ -104,6 +104,8 @@ class TrainingClient:
                     obj["metadata"].setdefault("namespace", self.namespace)
         report = self.validate(objects)
         report.raise_for_findings()
+        for reason in report.skipped:
+            print(f"note: {reason}")
         target = workload(objects)
         path = (
             self.rendered_dir
