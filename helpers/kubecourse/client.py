@@ -11,6 +11,7 @@ and answers in the shared types of kubecourse.types. The facade never branches o
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 from collections.abc import Iterator
@@ -92,6 +93,7 @@ class TrainingClient:
             raise ManifestError(
                 [], summary="submit() needs a non-empty list of manifests (see render())"
             )
+        objects = copy.deepcopy(objects)  # the caller's dicts stay as they were
         for obj in objects:
             if isinstance(obj, dict):
                 obj.setdefault("metadata", {})

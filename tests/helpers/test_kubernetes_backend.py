@@ -291,3 +291,25 @@ def test_following_a_pod_that_has_not_started_waits_for_it(api, client):
         r.query.get("watch") in ("true", "1", "True") and r.path.endswith("/pods")
         for r in api.requests
     ), [(r.method, r.path, r.query) for r in api.requests]
+
+
+def test_following_right_after_submit_waits_for_the_first_pod(api, client):
+    ref = client.submit([job("fresh", "print(1)")])
+    result = {}
+    follower = threading.Thread(
+        target=lambda: result.update(lines=client.logs(ref, follow=True, echo=False))
+    )
+    follower.start()
+    assert api.wait_for(
+        lambda a: a.watch_count >= 1
+    )  # the helper is watching for pods, not polling
+    api.run_job("fresh", logs={0: ["first line", "last line"]})
+    follower.join(20)
+    assert [line.text for line in result["lines"]] == ["first line", "last line"]
+
+
+def test_submit_leaves_the_callers_objects_untouched(client):
+    objects = [job("untouched", "print(1)")]
+    del objects[0]["metadata"]["namespace"]
+    client.submit(objects)
+    assert "namespace" not in objects[0]["metadata"]

@@ -333,7 +333,11 @@ class KubernetesBackend(Backend):
         from kubernetes.client import CoreV1Api
 
         core = CoreV1Api(self.api_client)
-        for pod in self._pods(name, namespace):
+        pods = self._pods(name, namespace)
+        if follow and not pods:
+            # Right after submit the Job controller has not made its pods yet: watch for them.
+            pods = self._wait_for_pods(name, namespace, timeout_s=self.pod_start_timeout_s)
+        for pod in pods:
             pod_index = _pod_index(pod)
             if index is not None and pod_index != index:
                 continue
@@ -383,6 +387,23 @@ class KubernetesBackend(Backend):
                     )
             finally:
                 response.release_conn()
+
+    def _wait_for_pods(self, name: str, namespace: str, *, timeout_s: float) -> list[Manifest]:
+        """Block on a watch of the job's pods until the first one exists; then list them all."""
+        from kubernetes import watch
+        from kubernetes.client import CoreV1Api
+
+        stream = watch.Watch()
+        for _ in stream.stream(
+            CoreV1Api(self.api_client).list_namespaced_pod,
+            namespace,
+            label_selector=f"{C.JOB_NAME_LABEL}={name}",
+            timeout_seconds=max(1, int(timeout_s)),
+            _request_timeout=timeout_s + 10,
+        ):
+            stream.stop()
+            return self._pods(name, namespace)
+        raise JobTimeout(f"Job {namespace}/{name} made no pod within {timeout_s:.0f} s")
 
     def _wait_pod_started(self, pod_name: str, namespace: str, *, timeout_s: float) -> None:
         """Block on a watch of one pod until it leaves Pending (its containers have started)."""
