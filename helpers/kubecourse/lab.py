@@ -8,6 +8,8 @@ tails the first for the live plot and reads the second for the asserts.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -142,9 +144,6 @@ def run_lab(
                 last_plot = time.monotonic()
         returncode = process.wait(timeout=max(1.0, timeout_s - (time.monotonic() - start)))
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        import os
-        import signal
-
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         raise

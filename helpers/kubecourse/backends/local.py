@@ -14,6 +14,7 @@ semantics that matter to training are modelled (see docs/design.md for what is n
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
 import re
@@ -25,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -435,21 +437,26 @@ class LocalBackend(Backend):
                     with self._changed:
                         pod.phase, pod.exit_code = C.FAILED, code
                         pod.reason = pod.reason or "Init:Error"
+                        self._event(
+                            job,
+                            "Warning",
+                            pod.reason,
+                            f"Pod/{pod.name}",
+                            f"init container {container['name']} exited with code {code}",
+                        )
+                        self._changed.notify_all()
                     return
             main = [(c, plan) for c, plan in plans if c["name"] not in init_names]
-            codes: list[int] = [0] * len(main)
-            threads = [
-                threading.Thread(
-                    target=lambda i=i, c=c, p=p: codes.__setitem__(
-                        i, self._run_container(job, pod, c["name"], p[0], p[1], log_file)
+            # Main containers of one pod run side by side (a trainer and, say, a metrics sidecar).
+            with ThreadPoolExecutor(max_workers=max(1, len(main))) as pool:
+                codes = list(
+                    pool.map(
+                        lambda item: self._run_container(
+                            job, pod, item[0]["name"], *item[1], log_file
+                        ),
+                        main,
                     )
                 )
-                for i, (c, p) in enumerate(main)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
         with self._changed:
             failed = next((code for code in codes if code != 0), None)
             if failed is None:
@@ -576,8 +583,6 @@ class LocalBackend(Backend):
             )
         data = dict(obj.get("stringData") or {})
         if kind == "Secret":
-            import base64
-
             data.update(
                 {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
             )
