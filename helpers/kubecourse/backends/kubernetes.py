@@ -223,15 +223,16 @@ class KubernetesBackend(Backend):
             resource_path("batch/v1", "Job", namespace, name),
         )
 
+    def _list(self, what: str, kind: str, namespace: str, **query: str) -> list[Manifest]:
+        """Items of a core/v1 list (pods, events) in a namespace, filtered by selectors."""
+        path = resource_path("v1", kind, namespace)
+        return self._call(what, self._request, "GET", path, query=query).get("items") or []
+
     def _pods(self, name: str, namespace: str) -> list[Manifest]:
-        listing = self._call(
-            f"list pods of Job/{name}",
-            self._request,
-            "GET",
-            resource_path("v1", "Pod", namespace),
-            query={"labelSelector": f"{C.JOB_NAME_LABEL}={name}"},
+        pods = self._list(
+            f"list pods of Job/{name}", "Pod", namespace, labelSelector=f"{C.JOB_NAME_LABEL}={name}"
         )
-        return sorted(listing.get("items") or [], key=_pod_sort_key)
+        return sorted(pods, key=_pod_sort_key)
 
     def status(self, name: str, namespace: str) -> JobStatus:
         return self._job_status(self._get_job(name, namespace), self._pods(name, namespace))
@@ -429,14 +430,13 @@ class KubernetesBackend(Backend):
         involved = [name] + [p["metadata"]["name"] for p in self._pods(name, namespace)]
         out = []
         for obj_name in involved:
-            listing = self._call(
+            items = self._list(
                 f"events of {obj_name}",
-                self._request,
-                "GET",
-                resource_path("v1", "Event", namespace),
-                query={"fieldSelector": f"involvedObject.name={obj_name}"},
+                "Event",
+                namespace,
+                fieldSelector=f"involvedObject.name={obj_name}",
             )
-            for item in listing.get("items") or []:
+            for item in items:
                 ref = item.get("involvedObject") or {}
                 when = (
                     _timestamp(
