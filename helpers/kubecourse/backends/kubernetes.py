@@ -223,6 +223,21 @@ class KubernetesBackend(Backend):
             resource_path("batch/v1", "Job", namespace, name),
         )
 
+    def _list_job(self, name: str, namespace: str) -> tuple[Manifest, str | None]:
+        """The Job and the list's resourceVersion: a watch must start from the collection's
+        version, because the object's own version may already be compacted away (410 again)."""
+        listing = self._call(
+            f"list Job/{name}",
+            self._request,
+            "GET",
+            resource_path("batch/v1", "Job", namespace),
+            query={"fieldSelector": f"metadata.name={name}"},
+        )
+        items = listing.get("items") or []
+        if not items:
+            raise NotFound(f"Job {namespace}/{name} not found", status=404, reason="NotFound")
+        return items[0], (listing.get("metadata") or {}).get("resourceVersion")
+
     def _list(self, what: str, kind: str, namespace: str, **query: str) -> list[Manifest]:
         """Items of a core/v1 list (pods, events) in a namespace, filtered by selectors."""
         path = resource_path("v1", kind, namespace)
@@ -245,18 +260,17 @@ class KubernetesBackend(Backend):
         timeout_s: float,
         on_update: Callable[[JobStatus], None] | None = None,
     ) -> JobStatus:
-        """Follow the Job with a watch stream; re-open it after drops and on 410 Gone re-read it."""
+        """Follow the Job with a watch stream; re-open it after drops and on 410 Gone re-list it."""
         from kubernetes import watch
         from kubernetes.client import CustomObjectsApi
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 
         deadline = time.monotonic() + timeout_s
-        job = self._get_job(name, namespace)
+        job, resource_version = self._list_job(name, namespace)
         status = self._job_status(job, [])
         if on_update:
             on_update(status)
-        resource_version = job["metadata"].get("resourceVersion")
         custom = CustomObjectsApi(self.api_client)
         drops = 0
         while not status.done:
@@ -306,9 +320,8 @@ class KubernetesBackend(Backend):
                     raise api_error_for_status(exc.status)(
                         f"watch Job/{name} failed", status=exc.status, reason=str(exc.reason)
                     ) from exc
-                # 410 Gone: our resourceVersion was compacted away; start over from a fresh read.
-                job = self._get_job(name, namespace)
-                resource_version = job["metadata"].get("resourceVersion")
+                # 410 Gone: our resourceVersion was compacted away; start over from a fresh list.
+                job, resource_version = self._list_job(name, namespace)
                 status = self._job_status(job, [])
                 if on_update:
                     on_update(status)
