@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
-setup: $(STAMP)  ## create .venv and install the course (torch CPU, helpers, labs, test tools)
+setup: $(STAMP)  ## create .venv, install the course (torch CPU, helpers, labs, test tools), Prometheus
+	@scripts/ensure-prometheus.sh
 
 course: setup  ## execute every notebook on the local backend -> build/course/ (+ summary.md)
 	$(PY) -m kubecourse.course --out build/course
