@@ -229,3 +229,50 @@ def test_wait_reports_every_phase_in_order(local_client, local_backend):
     phases = [p for i, p in enumerate(seen) if i == 0 or p != seen[i - 1]]
     assert phases in (["Pending", "Running", "Succeeded"], ["Running", "Succeeded"])
     assert local_backend.progress(ref.name, ref.namespace) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "disruption, failed, reason",
+    [("preempt", 0, "Preempted"), ("kill", 1, "Error")],
+    ids=["preempted-pod-is-ignored", "killed-pod-counts"],
+)
+def test_disruptions_follow_the_pod_failure_policy(
+    local_client, local_backend, disruption, failed, reason
+):
+    """A preempted pod (DisruptionTarget) is replaced without counting; a crash counts."""
+    code = (
+        "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))\n"
+        "marker = os.path.join(os.environ['RUN'], 'started')\n"
+        "if os.path.exists(marker): print('second pod'); sys.exit(0)\n"
+        "open(marker, 'w').close(); print('first pod', flush=True); time.sleep(30)"
+    )
+    policy = {
+        "rules": [
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            }
+        ]
+    }
+    run = local_backend.state_dir / f"disrupt-{disruption}"
+    run.mkdir(parents=True, exist_ok=True)
+    manifest = job(
+        "disrupted",
+        code,
+        env=[{"name": "RUN", "value": str(run)}],
+        backoffLimit=2,
+        podFailurePolicy=policy,
+    )
+    ref = local_client.submit([manifest])
+    deadline = time.monotonic() + 20
+    while "first pod" not in [line.text for line in local_client.logs(ref)]:
+        assert time.monotonic() < deadline, "the first pod never started"
+        time.sleep(0.05)
+    victim = getattr(local_backend, disruption)("disrupted", "default")
+    status = local_client.wait(ref, timeout_s=30, progress=False)
+    assert status.phase == C.SUCCEEDED
+    assert (status.failed, [p.name for p in status.pods][0]) == (failed, victim)
+    assert status.pods[0].reason == reason
+    with pytest.raises(Conflict, match="no running pod"):
+        local_backend.kill("disrupted", "default")

@@ -9,7 +9,8 @@ semantics that matter to training are modelled (see docs/design.md for what is n
   * Indexed Jobs get JOB_COMPLETION_INDEX; completions run in parallel up to `parallelism`;
   * `backoffLimit` retries failed pods (new pod name, same index), `podFailurePolicy` exit-code and
     DisruptionTarget rules, `activeDeadlineSeconds` kills the whole job (DeadlineExceeded);
-  * stopping sends SIGTERM to the whole process group, then SIGKILL after the grace period.
+  * stopping sends SIGTERM to the whole process group, then SIGKILL after the grace period;
+  * `preempt()` (DisruptionTarget + SIGTERM + grace) and `kill()` (a crash) disrupt a running pod.
 """
 
 from __future__ import annotations
@@ -270,6 +271,53 @@ class LocalBackend(Backend):
     def close(self) -> None:
         for namespace, name in list(self._jobs):
             self.delete(name, namespace)
+
+    # Disruptions, as the cluster deals them out (lessons on preemption and fault recovery).
+    def preempt(self, name: str, namespace: str = "default", *, index: int | None = None) -> str:
+        """What the scheduler does to a pod it preempts or drains: the pod gets the DisruptionTarget
+        condition, SIGTERM, and SIGKILL after its grace period. Returns the pod's name."""
+        return self._disrupt(name, namespace, index, signal.SIGTERM, reason="Preempted")
+
+    def kill(
+        self,
+        name: str,
+        namespace: str = "default",
+        *,
+        index: int | None = None,
+        sig: int = signal.SIGKILL,
+    ) -> str:
+        """A crash: the pod's processes get `sig` (default SIGKILL, as the OOM killer sends it)
+        and no DisruptionTarget, so the failure counts against backoffLimit. Returns the pod name."""
+        return self._disrupt(name, namespace, index, sig, reason="")
+
+    def _disrupt(
+        self, name: str, namespace: str, index: int | None, sig: int, *, reason: str
+    ) -> str:
+        with self._changed:
+            job = self._get(name, namespace)
+            running = [
+                p
+                for p in job.pods
+                if p.phase == C.RUNNING and p.processes and index in (None, p.index)
+            ]
+            if not running:
+                raise Conflict(
+                    f"job {namespace}/{name} has no running pod"
+                    + (f" with completion index {index}" if index is not None else ""),
+                    reason="NoRunningPod",
+                )
+            pod = running[0]
+            pod.reason = reason or pod.reason
+            message = f"sent {signal.Signals(sig).name} to pod {pod.name}"
+            if reason:
+                message += " (DisruptionTarget: the podFailurePolicy may ignore this failure)"
+            self._event(job, "Warning", reason or "Killed", f"Pod/{pod.name}", message)
+            processes = list(pod.processes)
+            self._changed.notify_all()
+        threading.Thread(
+            target=self._signal_processes, args=(job, processes, sig), daemon=True
+        ).start()
+        return pod.name
 
     # Where the local "cluster" keeps things (shown by the notebooks).
     def pvc_dir(self, claim: str, namespace: str = "default") -> Path:
@@ -713,19 +761,25 @@ class LocalBackend(Backend):
         threading.Thread(target=self._stop_processes, args=(job,), daemon=True).start()
 
     def _stop_processes(self, job: _Job) -> None:
+        with self._changed:
+            processes = [p for pod in job.pods for p in pod.processes]
+        self._signal_processes(job, processes, signal.SIGTERM)
+
+    def _signal_processes(self, job: _Job, processes: list[subprocess.Popen], sig: int) -> None:
+        """Send `sig` to each process group; after SIGTERM, SIGKILL what outlives the grace period."""
         grace = min(
             float(
                 job.manifest["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
             ),
             self.max_grace_s,
         )
-        with self._changed:
-            processes = [p for pod in job.pods for p in pod.processes]
         for process in processes:
             try:
-                os.killpg(process.pid, signal.SIGTERM)
+                os.killpg(process.pid, sig)
             except ProcessLookupError:
                 pass
+        if sig != signal.SIGTERM:
+            return
         end = time.monotonic() + grace
         for process in processes:
             try:
