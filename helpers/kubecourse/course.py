@@ -11,6 +11,7 @@ numbers its asserts checked; the runner gathers them into one summary.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -77,9 +78,12 @@ def sync(paths: list[Path] | None = None) -> list[Path]:
             "language": "python",
         }
         notebook.metadata.pop("jupytext", None)
-        for cell in notebook.cells:
+        for position, cell in enumerate(notebook.cells):
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
+            # Ids from content, so regenerating an unchanged notebook leaves git with no diff.
+            key = f"{position}\n{cell.cell_type}\n{cell.source}".encode()
+            cell.id = hashlib.sha1(key).hexdigest()[:8]
         target = source.with_suffix(".ipynb")
         nbformat.write(notebook, target)
         written.append(target)

@@ -59,6 +59,9 @@ def test_drift_detects_outputs_and_changed_cells(tmp_path):
     source.write_text('# %% tags=["parameters"]\nSMOKE = True\n\n# %%\nprint(SMOKE)\n')
     (notebook,) = sync([source])
     assert drift(notebook) == []
+    first = notebook.read_bytes()
+    sync([source])
+    assert notebook.read_bytes() == first, "regenerating an unchanged source must not churn git"
     nb = nbformat.read(notebook, as_version=4)
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="True\n")]
     nbformat.write(nb, notebook)
