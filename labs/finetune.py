@@ -53,6 +53,7 @@ eval loss falls from ~2.9 to ~0.4 (perplexity ~18 -> ~1.5). The QLoRA smoke run:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -208,7 +209,8 @@ def quiet_transformers() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
+    # bitsandbytes logs one line per int8 matmul when inputs are fp32 (they are cast to fp16).
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*")
     warnings.filterwarnings("ignore", message=".*quantized tensor creation.*")
 
