@@ -101,8 +101,8 @@ class FinetuneConfig:
     )
     model_cache: str = param(".course/models", "folder for the tiny model (built once, reused)")
     out_dir: str = param("runs/finetune", "checkpoints/, adapter/, merged/, metrics, result.json")
-    train_examples: int = param(2000, "generated training questions (instructions.py)")
-    eval_examples: int = param(200, "held-out questions: eval loss, perplexity, samples")
+    train_examples: int = param(600, "generated training questions (instructions.py)")
+    eval_examples: int = param(120, "held-out questions: eval loss, perplexity, samples")
     max_length: int = param(256, "tokens per example; longer ones are cut")
     # -- method ------------------------------------------------------------------------------------
     method: Literal["lora", "qlora", "full"] = param(

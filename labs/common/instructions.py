@@ -24,12 +24,13 @@ from typing import Any
 
 IGNORE_INDEX = -100  # the label value torch's cross-entropy skips
 
-_NAMESPACES = ["default", "research", "team-a", "ml-prod", "vision", "nlp", "batch", "staging"]
+_NAMESPACES = ["default", "research", "team-a", "team-b", "ml-prod", "vision", "nlp", "batch"]
+_NAMESPACES += ["staging", "speech", "robotics", "infra"]
 _JOBS = ["llama-sft", "cifar10-train", "bert-finetune", "resnet-ddp", "gpt-pretrain", "qlora-run"]
 _JOBS += ["eval-nightly", "sweep-7", "vit-train", "lora-chat"]
 _DEPLOYMENTS = ["inference", "tokenizer-svc", "metrics-api", "chat-ui", "model-server"]
 _PVCS = ["model-cache", "checkpoints", "datasets", "adapters", "hf-cache"]
-_NODES = ["gpu-node-1", "gpu-node-2", "a100-pool-3", "h100-7", "cpu-node-4"]
+_NODES = ["gpu-node-", "a100-pool-", "h100-", "cpu-node-", "l4-spot-"]
 _MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"]
 
 
@@ -40,8 +41,11 @@ def _templates() -> list[tuple[str, Any]]:
         return items[rng.randrange(len(items))]
 
     def pods(r):
-        ns = pick(r, _NAMESPACES)
-        return f"How do I list the pods in namespace {ns}?", f"kubectl get pods -n {ns}"
+        job, ns = pick(r, _JOBS), pick(r, _NAMESPACES)
+        return (
+            f"How do I list the pods of the job {job} in namespace {ns}?",
+            f"kubectl get pods -l job-name={job} -n {ns}",
+        )
 
     def logs(r):
         job, ns = pick(r, _JOBS), pick(r, _NAMESPACES)
@@ -55,8 +59,11 @@ def _templates() -> list[tuple[str, Any]]:
         return f"Delete the job {job} in namespace {ns}.", f"kubectl delete job {job} -n {ns}"
 
     def describe(r):
-        job = pick(r, _JOBS)
-        return f"Why is the job {job} not starting?", f"kubectl describe job {job}"
+        job, ns = pick(r, _JOBS), pick(r, _NAMESPACES)
+        return (
+            f"Why is the job {job} in namespace {ns} not starting?",
+            f"kubectl describe job {job} -n {ns}",
+        )
 
     def scale(r):
         dep, n = pick(r, _DEPLOYMENTS), r.randint(1, 9)
@@ -66,18 +73,18 @@ def _templates() -> list[tuple[str, Any]]:
         )
 
     def gpus(r):
-        n = r.randint(1, 8)
+        n, job = r.randint(1, 8), pick(r, _JOBS)
         return (
-            f"How do I ask for {n} GPUs in a pod?",
+            f"How do I ask for {n} GPUs in the pods of {job}?",
             f"Set resources.limits nvidia.com/gpu: {n} (requests equal limits for GPUs).",
         )
 
     def pvc(r):
-        claim = pick(r, _PVCS)
-        return f"Is the volume claim {claim} bound?", f"kubectl get pvc {claim}"
+        claim, ns = pick(r, _PVCS), pick(r, _NAMESPACES)
+        return f"Is the volume claim {claim} in {ns} bound?", f"kubectl get pvc {claim} -n {ns}"
 
     def drain(r):
-        node = pick(r, _NODES)
+        node = f"{pick(r, _NODES)}{r.randint(0, 9)}"
         return (
             f"Take the node {node} out of service.",
             f"kubectl drain {node} --ignore-daemonsets",
@@ -91,9 +98,9 @@ def _templates() -> list[tuple[str, Any]]:
         )
 
     def target(r):
-        module = pick(r, _MODULES)
+        module, layer = pick(r, _MODULES), r.randint(0, 31)
         return (
-            f"Should LoRA adapt {module}?",
+            f"Should LoRA adapt {module} in layer {layer}?",
             f"Yes: {module} is a linear layer, list it in target_modules.",
         )
 
@@ -105,7 +112,7 @@ def _templates() -> list[tuple[str, Any]]:
         )
 
     def memory(r):
-        billions = r.choice([1, 3, 7, 13])
+        billions = r.choice([1, 2, 3, 4, 7, 8, 13, 14, 32, 70])
         return (
             f"How much memory do the weights of a {billions}B model take in bf16 and in 4 bit?",
             f"About {2 * billions} GB in bf16 and {billions / 2:g} GB in 4 bit.",
@@ -148,8 +155,8 @@ class Example:
 def make_examples(n_train: int, n_eval: int, seed: int = 0) -> tuple[list[Example], list[Example]]:
     """`n_train` training and `n_eval` held-out examples, deterministic in `seed`.
 
-    Templates are used round-robin so every kind is represented in both splits. A question that
-    already appeared in the training split is never put in the eval split (distinct fills)."""
+    Templates are used round-robin, so every kind is in both splits while it has unused fills. A
+    question that appeared in the training split is never put in the eval split."""
     if n_train < 1 or n_eval < 1:
         raise ValueError(f"n_train and n_eval must be >= 1 (got {n_train}, {n_eval})")
     templates = _templates()

@@ -11,8 +11,8 @@ tokenizer with a chat template, briefly pretrained on the course's own sentences
     path = ensure_tiny_lm(".course/models")     # built once, then reused (cached by its spec)
     model = AutoModelForCausalLM.from_pretrained(path)
 
-Caching: the folder name carries a hash of the spec (and of the library versions), so changing
-any size builds a new model. Building writes into a temp folder and renames it into place
+Caching: the folder name carries a hash of the spec, the pretraining text and the library
+versions, so changing any of them builds a new model. Building writes into a temp folder and renames it into place
 atomically; two processes building at once both succeed and one result wins.
 """
 
@@ -57,8 +57,8 @@ class TinySpec:
     pretrain_lr: float = 3e-3
     seed: int = 0
 
-    def key(self) -> str:
-        """Cache key: the spec plus the versions that change what gets built."""
+    def key(self, corpus: list[str]) -> str:
+        """Cache key: the spec, the pretraining text and the versions that change the result."""
         import tokenizers
         import torch
         import transformers
@@ -67,6 +67,7 @@ class TinySpec:
             {
                 **asdict(self),
                 "format": 1,
+                "corpus": hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
                 "torch": torch.__version__,
                 "transformers": transformers.__version__,
                 "tokenizers": tokenizers.__version__,
@@ -169,7 +170,8 @@ def ensure_tiny_lm(
 
     spec = spec or TinySpec()
     cache = Path(cache_dir)
-    final = cache / f"tiny-llama-{spec.key()}"
+    lines = corpus_lines()
+    final = cache / f"tiny-llama-{spec.key(lines)}"
     if (final / "config.json").is_file():
         return final
     cache.mkdir(parents=True, exist_ok=True)
@@ -179,7 +181,6 @@ def ensure_tiny_lm(
         # faster for matrices this small (a second thread costs more than it saves).
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        lines = corpus_lines()
         tokenizer = build_tokenizer(spec, lines)
         model = build_model(spec, tokenizer)
         try:
