@@ -100,7 +100,9 @@ def step_cost(method: str) -> dict:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    ids = torch.randint(0, CPU_MODEL["vocab_size"], (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(
+        0, CPU_MODEL["vocab_size"], (BATCH, SEQ), generator=torch.Generator().manual_seed(0)
+    )
     times = []
     for i in range(STEPS + 1):  # the first step allocates optimizer state: not timed
         t0 = time.perf_counter()

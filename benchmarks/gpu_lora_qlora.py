@@ -89,8 +89,12 @@ def measure(path: str, method: str, batch: int, seq: int, steps: int, checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-id", default="", help="hub id or folder; empty = random 1.1B Llama")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model-id", default="", help="hub id or folder; empty = random 1.1B Llama"
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--steps", type=int, default=5)
@@ -98,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/bench/gpu_lora_qlora.json"))
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
-        print(f"skipped: no CUDA device (torch {torch.__version__}); this benchmark measures GPU memory")
+        print(
+            f"skipped: no CUDA device (torch {torch.__version__}); this benchmark measures GPU memory"
+        )
         return 0
     import transformers
 

@@ -235,7 +235,9 @@ def load_tokenizer(path: str) -> Any:
     return tokenizer
 
 
-def quantization_config(kind: str, compute_dtype: torch.dtype, quant_type: str = "nf4", double=True):
+def quantization_config(
+    kind: str, compute_dtype: torch.dtype, quant_type: str = "nf4", double=True
+):
     """BitsAndBytesConfig for "nf4"/"fp4" (4-bit) or "int8" (LLM.int8 weights)."""
     from transformers import BitsAndBytesConfig
 
@@ -336,7 +338,9 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     for r in rows:
-        lines.append("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True)))
+        lines.append(
+            "  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True))
+        )
     return "\n".join(lines)
 
 
@@ -355,10 +359,11 @@ def evaluate(
     pad_id: int,
     device: torch.device,
     batch_size: int,
-    dist: DistInfo = DistInfo(),
+    dist: DistInfo | None = None,
 ) -> dict[str, float]:
     """Mean cross-entropy over the answer tokens of `rows` and its perplexity exp(loss); each rank
     scores every world_size-th example and the sums are all-reduced."""
+    dist = dist or DistInfo()
     was_training = model.training
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # nll sum, token count
@@ -402,7 +407,9 @@ def generate_answers(
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
-        answers.append(tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+        answers.append(
+            tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        )
     model.train(was_training)
     return answers
 
@@ -411,7 +418,9 @@ def generate_answers(
 def logits_on(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """fp32 logits of one batch in eval mode (dropout off): what equality checks compare."""
     model.eval()
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    return model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).logits.float()
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -494,7 +503,9 @@ def build_trainable(cfg: FinetuneConfig, path: str, device: torch.device, comput
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        target_modules=targets
+        if targets == "all-linear"
+        else [t.strip() for t in targets.split(",")],
         task_type="CAUSAL_LM",
     )
     try:
@@ -503,7 +514,9 @@ def build_trainable(cfg: FinetuneConfig, path: str, device: torch.device, comput
         raise ConfigError("target_modules", f"{targets!r} does not fit this model: {e}") from e
 
 
-def load_adapter(cfg: FinetuneConfig, path: str, adapter_dir: Path, device, compute, quantized: bool):
+def load_adapter(
+    cfg: FinetuneConfig, path: str, adapter_dir: Path, device, compute, quantized: bool
+):
     """A fresh base model (4-bit for QLoRA when `quantized`) with the saved adapter loaded."""
     from peft import PeftModel
 
@@ -596,7 +609,9 @@ def _train(cfg, dist, stop, device, compute, log) -> int:  # noqa: C901 - the ru
     )
 
     state, ckpt_path = (
-        ckpt.load_latest(ckpt_dir, log=lambda m: log(m, flush=True)) if dist.is_main else (None, None)
+        ckpt.load_latest(ckpt_dir, log=lambda m: log(m, flush=True))
+        if dist.is_main
+        else (None, None)
     )
     state = broadcast_object(state, dist)
     step, prior_time, resumed_from = 0, 0.0, None
@@ -626,7 +641,14 @@ def _train(cfg, dist, stop, device, compute, log) -> int:  # noqa: C901 - the ru
         (out / "result.json").unlink(missing_ok=True)
     metrics = MetricsLog(out / "metrics.jsonl", enabled=dist.is_main)
     if state is None:
-        metrics.write({"kind": "eval", "step": 0, "eval_loss": before["loss"], "perplexity": before["perplexity"]})
+        metrics.write(
+            {
+                "kind": "eval",
+                "step": 0,
+                "eval_loss": before["loss"],
+                "perplexity": before["perplexity"],
+            }
+        )
     net = model
     if dist.is_distributed:
         net = DistributedDataParallel(
@@ -710,7 +732,14 @@ def _train(cfg, dist, stop, device, compute, log) -> int:  # noqa: C901 - the ru
                 flush=True,
             )
             metrics.write(
-                {"kind": "train", "step": step, "loss": mean_loss, "lr": lr, "s_per_step": s_per_step, "time_s": round(elapsed(), 3)}
+                {
+                    "kind": "train",
+                    "step": step,
+                    "loss": mean_loss,
+                    "lr": lr,
+                    "s_per_step": s_per_step,
+                    "time_s": round(elapsed(), 3),
+                }
             )
             interval_loss, interval_steps, t_interval = 0.0, 0, now
         sigterm = stop.requested
@@ -732,7 +761,14 @@ def _train(cfg, dist, stop, device, compute, log) -> int:  # noqa: C901 - the ru
 
     after = evaluate(model, eval_rows, pad_id, device, cfg.eval_batch_size, dist)
     log(f"eval after: loss {after['loss']:.4f} perplexity {after['perplexity']:.2f}", flush=True)
-    metrics.write({"kind": "eval", "step": step, "eval_loss": after["loss"], "perplexity": after["perplexity"]})
+    metrics.write(
+        {
+            "kind": "eval",
+            "step": step,
+            "eval_loss": after["loss"],
+            "perplexity": after["perplexity"],
+        }
+    )
     if not dist.is_main:
         metrics.close()
         barrier(dist)
@@ -743,7 +779,10 @@ def _train(cfg, dist, stop, device, compute, log) -> int:  # noqa: C901 - the ru
         for e, b, a in zip(sample_ex, samples_before, samples_after, strict=True)
     ]
     for s in samples:
-        log(f"sample Q: {s['question']}\n  expected: {s['expected']}\n  before:   {s['before']}\n  after:    {s['after']}", flush=True)
+        log(
+            f"sample Q: {s['question']}\n  expected: {s['expected']}\n  before:   {s['before']}\n  after:    {s['after']}",
+            flush=True,
+        )
     result: dict[str, Any] = {
         "method": cfg.method,
         "model": cfg.model_id or Path(path).name,
@@ -764,16 +803,30 @@ def _train(cfg, dist, stop, device, compute, log) -> int:  # noqa: C901 - the ru
     }
     if peak_step_bytes is None:
         result["peak_step_note"] = "peak GPU memory not measured: no CUDA device"
-        log("peak step memory skipped: needs a CUDA GPU (torch.cuda.max_memory_allocated)", flush=True)
+        log(
+            "peak step memory skipped: needs a CUDA GPU (torch.cuda.max_memory_allocated)",
+            flush=True,
+        )
     else:
-        log(f"peak allocated memory of a training step: {peak_step_bytes / 2**20:.1f} MiB", flush=True)
+        log(
+            f"peak allocated memory of a training step: {peak_step_bytes / 2**20:.1f} MiB",
+            flush=True,
+        )
 
     if cfg.method != "full":
-        result.update(check_adapter(cfg, model, path, out, device, compute, eval_rows, pad_id, tokenizer, log))
+        result.update(
+            check_adapter(cfg, model, path, out, device, compute, eval_rows, pad_id, tokenizer, log)
+        )
     if cfg.memory_table:
         rows = memory_table(path, device)
         result["memory_table"] = rows
-        log("base weight bytes (measured):\n" + format_table(rows, ["format", "total", "quantizable", "vs_bf16_total", "vs_bf16_quantizable"]), flush=True)
+        log(
+            "base weight bytes (measured):\n"
+            + format_table(
+                rows, ["format", "total", "quantizable", "vs_bf16_total", "vs_bf16_quantizable"]
+            ),
+            flush=True,
+        )
     result["completed"] = True
     write_json_atomic(out / "result.json", result)
     metrics.close()
@@ -786,14 +839,18 @@ def _train(cfg, dist, stop, device, compute, log) -> int:  # noqa: C901 - the ru
     return EXIT_OK
 
 
-def check_adapter(cfg, model, path, out, device, compute, eval_rows, pad_id, tokenizer, log) -> dict:
+def check_adapter(
+    cfg, model, path, out, device, compute, eval_rows, pad_id, tokenizer, log
+) -> dict:
     """Save the adapter, reload it onto a fresh base, merge it; compare outputs at each stage."""
     adapter_dir = out / "adapter"
     save_dir_atomic(adapter_dir, lambda d: model.save_pretrained(d, safe_serialization=True))
     batch = instructions.collate(eval_rows[: cfg.eval_batch_size], pad_id)
     batch = {k: v.to(device) for k, v in batch.items()}
     trained = logits_on(model, batch)
-    reloaded = load_adapter(cfg, path, adapter_dir, device, compute, quantized=cfg.method == "qlora")
+    reloaded = load_adapter(
+        cfg, path, adapter_dir, device, compute, quantized=cfg.method == "qlora"
+    )
     reload_diff = (logits_on(reloaded, batch) - trained).abs().max().item()
     del reloaded
     # Merge into a full-precision base: what you deploy (merging into 4-bit weights would round).

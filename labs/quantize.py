@@ -46,7 +46,6 @@ from labs.common.config import ConfigError, param, parse_config
 from labs.common.metrics import write_json_atomic
 from labs.finetune import (
     evaluate,
-    folder_bytes,
     format_table,
     load_model,
     load_tokenizer,

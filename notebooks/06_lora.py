@@ -156,7 +156,9 @@ reload_diff = number_after("adapter saved", "reloaded max |diff|")
 merge_diff = number_after("adapter saved", "merged vs unmerged max |diff|")
 trainable_pct = float(header.split("trainable_pct=")[1].split()[0])
 print(header)
-print(f"eval loss {loss_before:.3f} -> {loss_after:.3f}; reload diff {reload_diff}; merge diff {merge_diff}")
+print(
+    f"eval loss {loss_before:.3f} -> {loss_after:.3f}; reload diff {reload_diff}; merge diff {merge_diff}"
+)
 
 # %%
 result, figure = None, None
@@ -178,7 +180,9 @@ if BACKEND == "local":
     ax.set_title(f"LoRA r=8 on {result['model']}")
     print("adapter files:", result["adapter_files"], f"{result['adapter_bytes']:,} bytes")
     for s in result["samples"]:
-        print(f"Q: {s['question']}\n   expected {s['expected']!r}\n   before   {s['before']!r}\n   after    {s['after']!r}")
+        print(
+            f"Q: {s['question']}\n   expected {s['expected']!r}\n   before   {s['before']!r}\n   after    {s['after']!r}"
+        )
 figure
 
 # %% [markdown]
@@ -190,7 +194,9 @@ figure
 
 # %%
 assert status.phase == "Succeeded", f"job ended {status.phase}: {status.reason} {status.message}"
-assert loss_after < 0.6 * loss_before, f"eval loss did not fall enough: {loss_before} -> {loss_after}"
+assert loss_after < 0.6 * loss_before, (
+    f"eval loss did not fall enough: {loss_before} -> {loss_after}"
+)
 assert reload_diff <= 1e-6, f"reloaded adapter differs from the trained one by {reload_diff}"
 assert merge_diff <= 1e-3, f"merged model differs from adapter + base by {merge_diff}"
 if result is not None:
@@ -217,11 +223,19 @@ record_outcome(
 # %%
 r = 8
 if BACKEND == "local" and not MODEL_ID:
-    model_dir = next((client.backend.pvc_dir("model-cache", NAMESPACE) / "tiny").glob("tiny-llama-*"))
+    model_dir = next(
+        (client.backend.pvc_dir("model-cache", NAMESPACE) / "tiny").glob("tiny-llama-*")
+    )
     config = json.loads((model_dir / "config.json").read_text())
-    h, inter, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    h, inter, layers = (
+        config["hidden_size"],
+        config["intermediate_size"],
+        config["num_hidden_layers"],
+    )
     kv = h // config["num_attention_heads"] * config["num_key_value_heads"]  # k/v output width
-    per_layer = r * ((h + h) + (h + kv) + (h + kv) + (h + h) + 2 * (h + inter) + (inter + h))  # YOUR CODE
+    per_layer = r * (
+        (h + h) + (h + kv) + (h + kv) + (h + h) + 2 * (h + inter) + (inter + h)
+    )  # YOUR CODE
     predicted = layers * per_layer
     reported = int(header.split("trainable=")[1].split()[0])
     assert predicted == reported, f"predicted {predicted}, the lab reported {reported}"

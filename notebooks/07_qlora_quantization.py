@@ -64,11 +64,15 @@ torch.manual_seed(0)
 weight = torch.randn(1024, 1024) * 0.02  # like a trained projection matrix
 packed, state = bnbf.quantize_4bit(weight, blocksize=64, quant_type="nf4", compress_statistics=True)
 restored = bnbf.dequantize_4bit(packed, state)
-nf4_bytes = packed.numel() * packed.element_size() + state.absmax.numel() * state.absmax.element_size()
+nf4_bytes = (
+    packed.numel() * packed.element_size() + state.absmax.numel() * state.absmax.element_size()
+)
 nf4_bytes += state.state2.absmax.numel() * 4 + state.state2.code.numel() * 4
 error = (restored - weight).abs()
 print("16 NF4 levels:", [round(v, 3) for v in state.code[:16].tolist()])
-print(f"bf16: {weight.numel() * 2:,} bytes, nf4: {nf4_bytes:,} bytes ({nf4_bytes * 8 / weight.numel():.3f} bits/weight)")
+print(
+    f"bf16: {weight.numel() * 2:,} bytes, nf4: {nf4_bytes:,} bytes ({nf4_bytes * 8 / weight.numel():.3f} bits/weight)"
+)
 print(f"mean |error| {error.mean():.2e} (weights have mean |w| {weight.abs().mean():.2e})")
 assert nf4_bytes < 0.3 * weight.numel() * 2
 
@@ -95,7 +99,9 @@ result = qlora.result
 table = {row["format"]: row for row in result["memory_table"]}
 print(f"{'format':6} {'all weights':>12} {'decoder linears':>16} {'vs bf16':>8}")
 for fmt, row in table.items():
-    print(f"{fmt:6} {row['total']:>12,} {row['quantizable']:>16,} {row['vs_bf16_quantizable']:>8.3f}")
+    print(
+        f"{fmt:6} {row['total']:>12,} {row['quantizable']:>16,} {row['vs_bf16_quantizable']:>8.3f}"
+    )
 
 # %% [markdown]
 # "decoder linears" are the layers bitsandbytes quantizes; embeddings and norms stay in 16 bit, so
@@ -104,10 +110,14 @@ for fmt, row in table.items():
 
 # %%
 if result["peak_step_bytes"] is not None:
-    print(f"peak allocated memory of a QLoRA training step: {result['peak_step_bytes'] / 2**20:.1f} MiB")
+    print(
+        f"peak allocated memory of a QLoRA training step: {result['peak_step_bytes'] / 2**20:.1f} MiB"
+    )
 else:
-    print(f"GPU measurement skipped: {result['peak_step_note']} (torch {torch.__version__}); "
-          "benchmarks/gpu_lora_qlora.py compares LoRA and QLoRA peak memory on a GPU.")
+    print(
+        f"GPU measurement skipped: {result['peak_step_note']} (torch {torch.__version__}); "
+        "benchmarks/gpu_lora_qlora.py compares LoRA and QLoRA peak memory on a GPU."
+    )
 
 # %% [markdown]
 # ## 3. Compress the fine-tuned model after training
@@ -155,12 +165,20 @@ figure
 #   by less than 10%.
 
 # %%
-train_losses = [json.loads(line)["loss"] for line in (OUT / "qlora" / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+train_losses = [
+    json.loads(line)["loss"]
+    for line in (OUT / "qlora" / "metrics.jsonl").read_text().splitlines()
+    if '"train"' in line
+]
 nf4_ratio = table["nf4"]["quantizable"] / table["bf16"]["quantizable"]
 by_format = {r["format"]: r for r in rows}
 assert nf4_ratio <= 0.35, f"nf4 weights are {nf4_ratio:.3f} of bf16"
-assert table["fp32"]["total"] > table["bf16"]["total"] > table["int8"]["total"] > table["nf4"]["total"]
-assert train_losses[-1] < 0.7 * train_losses[0], f"QLoRA train loss {train_losses[0]} -> {train_losses[-1]}"
+assert (
+    table["fp32"]["total"] > table["bf16"]["total"] > table["int8"]["total"] > table["nf4"]["total"]
+)
+assert train_losses[-1] < 0.7 * train_losses[0], (
+    f"QLoRA train loss {train_losses[0]} -> {train_losses[-1]}"
+)
 assert result["eval_after"]["loss"] < 0.6 * result["eval_before"]["loss"], result["eval_after"]
 assert by_format["nf4"]["size_vs_fp32"] < 0.35, by_format["nf4"]
 assert abs(by_format["nf4"]["ppl_delta_pct"]) < 10, by_format["nf4"]

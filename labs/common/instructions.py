@@ -203,7 +203,9 @@ def tokenize_example(tokenizer: Any, example: Example, max_length: int) -> dict[
     full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
     if full_ids[: len(prompt_ids)] != prompt_ids:
         # BPE merged across the boundary: tokenise the answer part separately instead.
-        full_ids = prompt_ids + tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+        full_ids = (
+            prompt_ids + tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+        )
     full_ids = full_ids[:max_length]
     labels = [IGNORE_INDEX] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids) :]
     return {"input_ids": full_ids, "labels": labels}

@@ -89,7 +89,9 @@ def test_loss_is_masked_to_the_answer():
     example = instructions.make_examples(1, 1)[0][0]
     row = instructions.tokenize_example(tokenizer, example, max_length=256)
     assert len(row["input_ids"]) == len(row["labels"])
-    answer_ids = [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]
+    answer_ids = [
+        t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100
+    ]
     assert tokenizer.decode(answer_ids).startswith(example.answer + tokenizer.eos_token)
     first = row["labels"].index(next(label for label in row["labels"] if label != -100))
     assert example.question in tokenizer.decode(row["input_ids"][:first])  # the prompt is masked
@@ -130,7 +132,9 @@ def test_lora_trains_few_parameters_and_the_eval_loss_falls(lora_run):
     out, result = lora_run
     assert result["method"] == "lora" and result["completed"]
     assert 0 < result["trainable_params"] < 0.1 * result["total_params"]
-    assert result["trainable_pct"] == round(100 * result["trainable_params"] / result["total_params"], 4)
+    assert result["trainable_pct"] == round(
+        100 * result["trainable_params"] / result["total_params"], 4
+    )
     assert result["eval_after"]["loss"] < 0.7 * result["eval_before"]["loss"], result
     train = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
     assert [r["step"] for r in train] == [4, 8, 12, 16]
@@ -158,7 +162,9 @@ def test_resume_continues_exactly(lora_run, tmp_path):
     resumed = run_finetune(out)
     assert resumed["resumed_from_step"] == 8
     assert resumed["eval_before"] == uninterrupted["eval_before"]
-    assert resumed["eval_after"]["loss"] == pytest.approx(uninterrupted["eval_after"]["loss"], abs=1e-6)
+    assert resumed["eval_after"]["loss"] == pytest.approx(
+        uninterrupted["eval_after"]["loss"], abs=1e-6
+    )
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
     assert steps == [4, 8, 12, 16]  # the log reads like an uninterrupted run's
 
@@ -211,7 +217,9 @@ def test_ptq_table_compares_sizes_and_perplexity(tmp_path):
     rows = {r["format"]: r for r in result["rows"]}
     assert list(rows) == ["fp32", "int8-dynamic", "nf4"]
     assert rows["fp32"]["size_vs_fp32"] == 1.0 and rows["fp32"]["ppl_delta_pct"] == 0.0
-    assert rows["nf4"]["size_bytes"] < rows["int8-dynamic"]["size_bytes"] < rows["fp32"]["size_bytes"]
+    assert (
+        rows["nf4"]["size_bytes"] < rows["int8-dynamic"]["size_bytes"] < rows["fp32"]["size_bytes"]
+    )
     assert all(r["latency_ms"] > 0 and abs(r["ppl_delta_pct"]) < 25 for r in rows.values())
     assert json.loads((tmp_path / "result.json").read_text()) == result
 

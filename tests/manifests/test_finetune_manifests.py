@@ -22,7 +22,11 @@ def test_job_reads_the_token_from_a_secret_reference():
     assert "value" not in env["HF_TOKEN"]
     resources = trainer_container(pod_spec(job))["resources"]
     assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == 1
-    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod_spec(job)["volumes"] if "persistentVolumeClaim" in v}
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod_spec(job)["volumes"]
+        if "persistentVolumeClaim" in v
+    }
     assert claims == {"model-cache", "finetune-outputs"}
 
 
@@ -38,8 +42,12 @@ def test_example_secret_is_a_placeholder_that_is_never_applied():
 
 @pytest.mark.parametrize(
     ("annotations", "local"),
-    [({}, False), ({"config.kubernetes.io/local-config": "true"}, True),
-     ({"config.kubernetes.io/local-config": "false"}, False), (None, False)],
+    [
+        ({}, False),
+        ({"config.kubernetes.io/local-config": "true"}, True),
+        ({"config.kubernetes.io/local-config": "false"}, False),
+        (None, False),
+    ],
 )
 def test_is_local_config(annotations, local):
     meta = {"name": "x"} if annotations is None else {"name": "x", "annotations": annotations}
