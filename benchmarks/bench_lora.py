@@ -9,7 +9,8 @@ every linear layer of the decoder: q/k/v/o/gate/up/down):
 2. *Cost per step on this machine*: a randomly initialised 8-layer Llama (d_model 512, ~27M
    parameters, the largest that steps in seconds on a 2-core CPU) trained for a few AdamW steps,
    full fine-tuning vs LoRA: optimizer-state bytes (read from the optimizer after a step) and the
-   median step time. Goal: LoRA <= 0.6x the full fine-tune's step time.
+   median step time (1 thread, steps of the two alternating: fair on a shared machine). Goal: LoRA <= 0.6x the full
+   fine-tune's step time.
 
 Run: `python -m benchmarks --only lora` (or `make bench`). GPU memory (LoRA vs QLoRA) is measured
 by benchmarks/gpu_lora_qlora.py on a GPU machine.
@@ -89,8 +90,7 @@ def _optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
     )
 
 
-def step_cost(method: str) -> dict:
-    """Median AdamW step time and optimizer-state bytes, full fine-tune or LoRA, on CPU_MODEL."""
+def _build(method: str):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -99,26 +99,42 @@ def step_cost(method: str) -> dict:
         model = _lora(model)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
-    ids = torch.randint(
-        0, CPU_MODEL["vocab_size"], (BATCH, SEQ), generator=torch.Generator().manual_seed(0)
-    )
-    times = []
+    return model, torch.optim.AdamW(params, lr=1e-4)
+
+
+def _step(model, optimizer, ids: torch.Tensor) -> float:
+    t0 = time.perf_counter()
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def step_costs() -> dict[str, dict]:
+    """Median AdamW step time and optimizer-state bytes of a full fine-tune and of LoRA on
+    CPU_MODEL. Steps alternate between the two, so a busy machine slows both alike."""
+    torch.set_num_threads(1)  # on a shared 2-core box, 2 threads spin against other processes
+    runs = {method: _build(method) for method in ("full", "lora")}
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, CPU_MODEL["vocab_size"], (BATCH, SEQ), generator=gen)
+    times: dict[str, list[float]] = {"full": [], "lora": []}
     for i in range(STEPS + 1):  # the first step allocates optimizer state: not timed
-        t0 = time.perf_counter()
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if i:
-            times.append(time.perf_counter() - t0)
-    trainable, total = _counts(model)
-    return {
-        "trainable": trainable,
-        "total": total,
-        "optimizer_bytes": _optimizer_bytes(optimizer),
-        "step_s": round(statistics.median(times), 3),
-    }
+        for method, (model, optimizer) in runs.items():
+            seconds = _step(model, optimizer, ids)
+            if i:
+                times[method].append(seconds)
+    out = {}
+    for method, (model, optimizer) in runs.items():
+        trainable, total = _counts(model)
+        out[method] = {
+            "trainable": trainable,
+            "total": total,
+            "optimizer_bytes": _optimizer_bytes(optimizer),
+            "step_s": round(statistics.median(times[method]), 3),
+            "steps_s": [round(t, 3) for t in times[method]],
+        }
+    return out
 
 
 def run() -> dict:
@@ -126,7 +142,8 @@ def run() -> dict:
 
     transformers.utils.logging.set_verbosity_error()
     shares = {name: trainable_share(arch) for name, arch in REALISTIC.items()}
-    full, lora = step_cost("full"), step_cost("lora")
+    costs = step_costs()
+    full, lora = costs["full"], costs["lora"]
     ratio = lora["step_s"] / full["step_s"]
     share_text = ", ".join(f"{n} {s['pct']}%" for n, s in shares.items())
     return {
