@@ -217,6 +217,9 @@ def quiet_transformers() -> None:
     transformers.utils.logging.disable_progress_bar()
     # bitsandbytes logs one line per int8 matmul when inputs are fp32 (they are cast to fp16).
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+    warnings.filterwarnings(
+        "ignore", message=".*is_gradient_checkpointing.*"
+    )  # peft -> transformers
     warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*")
     warnings.filterwarnings("ignore", message=".*quantized tensor creation.*")
 
