@@ -218,7 +218,10 @@ print(f"check passed: {bits_per_weight:.3f} bits per weight (4 + the block scale
 # %%
 with TrainingClient(backend=BACKEND, namespace=NAMESPACE) as client:
     objects = render("03", name="finetune-qlora", namespace=NAMESPACE, env={"METHOD": "qlora"})
-    print(client.validate(objects))
+    print("$ kubectl apply --dry-run=server -k manifests/03-finetune/   # the kubectl twin")
+    report = client.validate(objects)
+    print(report)
+assert report.ok, report
 
 # %% [markdown]
 # ## On a real cluster
