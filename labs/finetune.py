@@ -128,7 +128,7 @@ class FinetuneConfig:
         "auto", "dtype of matmuls on the dequantized weights (auto = bf16 on CUDA, fp32 on CPU)"
     )
     gradient_checkpointing: bool = param(
-        False, "recompute activations in backward: less memory, ~30% more compute (big models)"
+        False, "recompute activations in backward: less memory, ~30 percent more compute"
     )
     # -- schedule ----------------------------------------------------------------------------------
     steps: int = param(300, "optimizer steps; fixes the LR schedule length")

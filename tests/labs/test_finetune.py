@@ -259,3 +259,11 @@ def test_cuda_request_without_a_gpu_is_a_config_error(tmp_path, capsys):
     assert "--device" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--device"):
         quantize.run(quantize.QuantizeConfig(device="cuda", out_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("module", [finetune, quantize], ids=lambda m: m.__name__)
+def test_help_is_generated_from_the_config(module, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--smoke" in capsys.readouterr().out
