@@ -47,6 +47,14 @@ def offline(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    # The labs run in-process with --num-threads=1; later tests in this session must not inherit it.
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_finetune(out: Path, *extra: str) -> dict:
     code = finetune.main([*SHORT, f"--out-dir={out}", *extra])
     assert code == 0
@@ -56,9 +64,13 @@ def run_finetune(out: Path, *extra: str) -> dict:
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("lora")
+    threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
-        return out, run_finetune(out)
+        try:
+            return out, run_finetune(out)
+        finally:
+            torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------------------------
