@@ -106,14 +106,28 @@ def sort_for_creation(objects: Iterable[Manifest]) -> list[Manifest]:
     return sorted(objects, key=lambda o: rank.get(o.get("kind", ""), len(rank)))
 
 
+# Kustomize drops objects carrying this annotation from `kubectl apply -k` (e.g. an example Secret
+# kept beside the manifests for reading and validation); load_lesson drops them the same way.
+LOCAL_CONFIG_ANNOTATION = "config.kubernetes.io/local-config"
+
+
+def is_local_config(obj: Manifest) -> bool:
+    """True for an object marked `config.kubernetes.io/local-config: "true"` (never applied)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(LOCAL_CONFIG_ANNOTATION, "")).lower() == "true"
+
+
 def load_lesson(lesson: str | int) -> list[Manifest]:
-    """Every object in a lesson's manifests folder (kustomization.yaml excluded), creation-ordered."""
+    """Every object in a lesson's manifests folder (kustomization.yaml excluded), creation-ordered.
+
+    Like `kubectl apply -k`, objects marked local-config are left out."""
     folder = lesson_dir(lesson)
     objects: list[Manifest] = []
     for path in sorted(folder.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
-        objects.extend(parse_yaml(path.read_text(), source=str(path.relative_to(repo_root()))))
+        parsed = parse_yaml(path.read_text(), source=str(path.relative_to(repo_root())))
+        objects.extend(o for o in parsed if not is_local_config(o))
     return sort_for_creation(objects)
 
 
