@@ -54,7 +54,7 @@ def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_metrics(records: list[dict[str, Any]], title: str = "training", ax=None):
-    """Loss per step and test accuracy per epoch, on twin axes. Returns the matplotlib figure."""
+    """Loss per step, plus test accuracy (twin axis) or eval loss per evaluation. Returns the figure."""
     if ax is None:
         from matplotlib.figure import Figure  # not pyplot: the caller decides when it is shown
 
@@ -71,15 +71,26 @@ def plot_metrics(records: list[dict[str, Any]], title: str = "training", ax=None
     ax.set_xlabel("step")
     ax.set_ylabel("loss", color="tab:blue")
     ax.set_title(title)
-    if evals:
+    accuracy = [r for r in evals if "test_acc" in r]
+    eval_loss = [r for r in evals if "eval_loss" in r]
+    if eval_loss:  # language-model labs evaluate a loss: same axis as the training loss
+        ax.plot(
+            [r["step"] for r in eval_loss],
+            [r["eval_loss"] for r in eval_loss],
+            "o-",
+            color="tab:orange",
+            label="eval loss",
+        )
+        ax.legend(loc="upper right")
+    if accuracy:
         acc_ax = ax.twinx() if not hasattr(ax, "_acc_ax") else ax._acc_ax
         ax._acc_ax = acc_ax
         acc_ax.clear()  # clear() also moves the twin's ticks and label back to the left
         acc_ax.yaxis.tick_right()
         acc_ax.yaxis.set_label_position("right")
         acc_ax.plot(
-            [r["step"] for r in evals],
-            [r["test_acc"] for r in evals],
+            [r["step"] for r in accuracy],
+            [r["test_acc"] for r in accuracy],
             "o-",
             color="tab:orange",
             label="test acc",

@@ -88,3 +88,22 @@ def test_read_metrics_skips_a_line_being_written_and_plots(tmp_path):
     assert read_metrics(tmp_path) == records
     figure = plot_metrics(records)
     assert len(figure.axes) == 2 and figure.axes[1].get_ylabel() == "test accuracy"
+
+
+@pytest.mark.parametrize(
+    "eval_record, axes, eval_label",
+    [
+        ({"test_acc": 0.3}, 2, "test acc"),  # image classifiers: accuracy on a twin axis
+        ({"eval_loss": 1.5}, 1, "eval loss"),  # language models: eval loss beside the train loss
+    ],
+    ids=["accuracy", "eval-loss"],
+)
+def test_plot_metrics_draws_what_the_lab_evaluates(eval_record, axes, eval_label):
+    records = [
+        {"kind": "train", "step": 1, "loss": 2.0},
+        {"kind": "eval", "step": 1, **eval_record},
+    ]
+    figure = plot_metrics(records)
+    assert len(figure.axes) == axes
+    labels = [line.get_label() for ax in figure.axes for line in ax.get_lines()]
+    assert labels == ["train loss", eval_label]
