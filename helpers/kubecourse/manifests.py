@@ -106,11 +106,23 @@ def sort_for_creation(objects: Iterable[Manifest]) -> list[Manifest]:
     return sorted(objects, key=lambda o: rank.get(o.get("kind", ""), len(rank)))
 
 
-def load_lesson(lesson: str | int) -> list[Manifest]:
-    """Every object in a lesson's manifests folder (kustomization.yaml excluded), creation-ordered."""
+def load_lesson(lesson: str | int, part: str | None = None) -> list[Manifest]:
+    """Every object in a lesson's manifests folder (kustomization.yaml excluded), creation-ordered.
+
+    A lesson split into subfolders (04-production/admin, 04-production/jobs) loads all of them, or
+    only one with `part="admin"`."""
     folder = lesson_dir(lesson)
+    if part is not None:
+        parts = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        if part not in parts:
+            raise ManifestError(
+                Finding(
+                    folder.name, "part", f"no part {part!r}; parts: {parts or 'none'}", "option"
+                )
+            )
+        folder = folder / part
     objects: list[Manifest] = []
-    for path in sorted(folder.glob("*.yaml")):
+    for path in sorted(folder.rglob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
         objects.extend(parse_yaml(path.read_text(), source=str(path.relative_to(repo_root()))))
