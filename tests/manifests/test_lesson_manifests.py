@@ -45,7 +45,9 @@ def test_manifest_opens_with_a_teaching_header(path):
         assert word in text, f"{path.name}: teaching header lacks {word!r}"
 
 
-@pytest.mark.parametrize("folder", sorted({p.parent for p in FILES}), ids=lambda p: str(p.relative_to(MANIFESTS)))
+@pytest.mark.parametrize(
+    "folder", sorted({p.parent for p in FILES}), ids=lambda p: str(p.relative_to(MANIFESTS))
+)
 def test_kustomization_lists_every_file_and_folder_has_a_readme(folder):
     kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
     listed = set(kustomization.get("resources", []))
