@@ -48,12 +48,7 @@ def _as_root():
         (_container("image", "ghcr.io/x/y:latest"), f"{C0}.image"),
         (_container("image", "ghcr.io/x/y"), f"{C0}.image"),
         (_container("resources", {}), f"{C0}.resources.requests.cpu"),
-        (
-            _with(
-                "spec.template.spec.securityContext", {"seccompProfile": {"type": "RuntimeDefault"}}
-            ),
-            f"{C0}.securityContext.runAsNonRoot",
-        ),
+        (_as_root(), f"{C0}.securityContext.runAsNonRoot"),
         (
             _container(
                 "securityContext",
