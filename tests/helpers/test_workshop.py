@@ -127,3 +127,13 @@ def test_cli_is_a_dry_run_by_default_and_prints_the_table(capsys):
 def test_cli_applies_and_cleans_up_on_the_local_backend(capsys):
     assert main(["workshop", "up", "--learners", "2", "--apply"]) == 0
     assert "created" in capsys.readouterr().out
+
+
+def test_up_list_down_on_the_local_backend_keeps_a_record(local_backend):
+    ws = Workshop(learners=3)
+    assert set(ws.up(local_backend, dry_run=True).values()) == {"dry run"}
+    assert ws.present(local_backend) == []
+    assert set(ws.up(local_backend, dry_run=False).values()) == {"created"}
+    assert len(ws.present(local_backend)) == 35
+    assert set(ws.down(local_backend).values()) == {"deleted"}
+    assert ws.present(local_backend) == []

@@ -325,30 +325,25 @@ class LocalBackend(Backend):
         namespace = obj["metadata"].get("namespace", "default") if namespaced else ""
         return (obj["kind"], namespace, obj["metadata"]["name"])
 
-    def apply_objects(
-        self, objects: list[Manifest], *, dry_run: bool = False
-    ) -> list[tuple[str, str]]:
+    def apply_objects(self, objects: list[Manifest], *, dry_run: bool = False) -> list[str]:
         results = []
         with self._changed:
             for obj in objects:
                 key = self._object_key(obj)
                 if key in self._objects:
-                    results.append((object_id(obj), "exists"))
+                    results.append("exists")
                 elif dry_run:
-                    results.append((object_id(obj), "dry run"))
+                    results.append("dry run")
                 else:
                     self._objects[key] = copy.deepcopy(obj)
-                    results.append((object_id(obj), "created"))
+                    results.append("created")
         return results
 
-    def delete_objects(self, objects: list[Manifest]) -> list[tuple[str, str]]:
+    def delete_objects(self, objects: list[Manifest]) -> list[str]:
         with self._changed:
             return [
-                (
-                    object_id(o),
-                    "deleted" if self._objects.pop(self._object_key(o), None) else "absent",
-                )
-                for o in reversed(objects)
+                "deleted" if self._objects.pop(self._object_key(o), None) is not None else "absent"
+                for o in objects
             ]
 
     def get_objects(self, objects: list[Manifest]) -> list[Manifest | None]:
