@@ -137,3 +137,8 @@ def test_up_list_down_on_the_local_backend_keeps_a_record(local_backend):
     assert len(ws.present(local_backend)) == 35
     assert set(ws.down(local_backend).values()) == {"deleted"}
     assert ws.present(local_backend) == []
+
+
+def test_cli_down_without_apply_deletes_nothing(capsys):
+    assert main(["workshop", "down", "--learners", "2"]) == 0
+    assert "would delete 24 objects" in capsys.readouterr().out
