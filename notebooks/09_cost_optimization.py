@@ -28,7 +28,7 @@
 # preempted training run).
 
 # %% tags=["parameters"]
-SMOKE = True  # small preemption experiment (3 disruptions of a ~40-step run)
+SMOKE = True  # small preemption experiment (3 disruptions of a 40-step run)
 BACKEND = "local"  # the experiment needs the local backend's preempt()/kill()
 OFFER = "aws-p4d-a100"  # a name from docs/gpu-prices.yaml
 COMPUTE_H = 100.0  # hours of training without failures or checkpoints (measure: steps x s/step)
@@ -102,7 +102,7 @@ for label, est in (("on-demand", on_demand), ("spot", spot)):
 # steep on the "too rarely" side on spot.
 
 # %%
-intervals_s = [60 * m for m in (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240)]
+intervals_s = [60 * m for m in (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 360, 480)]
 curve_spot = cost_curve(plan, offer, intervals_s, spot=True)
 curve_on_demand = cost_curve(plan, offer, intervals_s, spot=False)
 fig_interval, ax = plt.subplots(figsize=(7, 3.5))
@@ -171,7 +171,7 @@ print("accepted:", spot_accepted)
 
 # %%
 disruptions = ["SIGTERM", "SIGKILL", "SIGKILL"] if SMOKE else ["SIGTERM", "SIGKILL"] * 4
-epochs, subset = (5, 640) if SMOKE else (10, 2000)
+epochs, subset = (4, 640) if SMOKE else (10, 2000)
 objects = ha_job(
     "cifar10-preempt", checkpoint_every=CHECKPOINT_EVERY, epochs=epochs, train_subset=subset
 )
