@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 
 import pytest
@@ -33,8 +34,13 @@ def test_bad_quantity_names_the_field(value):
     assert info.value.fields == ["quantity"]
 
 
+@functools.cache
+def _lesson04_objects():
+    return load_lesson("04")
+
+
 def _lesson04(kind: str, name: str | None = None):
-    objects = load_lesson("04")
+    objects = _lesson04_objects()
     return next(
         o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
     )
