@@ -201,8 +201,8 @@ plt.show()
 # Three disruptions are few: one SIGKILL can lose anything from 0 to a whole interval, so compare
 # the *bound* here and the *mean* over many runs in `benchmarks/bench_preemption.py`
 # (`python -m benchmarks --only preemption`). Counting whole steps shifts the mean by about half a
-# step: the experiment signals right after a step is logged, so a SIGKILL loses 1 to K completed
-# steps (mean (K+1)/2) plus the step in flight, which no log line counts. Restart time per disruption (signal to the first
+# step: the experiment signals right after a step is logged, so a SIGKILL loses up to K completed
+# steps (mean about (K+1)/2) plus the step in flight, which no log line counts. Restart time per disruption (signal to the first
 # step of the new pod) is the model's `R`; here it is Python and torch starting up, on a cluster
 # add scheduling, image pull and data staging.
 

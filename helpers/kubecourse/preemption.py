@@ -17,7 +17,7 @@ and, at a random step within the next two checkpoint intervals, disrupts the run
 Lost work per disruption = the last step the killed pod logged - the step the next pod resumed
 from (the lab prints `resumed_from=N` when it starts). The trainer must log every step
 (`--log-every=1`) for the count to be exact. The signal goes out right after a step is logged, so a
-SIGKILL loses 1..K completed steps (mean (K+1)/2, half a step above the model's K/2, which counts
+SIGKILL loses up to K completed steps (mean about (K+1)/2, half a step above the model's K/2, which counts
 time and so also the step in flight).
 """
 
