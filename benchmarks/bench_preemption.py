@@ -4,7 +4,13 @@ Runs lesson 04's HA Job (manifests/04-production/jobs/job-ha.yaml; the CIFAR lab
 synthetic data, logging every step) on the local backend and disrupts it at random steps:
 SIGKILL (a crash: the Young/Daly model's assumption, expected loss interval/2, never more than one
 interval) and SIGTERM with a grace period (the lab writes a final checkpoint: expected loss 0).
-Notebook 09 runs a small version (3 disruptions); this is the larger run for the closing numbers.
+Notebook 09 runs a small version (2 disruptions); this is the larger run for the closing numbers.
+
+Measured on the 2-core CI machine while other jobs loaded it (load average 5-11), torch 2.13 CPU:
+SIGKILL every 5 steps: lost [2, 2, 1, 5, 4, 3], mean 2.83 (model 2.5); every 10: [5, 9, 3, 9, 4, 6],
+mean 6.0 (5.0); every 20: [4, 6, 6, 4, 11, 20], mean 8.5 (10.0): all 18 within one interval, mean
+lost / interval 0.53 (model 0.5). SIGTERM every 10: [0, 0, 0, 0]. Restart (signal to the first
+step of the new pod) 19-24 s median under that load. 29 minutes in all under that load.
 """
 
 from __future__ import annotations

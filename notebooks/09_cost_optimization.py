@@ -28,7 +28,7 @@
 # preempted training run).
 
 # %% tags=["parameters"]
-SMOKE = True  # small preemption experiment (3 disruptions of a 40-step run)
+SMOKE = True  # small preemption experiment (2 disruptions of a 30-step run)
 BACKEND = "local"  # the experiment needs the local backend's preempt()/kill()
 OFFER = "aws-p4d-a100"  # a name from docs/gpu-prices.yaml
 COMPUTE_H = 100.0  # hours of training without failures or checkpoints (measure: steps x s/step)
@@ -170,8 +170,8 @@ print("accepted:", spot_accepted)
 # `kubectl delete pod <pod> --grace-period=0 --force` comes close to SIGKILL.
 
 # %%
-disruptions = ["SIGTERM", "SIGKILL", "SIGKILL"] if SMOKE else ["SIGTERM", "SIGKILL"] * 4
-epochs, subset = (4, 640) if SMOKE else (10, 2000)
+disruptions = ["SIGTERM", "SIGKILL"] if SMOKE else ["SIGTERM", "SIGKILL"] * 4
+epochs, subset = (3, 640) if SMOKE else (10, 2000)
 objects = ha_job(
     "cifar10-preempt", checkpoint_every=CHECKPOINT_EVERY, epochs=epochs, train_subset=subset
 )
@@ -198,7 +198,7 @@ ax.set(ylabel="steps lost", title="work lost per disruption (measured)")
 plt.show()
 
 # %% [markdown]
-# Three disruptions are few: one SIGKILL can lose anything from 0 to a whole interval, so compare
+# Two disruptions are few: one SIGKILL can lose anything from 0 to a whole interval, so compare
 # the *bound* here and the *mean* over many runs in `benchmarks/bench_preemption.py`
 # (`python -m benchmarks --only preemption`). Counting whole steps shifts the mean by about half a
 # step: the experiment signals right after a step is logged, so a SIGKILL loses up to K completed
