@@ -10,7 +10,7 @@ Measured on the 2-core CI machine while other jobs loaded it (load average 5-11)
 SIGKILL every 5 steps: lost [2, 2, 1, 5, 4, 3], mean 2.83 (model 2.5); every 10: [5, 9, 3, 9, 4, 6],
 mean 6.0 (5.0); every 20: [4, 6, 6, 4, 11, 20], mean 8.5 (10.0): all 18 within one interval, mean
 lost / interval 0.53 (model 0.5). SIGTERM every 10: [0, 0, 0, 0]. Restart (signal to the first
-step of the new pod) 19-24 s median under that load. 29 minutes in all under that load.
+step of the new pod) medians 10-24 s under that load. 29 minutes in all under that load.
 """
 
 from __future__ import annotations
