@@ -4,6 +4,8 @@ kubecourse env                                   # what notebook 00 checks
 kubecourse render 01 --set name=my-run --set gpus=0
 kubecourse validate 01                           # or a YAML file
 kubecourse submit 01 --set extra_args='["--smoke"]' --set env='{"DATASET":"synthetic"}' --follow
+kubecourse workshop up --learners 3              # table of what would be created (dry run)
+kubecourse workshop up --learners 3 --apply --backend kubernetes   # create; `down` removes
 """
 
 from __future__ import annotations
@@ -41,6 +43,31 @@ def _objects(target: str, sets: list[str]) -> list[dict]:
     return render(target, **_parse_sets(sets))
 
 
+def _workshop(args: argparse.Namespace) -> int:
+    from .client import make_backend
+    from .workshop import Workshop
+
+    ws = Workshop(
+        learners=args.learners, name=args.name, gpus=args.gpus, cpu=args.cpu, memory=args.memory
+    )
+    objects = ws.render()
+    if not args.apply:
+        print(ws.table(objects))
+        verb = "create" if args.action == "up" else "delete"
+        print(f"dry run: would {verb} {len(objects)} objects; add --apply to do it")
+        return 0
+    backend = make_backend(args.backend)
+    try:
+        if args.action == "up":
+            results = ws.up(backend, dry_run=args.server_dry_run)
+        else:
+            results = ws.down(backend)
+    finally:
+        backend.close()
+    print(ws.table(objects, results))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kubecourse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -72,8 +99,24 @@ def main(argv: list[str] | None = None) -> int:
                 "--follow", action="store_true", help="follow logs and wait for the end"
             )
             command.add_argument("--timeout", type=float, default=3600, help="seconds to wait")
+    workshop = sub.add_parser("workshop", help="namespaces, quotas, queues, RBAC for N learners")
+    workshop.add_argument("action", choices=["up", "down"], help="create or remove")
+    workshop.add_argument("--learners", type=int, required=True)
+    workshop.add_argument("--name", default="kubecourse", help="label value that groups it all")
+    workshop.add_argument("--gpus", type=int, default=1, help="GPU quota per learner")
+    workshop.add_argument("--cpu", default="8", help="cpu quota per learner")
+    workshop.add_argument("--memory", default="32Gi", help="memory quota per learner")
+    workshop.add_argument("--backend", default="local", choices=["local", "kubernetes"])
+    workshop.add_argument(
+        "--apply", action="store_true", help="really create/delete (default: only print the plan)"
+    )
+    workshop.add_argument(
+        "--server-dry-run", action="store_true", help="with --apply: dryRun=All (kubernetes)"
+    )
     args = parser.parse_args(argv)
     try:
+        if args.command == "workshop":
+            return _workshop(args)
         if args.command == "env":
             from .env import check_environment
 

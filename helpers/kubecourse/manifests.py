@@ -117,13 +117,23 @@ def is_local_config(obj: Manifest) -> bool:
     return str(annotations.get(LOCAL_CONFIG_ANNOTATION, "")).lower() == "true"
 
 
-def load_lesson(lesson: str | int) -> list[Manifest]:
+def load_lesson(lesson: str | int, part: str | None = None) -> list[Manifest]:
     """Every object in a lesson's manifests folder (kustomization.yaml excluded), creation-ordered.
 
-    Like `kubectl apply -k`, objects marked local-config are left out."""
+    A lesson split into subfolders (04-production/admin, 04-production/jobs) loads all of them, or
+    only one with `part="admin"`. Like `kubectl apply -k`, objects marked local-config are left out."""
     folder = lesson_dir(lesson)
+    if part is not None:
+        parts = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        if part not in parts:
+            raise ManifestError(
+                Finding(
+                    folder.name, "part", f"no part {part!r}; parts: {parts or 'none'}", "option"
+                )
+            )
+        folder = folder / part
     objects: list[Manifest] = []
-    for path in sorted(folder.glob("*.yaml")):
+    for path in sorted(folder.rglob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
         parsed = parse_yaml(path.read_text(), source=str(path.relative_to(repo_root())))

@@ -6,17 +6,15 @@ Three layers, each producing `Finding`s that name the object and the field:
   2. custom resources (Kueue, JobSet, Kubeflow, Volcano, Prometheus Operator) against the
      `openAPIV3Schema` of their upstream CRD files in ../shared/crds (skipped, with the reason
      recorded, where that folder is absent);
-  3. the course policy: pinned images, requests and limits, non-root, no privilege escalation,
-     no secret values written into a manifest.
+  3. the course policy (kubecourse.policy): Pod Security "restricted", pinned images, requests and
+     limits, no secret values written into a manifest, RBAC without wildcards or admin bindings.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +26,9 @@ import yaml
 from . import constants as C
 from .errors import Finding, ManifestError
 from .manifests import Manifest, object_id, repo_root
+from .policy import pod_specs, policy_findings
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|CREDENTIAL)", re.I)
-_PLACEHOLDER = re.compile(r"^\s*(<[^>]*>|REPLACE[-_ A-Z]*|CHANGE[-_ ]?ME|PLACEHOLDER)\s*$", re.I)
 # Kinds whose names end up in pod labels or DNS names and so must be DNS-1123 labels (<= 63).
 _LABEL_NAMED_KINDS = {"Job", "Service", "Namespace", "JobSet", "PyTorchJob", "TrainJob"}
 
@@ -211,118 +208,9 @@ def _validate_custom(obj: Manifest, crd_dir: Path, report: Report) -> list[Findi
 # --------------------------------------------------------------------------------------------------
 
 
-def pod_specs(obj: Manifest) -> Iterator[tuple[str, Manifest]]:
-    """Every pod spec inside a workload, with its path (Job, JobSet, PyTorchJob, Pod)."""
-    kind, spec = obj.get("kind"), obj.get("spec") or {}
-    if kind == "Pod":
-        yield "spec", spec
-    elif kind == "Job":
-        yield "spec.template.spec", ((spec.get("template") or {}).get("spec") or {})
-    elif kind == "JobSet":
-        for i, rjob in enumerate(spec.get("replicatedJobs") or []):
-            tmpl = ((rjob.get("template") or {}).get("spec") or {}).get("template") or {}
-            yield f"spec.replicatedJobs[{i}].template.spec.template.spec", tmpl.get("spec") or {}
-    elif kind == "PyTorchJob":
-        for role, replica in (spec.get("pytorchReplicaSpecs") or {}).items():
-            yield (
-                f"spec.pytorchReplicaSpecs.{role}.template.spec",
-                ((replica.get("template") or {}).get("spec") or {}),
-            )
-
-
-def _image_pinned(image: str) -> bool:
-    if "@sha256:" in image:
-        return True
-    last = image.rsplit("/", 1)[-1]
-    return ":" in last and not last.endswith(":latest")
-
-
-def policy_findings(obj: Manifest) -> list[Finding]:
-    """The course policy for one object (see the module docstring); empty when it complies."""
-    oid, out = object_id(obj), []
-
-    def bad(path: str, message: str) -> None:
-        out.append(Finding(oid, path, message, "policy"))
-
-    if obj.get("kind") == "Secret":
-        for section in ("data", "stringData"):
-            for key, value in (obj.get(section) or {}).items():
-                text = str(value)
-                if section == "data":
-                    try:
-                        text = base64.b64decode(text).decode()
-                    except Exception:  # noqa: BLE001 - undecodable data is still a literal value
-                        pass
-                if not _PLACEHOLDER.match(text):
-                    bad(
-                        f"{section}.{key}",
-                        "secret value written into the manifest; create it with "
-                        "`kubectl create secret generic ... --from-literal` and keep only a placeholder here",
-                    )
-
-    for base, spec in pod_specs(obj):
-        pod_sc = spec.get("securityContext") or {}
-        containers = [
-            ("initContainers", i, c) for i, c in enumerate(spec.get("initContainers") or [])
-        ]
-        containers += [("containers", i, c) for i, c in enumerate(spec.get("containers") or [])]
-        for section, i, container in containers:
-            where = f"{base}.{section}[{i}]"
-            image = container.get("image") or ""
-            if not _image_pinned(image):
-                bad(
-                    f"{where}.image",
-                    f"image {image!r} is not pinned: use a version tag or digest, never ':latest' or no tag",
-                )
-            resources = container.get("resources") or {}
-            for kind in ("requests", "limits"):
-                for resource in ("cpu", "memory"):
-                    if resource not in (resources.get(kind) or {}):
-                        bad(
-                            f"{where}.resources.{kind}.{resource}",
-                            f"{kind}.{resource} is not set (the scheduler and quotas need it)",
-                        )
-            gpu_req = (resources.get("requests") or {}).get(C.GPU_RESOURCE)
-            gpu_lim = (resources.get("limits") or {}).get(C.GPU_RESOURCE)
-            if gpu_req is not None and gpu_lim is not None and str(gpu_req) != str(gpu_lim):
-                bad(
-                    f"{where}.resources.limits.{C.GPU_RESOURCE}",
-                    "GPU requests and limits must be equal",
-                )
-            sc = container.get("securityContext") or {}
-            if not (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot")):
-                bad(
-                    f"{where}.securityContext.runAsNonRoot",
-                    "containers must run as non-root (runAsNonRoot: true here or in the pod securityContext)",
-                )
-            if sc.get("allowPrivilegeEscalation") is not False:
-                bad(
-                    f"{where}.securityContext.allowPrivilegeEscalation",
-                    "set allowPrivilegeEscalation: false",
-                )
-            if sc.get("privileged"):
-                bad(f"{where}.securityContext.privileged", "privileged containers are not allowed")
-            if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
-                bad(
-                    f"{where}.securityContext.capabilities.drop",
-                    "drop all capabilities (drop: [ALL]) as Pod Security 'restricted' requires",
-                )
-            for j, env in enumerate(container.get("env") or []):
-                if (
-                    "value" in env
-                    and _SECRET_NAME.search(env.get("name", ""))
-                    and not _PLACEHOLDER.match(str(env["value"]))
-                ):
-                    bad(
-                        f"{where}.env[{j}].value",
-                        f"{env['name']} looks like a secret written inline; use valueFrom.secretKeyRef",
-                    )
-        if (pod_sc.get("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
-            bad(
-                f"{base}.securityContext.seccompProfile",
-                "set seccompProfile.type: RuntimeDefault (Pod Security 'restricted')",
-            )
-    return out
+# The rules live in kubecourse.policy (reusable over any manifest set); re-exported here for
+# callers of validation.policy_findings / validation.pod_specs.
+__all__ = ["Report", "check", "json_path", "policy_findings", "pod_specs", "validate"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -30,6 +30,29 @@ def test_load_lesson_orders_dependencies_first():
 
 
 @pytest.mark.parametrize(
+    "part, kinds",
+    [
+        (
+            "admin",
+            {"Namespace", "ResourceQuota", "LimitRange", "ClusterQueue", "LocalQueue", "Role"},
+        ),
+        ("jobs", {"PersistentVolumeClaim", "Job"}),
+    ],
+)
+def test_a_lesson_split_into_parts_loads_one_part_or_all(part, kinds):
+    objects = load_lesson("04", part=part)
+    assert kinds <= {o["kind"] for o in objects}
+    everything = load_lesson("04")
+    assert all(o in everything for o in objects)
+
+
+def test_an_unknown_part_names_the_known_ones():
+    with pytest.raises(ManifestError, match="admin") as info:
+        load_lesson("04", part="nope")
+    assert info.value.fields == ["part"]
+
+
+@pytest.mark.parametrize(
     "values, check",
     [
         ({"name": "my-run"}, lambda o: _job(o)["metadata"]["name"] == "my-run"),

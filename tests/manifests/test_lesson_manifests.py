@@ -12,7 +12,8 @@ from kubecourse.manifests import parse_yaml
 from tests.conftest import CRD_DIR
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
-FILES = sorted(p for p in MANIFESTS.glob("*/*.yaml"))
+# Lessons may split into subfolders (04-production/admin, .../jobs): search every level.
+FILES = sorted(p for p in MANIFESTS.glob("*/**/*.yaml"))
 OBJECT_FILES = [p for p in FILES if p.name != "kustomization.yaml"]
 
 
@@ -20,7 +21,7 @@ def test_there_are_manifests():
     assert OBJECT_FILES
 
 
-@pytest.mark.parametrize("path", OBJECT_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", OBJECT_FILES, ids=lambda p: str(p.relative_to(MANIFESTS)))
 def test_manifest_validates_and_passes_policy(path):
     # Custom resources are checked against ../shared/crds when it is there (else skipped with a
     # reason in report.skipped); built-in kinds are always checked.
@@ -29,7 +30,7 @@ def test_manifest_validates_and_passes_policy(path):
     print("\n".join(report.skipped))
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(MANIFESTS)))
 def test_manifest_opens_with_a_teaching_header(path):
     header = []
     for line in path.read_text().splitlines():
@@ -44,7 +45,9 @@ def test_manifest_opens_with_a_teaching_header(path):
         assert word in text, f"{path.name}: teaching header lacks {word!r}"
 
 
-@pytest.mark.parametrize("folder", sorted({p.parent for p in FILES}), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "folder", sorted({p.parent for p in FILES}), ids=lambda p: str(p.relative_to(MANIFESTS))
+)
 def test_kustomization_lists_every_file_and_folder_has_a_readme(folder):
     kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
     listed = set(kustomization.get("resources", []))

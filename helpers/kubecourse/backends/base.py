@@ -62,6 +62,21 @@ class Backend(abc.ABC):
     def delete(self, name: str, namespace: str) -> None:
         """Stop and remove the job and its pods (idempotent)."""
 
+    # Plain objects (namespaces, quotas, queues, RBAC) that are not a job: the workshop tooling.
+    def apply_objects(self, objects: list[Manifest], *, dry_run: bool = False) -> list[str]:
+        """Create each object (dependencies first); one result per object, in the order given:
+        "created", "exists" (left as it is) or "dry run"."""
+        raise NotImplementedError(f"the {self.name} backend cannot apply plain objects")
+
+    def delete_objects(self, objects: list[Manifest]) -> list[str]:
+        """Delete each object (dependents first); one result per object, in the order given:
+        "deleted" or "absent". Idempotent."""
+        raise NotImplementedError(f"the {self.name} backend cannot delete plain objects")
+
+    def get_objects(self, objects: list[Manifest]) -> list[Manifest | None]:
+        """The stored version of each object, None where it does not exist."""
+        raise NotImplementedError(f"the {self.name} backend cannot read plain objects")
+
     def progress(self, name: str, namespace: str) -> tuple[int, int] | None:
         """(steps done, steps total) when the backend can see the trainer's progress, else None."""
         return None

@@ -215,6 +215,54 @@ class KubernetesBackend(Backend):
             meta["name"], meta.get("namespace", "default"), target["kind"], dry_run=dry_run
         )
 
+    def apply_objects(self, objects: list[Manifest], *, dry_run: bool = False) -> list[str]:
+        query = {"fieldValidation": "Strict"}
+        if dry_run:
+            query["dryRun"] = "All"
+        results = [""] * len(objects)
+        for i in _creation_order(objects):
+            obj = objects[i]
+            try:
+                self._call(
+                    f"create {object_id(obj)}",
+                    self._request,
+                    "POST",
+                    resource_path(obj),
+                    query=query,
+                    body=obj,
+                )
+                results[i] = "dry run" if dry_run else "created"
+            except Conflict:
+                results[i] = "exists"  # left as it is, like `kubectl create` would
+        return results
+
+    def delete_objects(self, objects: list[Manifest]) -> list[str]:
+        results = [""] * len(objects)
+        for i in reversed(_creation_order(objects)):
+            obj = objects[i]
+            try:
+                self._call(
+                    f"delete {object_id(obj)}",
+                    self._request,
+                    "DELETE",
+                    resource_path(obj, name=obj["metadata"]["name"]),
+                    query={"propagationPolicy": "Foreground"},
+                )
+                results[i] = "deleted"
+            except NotFound:
+                results[i] = "absent"  # already gone (or taken along with its namespace)
+        return results
+
+    def get_objects(self, objects: list[Manifest]) -> list[Manifest | None]:
+        found = []
+        for obj in objects:
+            path = resource_path(obj, name=obj["metadata"]["name"])
+            try:
+                found.append(self._call(f"get {object_id(obj)}", self._request, "GET", path))
+            except NotFound:
+                found.append(None)
+        return found
+
     def _get_job(self, name: str, namespace: str) -> Manifest:
         return self._call(
             f"get Job/{name}",
@@ -533,6 +581,14 @@ class KubernetesBackend(Backend):
             _timestamp(status.get("startTime")),
             _timestamp(status.get("completionTime")),
         )
+
+
+def _creation_order(objects: list[Manifest]) -> list[int]:
+    """Indices of `objects` with dependencies first (constants.KIND_ORDER), stable otherwise."""
+    rank = {kind: i for i, kind in enumerate(C.KIND_ORDER)}
+    return sorted(
+        range(len(objects)), key=lambda i: rank.get(objects[i].get("kind", ""), len(rank))
+    )
 
 
 def _pod_index(pod: Manifest) -> int | None:

@@ -319,6 +319,37 @@ class LocalBackend(Backend):
         ).start()
         return pod.name
 
+    # Plain objects: kept as a record (nothing enforces a local quota, RBAC or NetworkPolicy).
+    def _object_key(self, obj: Manifest) -> tuple[str, str, str]:
+        namespaced = C.RESOURCES.get(obj.get("kind", ""), ("", True))[1]
+        namespace = obj["metadata"].get("namespace", "default") if namespaced else ""
+        return (obj["kind"], namespace, obj["metadata"]["name"])
+
+    def apply_objects(self, objects: list[Manifest], *, dry_run: bool = False) -> list[str]:
+        results = []
+        with self._changed:
+            for obj in objects:
+                key = self._object_key(obj)
+                if key in self._objects:
+                    results.append("exists")
+                elif dry_run:
+                    results.append("dry run")
+                else:
+                    self._objects[key] = copy.deepcopy(obj)
+                    results.append("created")
+        return results
+
+    def delete_objects(self, objects: list[Manifest]) -> list[str]:
+        with self._changed:
+            return [
+                "deleted" if self._objects.pop(self._object_key(o), None) is not None else "absent"
+                for o in objects
+            ]
+
+    def get_objects(self, objects: list[Manifest]) -> list[Manifest | None]:
+        with self._changed:
+            return [copy.deepcopy(self._objects.get(self._object_key(o))) for o in objects]
+
     # Where the local "cluster" keeps things (shown by the notebooks).
     def pvc_dir(self, claim: str, namespace: str = "default") -> Path:
         """The folder standing in for a PersistentVolumeClaim."""

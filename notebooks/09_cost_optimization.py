@@ -1,0 +1,277 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 09 · Cost: spot capacity, checkpoint intervals, budgets, and preemption measured for real
+#
+# **What you will do:** price a training run on on-demand and spot GPUs with a small cost model,
+# find the checkpoint interval that minimises its cost (Young's and Daly's formulas), stop an
+# over-budget job before it starts, and then preempt a real training run at random moments to
+# measure how much work each preemption loses, against what the model predicts.
+#
+# **Why:** GPU time is most of the bill. Spot capacity costs a third or less, but it is reclaimed
+# without asking; whether that saves money depends on how much work each reclaim throws away,
+# which depends on how often (and how) you checkpoint. The same arithmetic sizes checkpoint
+# intervals for long on-demand runs, where node failures play the reclaim's part.
+#
+# **Prerequisites:** 02, 08. **Time:** 30 minutes (smoke: about 45 seconds, most of it the
+# preempted training run).
+
+# %% tags=["parameters"]
+SMOKE = True  # small preemption experiment (2 disruptions of a 30-step run)
+BACKEND = "local"  # the experiment needs the local backend's preempt()/kill()
+OFFER = "aws-p4d-a100"  # a name from docs/gpu-prices.yaml
+COMPUTE_H = 100.0  # hours of training without failures or checkpoints (measure: steps x s/step)
+GPUS = 8
+CHECKPOINT_S = 60.0  # seconds to write one checkpoint (size / storage write bandwidth)
+RESTART_S = 300.0  # seconds from a reclaim to training again (new node, image, data, resume)
+BUDGET = 2500.0  # money you are willing to spend on this run
+CHECKPOINT_EVERY = 5  # steps between the lab's checkpoints in the experiment
+SEED = 0
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+
+from kubecourse import TrainingClient
+from kubecourse.cost import (
+    BudgetExceeded,
+    RunPlan,
+    budget_guard,
+    cost_curve,
+    daly_interval,
+    estimate,
+    load_prices,
+    young_interval,
+)
+from kubecourse.course import record_outcome
+from kubecourse.preemption import ha_job, run_preemption_experiment
+
+offers = load_prices()
+client = TrainingClient(backend=BACKEND)
+
+# %% [markdown]
+# ## 1. Prices are data
+# `docs/gpu-prices.yaml` holds per-GPU-hour prices with the date they were noted and where they
+# came from. They are **examples to refresh**, not quotes: open the sources and update them
+# before you decide anything.
+
+# %%
+print(f"{'offer':<14} {'gpu':<10} {'on-demand':>9} {'spot':>6} {'reclaims/h':>10}  as of")
+for offer in offers.values():
+    print(
+        f"{offer.name:<14} {offer.gpu:<10} {offer.on_demand_per_gpu_hour:>9.2f} "
+        f"{offer.spot_per_gpu_hour:>6.2f} {offer.spot_preemptions_per_hour:>10.2f}  {offer.as_of}"
+    )
+print("source of", OFFER, ":", offers[OFFER].source)
+
+# %% [markdown]
+# ## 2. How often to checkpoint: Young and Daly
+# A failure loses the work since the last checkpoint; a checkpoint costs `C` seconds of writing.
+# With failures every `M` seconds on average, Young's optimum is `sqrt(2 C M)`; Daly's refinement
+# subtracts `C` and corrects for large `C/M`. On spot, `M` is set by the reclaim rate.
+
+# %%
+offer = offers[OFFER]
+plan = RunPlan(compute_h=COMPUTE_H, gpus=GPUS, checkpoint_s=CHECKPOINT_S, restart_s=RESTART_S)
+on_demand = estimate(plan, offer, spot=False)
+spot = estimate(plan, offer, spot=True)
+for label, est in (("on-demand", on_demand), ("spot", spot)):
+    mtbf_s = est.mtbf_h * 3600
+    print(
+        f"{label:<9}: MTBF {est.mtbf_h:7.1f} h  Young {young_interval(CHECKPOINT_S, mtbf_s) / 60:6.1f} min  "
+        f"Daly {daly_interval(CHECKPOINT_S, mtbf_s) / 60:6.1f} min"
+    )
+    print(f"           {est}")
+
+# %% [markdown]
+# ## 3. Cost against the checkpoint interval
+# Too often: the run spends its time writing checkpoints. Too rarely: each reclaim throws away a
+# long stretch of work. The curve is flat near the optimum, so "roughly right" is good enough, and
+# steep on the "too rarely" side on spot.
+
+# %%
+intervals_s = [60 * m for m in (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 360, 480)]
+curve_spot = cost_curve(plan, offer, intervals_s, spot=True)
+curve_on_demand = cost_curve(plan, offer, intervals_s, spot=False)
+fig_interval, ax = plt.subplots(figsize=(7, 3.5))
+minutes = [i / 60 for i in intervals_s]
+ax.plot(minutes, [e.cost for e in curve_spot], "o-", label="spot")
+ax.plot(minutes, [e.cost for e in curve_on_demand], "s-", label="on-demand")
+for est, marker in ((spot, "v"), (on_demand, "^")):
+    ax.plot(est.interval_s / 60, est.cost, marker, color="black", markersize=10)
+ax.axhline(BUDGET, color="red", linestyle=":", label=f"budget {BUDGET:.0f}")
+ax.set(xscale="log", xlabel="checkpoint interval (minutes)", ylabel="expected cost")
+ax.set_title(f"{COMPUTE_H:.0f} h x {GPUS} GPU on {OFFER} (black: Daly optimum)")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# ## 4. Spot against on-demand, offer by offer
+# Spot is cheaper per hour but takes longer (reclaims, restarts, recomputed work). The saving
+# survives unless reclaims are very frequent or restarts very slow.
+
+# %%
+names = list(offers)
+costs = {
+    n: (estimate(plan, offers[n]).cost, estimate(plan, offers[n], spot=True).cost) for n in names
+}
+fig_spot, ax = plt.subplots(figsize=(7, 3.5))
+xs = range(len(names))
+ax.bar([x - 0.2 for x in xs], [costs[n][0] for n in names], width=0.4, label="on-demand")
+ax.bar([x + 0.2 for x in xs], [costs[n][1] for n in names], width=0.4, label="spot (Daly interval)")
+ax.set_xticks(list(xs), names, rotation=20)
+ax.set(ylabel="expected cost", title=f"{COMPUTE_H:.0f} h of compute on {GPUS} GPUs")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# ## 5. A budget guard
+# Before a job is submitted, estimate it and refuse it when the estimate exceeds the budget. The
+# error names every number, so the fix (fewer GPU-hours, spot, or a bigger budget) is obvious.
+
+# %%
+try:
+    budget_guard(on_demand, BUDGET)
+    on_demand_refused = False
+except BudgetExceeded as error:
+    on_demand_refused = True
+    print(error)
+spot_accepted = budget_guard(spot, BUDGET)
+print("accepted:", spot_accepted)
+
+# %% [markdown]
+# ## 6. Preemption for real
+# The model says a reclaim at a random moment loses, on average, half a checkpoint interval. Let
+# us check on a real run: lesson 04's HA Job (`manifests/04-production/jobs/job-ha.yaml`) trains
+# the CIFAR lab at smoke size on the local backend, checkpointing every `CHECKPOINT_EVERY` steps.
+# At random steps we disrupt the running pod:
+#
+# * **SIGTERM** (`backend.preempt`, what a preemption, drain or spot reclaim does): the pod gets the
+#   `DisruptionTarget` condition and SIGTERM; the lab finishes its step, writes a final checkpoint
+#   and exits 143; the podFailurePolicy ignores it and a new pod resumes. Predicted loss: 0.
+# * **SIGKILL** (`backend.kill`, a crash or a grace period too short): nothing is saved; the new
+#   pod resumes from the last periodic checkpoint. Predicted loss: `CHECKPOINT_EVERY / 2` on
+#   average, at most `CHECKPOINT_EVERY`.
+#
+# Twin on a cluster: `kubectl delete pod <pod>` (graceful) or
+# `kubectl drain <node> --ignore-daemonsets --delete-emptydir-data` for SIGTERM;
+# `kubectl delete pod <pod> --grace-period=0 --force` comes close to SIGKILL.
+
+# %%
+disruptions = ["SIGTERM", "SIGKILL"] if SMOKE else ["SIGTERM", "SIGKILL"] * 4
+epochs, subset = (3, 640) if SMOKE else (10, 2000)
+objects = ha_job(
+    "cifar10-preempt", checkpoint_every=CHECKPOINT_EVERY, epochs=epochs, train_subset=subset
+)
+experiment = run_preemption_experiment(
+    client, objects, disruptions=disruptions, seed=SEED, timeout_s=600
+)
+print(experiment.table())
+print(f"job {experiment.phase} after {experiment.total_steps} steps in {experiment.wall_s:.0f} s")
+
+# %%
+fig_lost, ax = plt.subplots(figsize=(7, 3))
+colors = {"SIGTERM": "tab:green", "SIGKILL": "tab:red"}
+for i, d in enumerate(experiment.disruptions):
+    ax.bar(i, d.lost_steps, color=colors[d.kind], label=d.kind)
+ax.axhline(CHECKPOINT_EVERY, color="black", linestyle="--", label="one interval (upper bound)")
+ax.axhline(
+    CHECKPOINT_EVERY / 2, color="tab:red", linestyle=":", label="SIGKILL prediction (interval/2)"
+)
+handles, labels = ax.get_legend_handles_labels()
+unique = dict(zip(labels, handles, strict=True))
+ax.legend(unique.values(), unique.keys(), fontsize=8)
+ax.set_xticks(range(len(experiment.disruptions)), [d.kind for d in experiment.disruptions])
+ax.set(ylabel="steps lost", title="work lost per disruption (measured)")
+plt.show()
+
+# %% [markdown]
+# Two disruptions are few: one SIGKILL can lose anything from 0 to a whole interval, so compare
+# the *bound* here and the *mean* over many runs in `benchmarks/bench_preemption.py`
+# (`python -m benchmarks --only preemption`). Counting whole steps shifts the mean by about half a
+# step: the experiment signals right after a step is logged, so a SIGKILL loses up to K completed
+# steps (mean about (K+1)/2) plus the step in flight, which no log line counts. Restart time per disruption (signal to the first
+# step of the new pod) is the model's `R`; here it is Python and torch starting up, on a cluster
+# add scheduling, image pull and data staging.
+
+# %% [markdown]
+# ## Exercise: the cheapest offer that fits the budget
+# Set `choice` to the name of the offer whose **spot** estimate for `plan` is the cheapest among
+# those that pass `budget_guard` with `BUDGET`. (A solution is filled in.)
+
+# %%
+choice = min(offers, key=lambda name: estimate(plan, offers[name], spot=True).cost)  # YOUR CODE
+
+# %%
+fits = {n: estimate(plan, offers[n], spot=True) for n in offers}
+fits = {n: e for n, e in fits.items() if e.cost <= BUDGET}
+assert choice in fits, f"{choice} does not fit the budget {BUDGET}"
+assert fits[choice].cost == min(e.cost for e in fits.values()), "there is a cheaper offer that fits"
+print(f"check passed: {choice} costs {fits[choice].cost:.2f} on spot")
+
+# %% [markdown]
+# ## On a real cluster
+# * Spot node pools: `cloud.google.com/gke-spot=true`, `eks.amazonaws.com/capacityType=SPOT` or
+#   `kubernetes.azure.com/scalesetpriority=spot` node labels; a Kueue ResourceFlavor per pool lets
+#   Kueue try spot first and fall back to on-demand (`flavorFungibility`).
+# * The node's reclaim notice becomes a graceful pod termination: the pod gets `DisruptionTarget`
+#   and SIGTERM, exactly what `preempt()` did here; make `terminationGracePeriodSeconds` longer
+#   than one step plus one checkpoint write (spot notices are 30 s to 2 minutes).
+# * Measure `C` (checkpoint write time) from the lab's log and `R` (restart) from the Job's events,
+#   then rerun the model with your numbers.
+#
+# ```bash
+# kubectl apply -f manifests/04-production/jobs/pvc.yaml -f manifests/04-production/jobs/job-ha.yaml
+# kubectl delete pod -n ml-team-a -l batch.kubernetes.io/job-name=cifar10-ha   # a graceful "reclaim"
+# kubectl logs -n ml-team-a -l batch.kubernetes.io/job-name=cifar10-ha -c trainer | grep resumed
+# kubectl get job cifar10-ha -n ml-team-a -o jsonpath='{.status.failed}'      # 0: ignored
+# ```
+#
+# ## Clean up
+# The experiment deleted its job; the checkpoint folder stays on the local "PVC" like a real one.
+
+# %%
+client.close()
+
+# %% [markdown]
+# ## Outcome
+
+# %%
+sigkill_lost = experiment.lost("SIGKILL")
+sigterm_lost = experiment.lost("SIGTERM")
+record_outcome(
+    "09_cost_optimization",
+    figures={
+        "cost_vs_interval": fig_interval,
+        "spot_vs_on_demand": fig_spot,
+        "lost_work": fig_lost,
+    },
+    spot_cost=round(spot.cost, 2),
+    on_demand_cost=round(on_demand.cost, 2),
+    daly_interval_spot_min=round(spot.interval_s / 60, 1),
+    checkpoint_every_steps=CHECKPOINT_EVERY,
+    sigterm_lost_steps=sigterm_lost,
+    sigkill_lost_steps=sigkill_lost,
+    sigkill_predicted_mean=experiment.predicted_lost("SIGKILL"),
+    restart_s=[round(d.restart_s, 1) for d in experiment.disruptions if d.restart_s is not None],
+)
+assert spot.cost < on_demand.cost and spot.interval_s < on_demand.interval_s
+assert all(spot.cost <= e.cost * 1.0001 for e in curve_spot), "the Daly interval should be cheapest"
+assert on_demand_refused and spot_accepted is spot
+assert experiment.phase == "Succeeded", experiment.phase
+assert [d.kind for d in experiment.disruptions] == disruptions, experiment.table()
+assert sigterm_lost and all(lost == 0 for lost in sigterm_lost), sigterm_lost
+assert sigkill_lost and all(0 <= lost <= CHECKPOINT_EVERY for lost in sigkill_lost), sigkill_lost
+assert math.isclose(experiment.predicted_lost("SIGKILL"), CHECKPOINT_EVERY / 2)
