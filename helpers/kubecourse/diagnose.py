@@ -303,10 +303,14 @@ def classify(
             for kind, rx in _LOG_RULES:
                 if rx.search(line):
                     found.append((kind, f"log {pod}: {line.strip()[:200]}", pod))
-    # A SIGKILL with an OOM reason is an OOM; a preemption's SIGKILL after the grace period too.
-    kinds = {k for k, _, _ in found}
-    if "Killed" in kinds and kinds & {"OOMKilled", "Preempted", "Hung", "DeadlineExceeded"}:
-        found = [f for f in found if f[0] != "Killed"]
+    # A SIGKILL explained by something else on the same pod (an OOM, the SIGKILL that follows a
+    # preemption's or deadline's grace period, the watchdog) is not a cause of its own.
+    explained = {
+        pod for k, _, pod in found if k in ("OOMKilled", "Preempted", "Hung", "DeadlineExceeded")
+    }
+    if any(k == "DeadlineExceeded" and pod is None for k, _, pod in found):
+        explained |= {pod for _, _, pod in found}
+    found = [f for f in found if not (f[0] == "Killed" and f[2] in explained)]
     by_kind: dict[str, Cause] = {}
     for kind, evidence, pod in found:
         cause = by_kind.setdefault(kind, Cause(kind))
