@@ -28,9 +28,17 @@ prepared by an init container, checkpoints on a PVC, so a retried pod resumes).
 
 Rerunning any of these with the same `--out-dir` resumes from the newest complete checkpoint.
 
+Monitoring and failures (lessons 10-11): with METRICS_PORT=9400 every rank serves Prometheus
+metrics on 9400 + local rank (labs/common/metrics.py); `--watchdog-s 900` exits a rank that finished
+no step for 15 min; `--on-nonfinite fail|skip|rollback` handles a NaN/inf loss; `--inject-nan-at-step`,
+`--inject-hang-at-step`, `--inject-slow-checkpoint-s` cause those faults on purpose. A run killed
+with SIGKILL at any step and rerun ends bitwise equal to an uninterrupted one
+(tests/labs/test_recovery.py).
+
 Exit codes: 0 done (or stopped at --max-steps), 2 configuration error (bad flag value, data
-missing: the Job's podFailurePolicy fails fast on 2 instead of retrying), 143 stopped by SIGTERM
-after checkpointing (a retry resumes). torchrun itself exits 1 when any worker fails, so a Job
+missing: the Job's podFailurePolicy fails fast on 2 instead of retrying), 3 hung (watchdog),
+4 non-finite loss (--on-nonfinite=fail), 143 stopped by SIGTERM after checkpointing (a retry
+resumes). torchrun itself exits 1 when any worker fails, so a Job
 that must see code 2 runs `python -m labs.cifar10` directly, with RANK/WORLD_SIZE set per pod.
 
 Measured here (2-core AMD EPYC VM, torch 2.13.0+cpu, one process, 2 threads): the `--smoke

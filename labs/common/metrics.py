@@ -3,6 +3,10 @@
 `metrics.jsonl` gets one JSON object per line, appended and flushed immediately, so a notebook can
 tail it for a live plot; every record has a `kind` ("train", "eval") and the optimizer `step`.
 `result.json` is written once at the end, atomically. Only rank 0 writes either.
+
+`PrometheusExporter` serves live metrics for Prometheus on every rank (METRICS_PORT). TensorBoard
+event files are not written: torch.utils.tensorboard needs the `tensorboard` package, which the
+pinned environment does not include; metrics.jsonl and Prometheus cover the same numbers.
 """
 
 from __future__ import annotations
