@@ -27,7 +27,8 @@
 
 # %% tags=["parameters"]
 SMOKE = True  # synthetic data, a short run
-BACKEND = "local"  # "local" (processes + a local Prometheus) or "kubernetes" ($KUBECONFIG)
+BACKEND = "local"  # "local": processes + a local Prometheus scraping them (on a cluster the
+# Prometheus Operator scrapes the pods: see "On a real cluster")
 NAMESPACE = "default"
 JOB_NAME = "cifar10-monitored-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
@@ -35,6 +36,7 @@ NAN_AT_STEP = 12  # inject a NaN loss at this optimizer step (0 = no fault): fir
 TIMEOUT_S = 600
 
 # %%
+import shutil
 import urllib.request
 
 from kubecourse import TrainingClient, render
@@ -101,6 +103,10 @@ print([r["name"] for r in prom.rules()])
 # While it runs we also watch `/api/v1/alerts`.
 
 # %%
+if BACKEND == "local":  # a PVC outlives jobs: start from an empty checkpoint folder
+    shutil.rmtree(
+        client.backend.pvc_dir("training-checkpoints", NAMESPACE) / JOB_NAME, ignore_errors=True
+    )
 job = client.submit(objects)
 fired: dict[str, dict] = {}
 scrape_text = ""
