@@ -257,13 +257,7 @@ def classify(
                 None,
             )
         )
-    if status.reason == "Suspended" or (
-        status.phase == "Pending"
-        and not pods
-        and any(
-            e.reason in ("Suspended", "Pending") and "queue" in e.message.lower() for e in events
-        )
-    ):
+    if status.reason == "Suspended":  # Kueue creates Jobs suspended and unsuspends on admission
         found.append(
             ("NotAdmitted", f"Job/{status.name} is suspended (not admitted by Kueue)", None)
         )
