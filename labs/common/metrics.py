@@ -166,12 +166,17 @@ class PrometheusExporter:
         self.nonfinite = make(
             Counter, "kubecourse_train_nonfinite_steps", "Steps whose loss was NaN or inf"
         )
-        self.mfu = make(Gauge, "kubecourse_train_mfu", "Model FLOPs utilisation (0..1)")
-        self.gpu_util = make(Gauge, "kubecourse_gpu_utilization_ratio", "GPU busy fraction (NVML)")
-        self.gpu_mem = make(Gauge, "kubecourse_gpu_memory_used_bytes", "GPU memory used (NVML)")
         self.progress_ts.set_to_current_time()
         self.ckpt_ts.set_to_current_time()
+        # Series that would read 0 without a GPU (and fire "GPU underutilised") exist only with
+        # one; MFU only where the peak FLOP/s are known.
         self._gpu = _nvml_handle(device_index)
+        self._peak = peak_flops(self._gpu)
+        if self._peak:
+            self.mfu = make(Gauge, "kubecourse_train_mfu", "Model FLOPs utilisation (0..1)")
+        if self._gpu is not None:
+            self.gpu_util = make(Gauge, "kubecourse_gpu_utilization_ratio", "GPU busy (NVML)")
+            self.gpu_mem = make(Gauge, "kubecourse_gpu_memory_used_bytes", "GPU memory (NVML)")
         try:
             self.server, _ = start_http_server(port, addr=addr, registry=self.registry)
         except OSError as e:
@@ -207,9 +212,8 @@ class PrometheusExporter:
         self.loss.set(loss)
         self.lr.set(lr)
         self.samples_per_s.set(samples_per_s)
-        peak = peak_flops(self._gpu)
-        if flops_per_sample and peak:
-            self.mfu.set(samples_per_s * flops_per_sample / peak)
+        if flops_per_sample and self._peak:
+            self.mfu.set(samples_per_s * flops_per_sample / self._peak)
         if self._gpu is not None:
             import pynvml
 

@@ -77,6 +77,9 @@ def test_scrapes_the_exporter_answers_promql_and_fires_the_nan_alert(exporter, p
     assert 0.025 < p50 <= 0.05
     assert prom.value("time() - kubecourse_train_last_checkpoint_timestamp_seconds") < 60
     assert not prom.alerts(), "a healthy run fires nothing"
+    names = set(prom.api("label/__name__/values"))
+    assert "kubecourse_gpu_utilization_ratio" not in names, "no GPU: no GPU series (no false alert)"
+    assert "kubecourse_train_mfu" not in names, "no known peak FLOP/s: no MFU series"
     assert all(r["health"] != "err" for r in prom.rules()), prom.rules()
 
     exporter.interval(loss=math.nan, lr=0.1, samples_per_s=1280.0)
@@ -112,6 +115,26 @@ def test_grafana_dashboard_queries_parse_in_prometheus(prom):
     assert len(exprs) >= 8
     for expr in exprs:
         prom.query(expr)  # raises PrometheusError on a syntax error
+
+
+def test_mfu_is_exported_when_the_peak_is_known(monkeypatch):
+    import torch
+
+    from labs.cifar10 import ResNet
+    from labs.common.metrics import PrometheusExporter, training_flops_per_sample
+
+    flops = training_flops_per_sample(ResNet(16), (3, 32, 32))
+    # ResNet-8 at width 16 on 32x32: 12.5 M multiply-adds forward (counted by hand: stem 0.44 M,
+    # stage 1 4.7 M, stage 2 3.7 M, stage 3 3.7 M) = 25 MFLOPs, x3 with the backward pass.
+    assert flops == pytest.approx(75e6, rel=0.01), flops
+    assert torch.is_grad_enabled()  # counting ran under no_grad and restored autograd
+    monkeypatch.setenv("PEAK_TFLOPS", "1")
+    exporter = PrometheusExporter(free_port(), "127.0.0.1", "mfu", 0)
+    try:
+        exporter.interval(2.0, 0.1, samples_per_s=1000.0, flops_per_sample=flops)
+        assert exporter.mfu._value.get() == pytest.approx(1000 * flops / 1e12)
+    finally:
+        exporter.close()
 
 
 def test_metrics_export_is_off_without_a_port():
