@@ -28,9 +28,17 @@ prepared by an init container, checkpoints on a PVC, so a retried pod resumes).
 
 Rerunning any of these with the same `--out-dir` resumes from the newest complete checkpoint.
 
+Monitoring and failures (lessons 10-11): with METRICS_PORT=9400 every rank serves Prometheus
+metrics on 9400 + local rank (labs/common/metrics.py); `--watchdog-s 900` exits a rank that finished
+no step for 15 min; `--on-nonfinite fail|skip|rollback` handles a NaN/inf loss; `--inject-nan-at-step`,
+`--inject-hang-at-step`, `--inject-slow-checkpoint-s` cause those faults on purpose. A run killed
+with SIGKILL at any step and rerun ends bitwise equal to an uninterrupted one
+(tests/labs/test_recovery.py).
+
 Exit codes: 0 done (or stopped at --max-steps), 2 configuration error (bad flag value, data
-missing: the Job's podFailurePolicy fails fast on 2 instead of retrying), 143 stopped by SIGTERM
-after checkpointing (a retry resumes). torchrun itself exits 1 when any worker fails, so a Job
+missing: the Job's podFailurePolicy fails fast on 2 instead of retrying), 3 hung (watchdog),
+4 non-finite loss (--on-nonfinite=fail), 143 stopped by SIGTERM after checkpointing (a retry
+resumes). torchrun itself exits 1 when any worker fails, so a Job
 that must see code 2 runs `python -m labs.cifar10` directly, with RANK/WORLD_SIZE set per pod.
 
 Measured here (2-core AMD EPYC VM, torch 2.13.0+cpu, one process, 2 threads): the `--smoke
@@ -75,7 +83,14 @@ from labs.common.distributed import (
     dist_info_from_env,
     init_distributed,
 )
-from labs.common.metrics import MetricsLog, truncate_metrics, write_json_atomic
+from labs.common.faults import EXIT_NONFINITE, Watchdog, nan_hook
+from labs.common.metrics import (
+    MetricsLog,
+    PrometheusExporter,
+    training_flops_per_sample,
+    truncate_metrics,
+    write_json_atomic,
+)
 
 EXIT_OK = 0
 EXIT_CONFIG = 2  # stable: the Job's podFailurePolicy maps it to FailJob (retrying cannot help)
@@ -164,6 +179,24 @@ class TrainConfig:
     smoke: bool = param(
         False, "preset: an ~18 s, 2-core CPU run (2000 images, width 16); explicit flags still win"
     )
+    # -- failures: guards and injection (lesson 11; metrics export is env METRICS_PORT) ------------
+    on_nonfinite: Literal["fail", "skip", "rollback"] = param(
+        "fail",
+        "a NaN/inf loss: fail = exit 4 naming the step; skip = drop that update; rollback = "
+        "reload the last checkpoint and replay (same result as a run without the fault)",
+    )
+    watchdog_s: float = param(
+        0.0, "seconds without a finished step before the rank exits 3 as hung (0 = off)"
+    )
+    inject_nan_at_step: int = param(
+        0, "fault injection: NaN loss at this optimizer step, once per out_dir (0 = off)"
+    )
+    inject_hang_at_step: int = param(
+        0, "fault injection: rank 0 hangs before this step, once per out_dir (0 = off)"
+    )
+    inject_slow_checkpoint_s: float = param(
+        0.0, "fault injection: seconds to pause halfway through each checkpoint write"
+    )
 
     def __post_init__(self) -> None:
         positive = "epochs batch_size grad_accum_steps width log_every keep_checkpoints".split()
@@ -201,7 +234,8 @@ SMOKE: dict[str, Any] = dict(
 # Fields that may change between a run and its resume without changing the result.
 RUNTIME_FIELDS = (
     "out_dir data_dir prepare max_steps num_workers num_threads log_every checkpoint_every "
-    "keep_checkpoints smoke device"
+    "keep_checkpoints smoke device on_nonfinite watchdog_s inject_nan_at_step inject_hang_at_step "
+    "inject_slow_checkpoint_s"
 ).split()
 
 
@@ -346,10 +380,12 @@ def train_step(
     micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
     rt: Runtime,
     scaler: torch.amp.GradScaler | None = None,
+    guard: Callable[[torch.Tensor], bool] | None = None,
 ) -> torch.Tensor:
     """One optimizer step over `micro_batches` (gradient accumulation); returns the mean loss.
 
-    Under DDP, gradients are all-reduced only on the last micro-batch (`no_sync` before it)."""
+    Under DDP, gradients are all-reduced only on the last micro-batch (`no_sync` before it).
+    `guard(loss)` runs before the update; False skips it (a NaN loss must not reach the weights)."""
     total = torch.zeros((), device=rt.device)
     for i, (x, y) in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
@@ -363,6 +399,9 @@ def train_step(
                 loss = loss_fn(model(x), y) / len(micro_batches)
             (scaler.scale(loss) if scaler else loss).backward()
         total += loss.detach()
+    if guard is not None and not guard(total):
+        optimizer.zero_grad(set_to_none=True)
+        return total
     if scaler:
         scaler.step(optimizer)
         scaler.update()
@@ -561,7 +600,9 @@ def _train(
     state = broadcast_object(state, dist)
     step = epoch = step_in_epoch = 0
     prior_time, last_eval, resumed_from = 0.0, None, None
-    if state is not None:
+
+    def load_state(state: dict[str, Any]) -> tuple[int, int, int]:
+        """Weights, optimizer, schedule, EMA, scaler and RNGs from a checkpoint; its position."""
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -570,7 +611,10 @@ def _train(
         if scaler is not None and state.get("scaler") is not None:
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
-        step, epoch, step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
+        return state["step"], state["epoch"], state["step_in_epoch"]
+
+    if state is not None:
+        step, epoch, step_in_epoch = load_state(state)
         prior_time, last_eval, resumed_from = state["train_time_s"], state["last_eval"], step
         for field, (old, new) in config_diff(state["config"], asdict(cfg), RUNTIME_FIELDS).items():
             log(f"warning: resuming with {field}={new!r} (checkpoint has {old!r})", flush=True)
@@ -600,8 +644,38 @@ def _train(
         flush=True,
     )
 
+    prom = PrometheusExporter.from_env(
+        os.environ.get("JOB_NAME") or out.name, dist.rank, dist.local_rank, device.index
+    )
+    prom.start(total_steps)
+    flops_per_sample = training_flops_per_sample(model, data.IMAGE_SHAPE) if prom.enabled else None
+    watchdog = Watchdog(cfg.watchdog_s).start()
+    nonfinite = {"action": ""}  # set by the guard: what the loop must do after the step
+
+    def guard(loss: torch.Tensor) -> bool:
+        """Before each update: is the loss finite on every rank? Else count it and obey the policy."""
+        bad = (~torch.isfinite(loss)).float()
+        if all_reduce(bad, dist, op="max").item() == 0:
+            return True
+        prom.nonfinite_step()
+        log(f"non-finite loss {loss.item()} at step {step + 1}: {cfg.on_nonfinite}", flush=True)
+        nonfinite["action"] = cfg.on_nonfinite
+        return False
+
+    def fire_once(kind: str, at_step: int) -> bool:
+        """Injected faults are transient: rank 0 fires each once per out_dir (a marker file)."""
+        if not (dist.is_main and at_step and step + 1 == at_step):
+            return False
+        marker = out / "injected-faults" / f"{kind}-step-{at_step}"
+        if marker.exists():
+            return False
+        write_json_atomic(marker, {"kind": kind, "step": at_step})
+        log(f"fault injection: {kind} at step {at_step}", flush=True)
+        return True
+
     def save(reason: str = "") -> None:
         interval_loss = all_reduce(interval["loss"].clone(), dist).item()  # every rank joins
+        save_start = time.perf_counter()
         if dist.is_main:
             state = {
                 "model": model.state_dict(),
@@ -620,9 +694,32 @@ def _train(
                 "config": asdict(cfg),
                 "world_size": dist.world_size,
             }
-            p = ckpt.save_checkpoint(state, ckpt_dir, step, keep=cfg.keep_checkpoints)
+            p = ckpt.save_checkpoint(
+                state,
+                ckpt_dir,
+                step,
+                keep=cfg.keep_checkpoints,
+                slow_write_s=cfg.inject_slow_checkpoint_s,
+            )
             log(f"checkpoint saved step {step} path {p}{reason}", flush=True)
         barrier(dist)
+        prom.checkpoint_saved(time.perf_counter() - save_start)
+        watchdog.beat(step)
+
+    def rollback() -> None:
+        """Back to the newest complete checkpoint, as if the process had been restarted."""
+        nonlocal step, epoch, step_in_epoch, last_eval
+        state, path = ckpt.load_latest(ckpt_dir, log=log) if dist.is_main else (None, None)
+        state = broadcast_object(state, dist)
+        if state is None:
+            raise RuntimeError("on_nonfinite=rollback, but there is no checkpoint to go back to")
+        step, epoch, step_in_epoch = load_state(state)
+        last_eval = state["last_eval"]
+        interval.update(loss=torch.zeros((), device=device), steps=state["interval_steps"])
+        if dist.is_main:
+            interval["loss"] += state["interval_loss"]
+            truncate_metrics(out / "metrics.jsonl", step)
+        log(f"rolled back to step {step} ({path})", flush=True)
 
     def run_eval() -> dict[str, float]:
         test_loss, test_acc = evaluate(ema.module if ema else model, test_x, test_y, rt, dist)
@@ -689,27 +786,52 @@ def _train(
             pin_memory=device.type == "cuda",
         )
         micro: list[tuple[torch.Tensor, torch.Tensor]] = []
-        t0 = time.perf_counter()
+        t0 = step_end = time.perf_counter()
         for images, labels, index in loader:
             gen = torch.Generator().manual_seed(batch_seed(cfg.seed, epoch, dist.rank, index))
             micro.append(rt.prepare(images, labels, gen))
             if len(micro) < cfg.grad_accum_steps:
                 continue
-            loss = train_step(net, optimizer, loss_fn, micro, rt, scaler)
+            nan_handle = (
+                model.head.register_forward_hook(nan_hook)
+                if fire_once("nan", cfg.inject_nan_at_step)
+                else None
+            )
+            if fire_once("hang", cfg.inject_hang_at_step):
+                while True:  # a stuck collective or file read: only the watchdog ends this
+                    time.sleep(3600)
+            loss = train_step(net, optimizer, loss_fn, micro, rt, scaler, guard)
+            if nan_handle is not None:
+                nan_handle.remove()
             micro = []
+            if nonfinite["action"] == "fail":
+                metrics.close()
+                log(f"error: non-finite loss at step {step + 1}; exiting", flush=True)
+                return EXIT_NONFINITE
+            if nonfinite["action"] == "rollback":
+                nonfinite["action"] = ""
+                rollback()
+                break
             scheduler.step()
             if ema is not None:
                 ema.update(model)
             step += 1
             step_in_epoch += 1
             run_images += global_batch
-            interval["loss"] += loss
-            interval["steps"] += 1
+            if nonfinite["action"] == "skip":
+                nonfinite["action"] = ""  # that update was dropped; its loss is not averaged
+            else:
+                interval["loss"] += loss
+                interval["steps"] += 1
             interval["timed"] += 1
+            watchdog.beat(step)
+            now = time.perf_counter()
+            prom.step_done(step, now - step_end, global_batch)
+            step_end = now
 
             if step % cfg.log_every == 0:
                 mean_loss = all_reduce(interval["loss"].clone(), dist).item() / (
-                    interval["steps"] * dist.world_size
+                    max(1, interval["steps"]) * dist.world_size
                 )
                 now = time.perf_counter()
                 ips = interval["timed"] * global_batch / (now - interval["t"])
@@ -732,6 +854,7 @@ def _train(
                     }
                 )
                 interval.update(loss=torch.zeros((), device=device), steps=0, timed=0, t=now)
+                prom.interval(mean_loss, lr, ips, flops_per_sample)
 
             # Every rank must agree to stop, or the others would wait forever in the next
             # all-reduce: share the SIGTERM flag (max over ranks; a tiny collective per step).
@@ -760,6 +883,8 @@ def _train(
             ):
                 save()
         step_time += time.perf_counter() - t0
+        if step_in_epoch < steps_per_epoch:
+            continue  # rolled back mid-epoch: restart the epoch's loader at the restored position
 
         eval_start = time.perf_counter()
         last_eval = run_eval()
@@ -769,6 +894,7 @@ def _train(
             f"test_loss {last_eval['test_loss']:.4f}",
             flush=True,
         )
+        watchdog.beat(step)
         metrics.write({"kind": "eval", "step": step, "epoch": epoch + 1, **last_eval})
         epoch += 1
         step_in_epoch = 0
@@ -777,6 +903,8 @@ def _train(
 
     metrics.close()
     finish(last_eval if last_eval is not None else run_eval(), completed=True)
+    watchdog.stop()
+    prom.close()
     return EXIT_OK
 
 

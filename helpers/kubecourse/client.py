@@ -254,6 +254,14 @@ class TrainingClient:
         self._twin("events", ref)
         return self.backend.events(ref.name, ref.namespace)
 
+    def diagnose(self, job: JobRef | str, *, tail_lines: int = 200):
+        """Why the job is unhealthy: causes with evidence and fixes (kubecourse.diagnose)."""
+        from .diagnose import diagnose
+
+        ref = self._ref(job)
+        self._twin("diagnose", ref)
+        return diagnose(self.backend, ref, tail_lines=tail_lines)
+
     def delete(self, job: JobRef | str) -> None:
         """Stop the job and remove it with its pods (PVCs and their data stay)."""
         ref = self._ref(job)

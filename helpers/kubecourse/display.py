@@ -139,6 +139,8 @@ def kubectl(
         "logs": f"kubectl logs {ns} {selector} -c trainer --prefix --max-log-requests=16"
         + (" -f" if follow else ""),
         "events": f"kubectl events {ns} --for job/{name}",
+        "diagnose": f"kubectl describe job {name} {ns} && kubectl get pods {ns} {selector} -o yaml"
+        f" && kubectl events {ns} --for job/{name} && kubectl logs {ns} {selector} --tail=200",
         "delete": f"kubectl delete job {name} {ns} --cascade=foreground",
         "validate": f"kubectl apply {ns} -f {shlex.quote(path)} --dry-run=server --validate=strict",
     }

@@ -17,8 +17,10 @@ Files are `CKPT_DIR/ckpt-step-XXXXXXXX.pt` (zero-padded optimizer step), loaded 
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,16 +48,37 @@ def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def save_checkpoint(
-    state: dict[str, Any], ckpt_dir: str | os.PathLike, step: int, keep: int = 3
+    state: dict[str, Any],
+    ckpt_dir: str | os.PathLike,
+    step: int,
+    keep: int = 3,
+    slow_write_s: float = 0.0,
 ) -> Path:
-    """Atomically write `state` as the checkpoint for `step`, then delete all but the newest `keep`."""
+    """Atomically write `state` as the checkpoint for `step`, then delete all but the newest `keep`.
+
+    slow_write_s (fault injection): write half the bytes, sleep, write the rest, so a test can
+    kill the process while a torn temp file is on disk and show that it is never loaded."""
     folder = Path(ckpt_dir)
     folder.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(folder, step)
-    write_atomic(final, lambda f: torch.save(state, f), suffix=TMP_SUFFIX)
+    write_atomic(final, lambda f: _save(state, f, slow_write_s), suffix=TMP_SUFFIX)
     for _, old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return final
+
+
+def _save(state: dict[str, Any], f, slow_write_s: float) -> None:
+    if slow_write_s <= 0:
+        torch.save(state, f)
+        return
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    f.write(data[: len(data) // 2])
+    f.flush()
+    os.fsync(f.fileno())
+    time.sleep(slow_write_s)
+    f.write(data[len(data) // 2 :])
 
 
 def load_latest(

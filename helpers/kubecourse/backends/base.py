@@ -6,7 +6,7 @@ import abc
 from collections.abc import Callable, Iterator
 
 from ..manifests import Manifest
-from ..types import Event, JobRef, JobStatus, LogLine
+from ..types import Event, JobRef, JobStatus, LogLine, PodStatus
 
 
 class Backend(abc.ABC):
@@ -77,9 +77,38 @@ class Backend(abc.ABC):
         """The stored version of each object, None where it does not exist."""
         raise NotImplementedError(f"the {self.name} backend cannot read plain objects")
 
+    def pod_objects(self, name: str, namespace: str) -> list[Manifest]:
+        """The job's pods as Kubernetes-shaped objects (phase, conditions, container states):
+        the evidence diagnose() reads. Default: built from status() (exit code and reason; a
+        "Preempted" pod gets the DisruptionTarget condition the cluster would set)."""
+        return [_pod_object(p) for p in self.status(name, namespace).pods]
+
     def progress(self, name: str, namespace: str) -> tuple[int, int] | None:
         """(steps done, steps total) when the backend can see the trainer's progress, else None."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections and background threads."""
+
+
+def _pod_object(pod: PodStatus) -> Manifest:
+    state: Manifest = {}
+    if pod.exit_code is not None:
+        state["terminated"] = {"exitCode": pod.exit_code, "reason": pod.reason}
+    elif pod.phase == "Running":
+        state["running"] = {}
+    conditions = []
+    if pod.reason == "Preempted":
+        conditions.append(
+            {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}
+        )
+    return {
+        "metadata": {"name": pod.name},
+        "status": {
+            "phase": pod.phase,
+            "conditions": conditions,
+            "containerStatuses": [
+                {"name": "trainer", "state": state, "restartCount": pod.restarts}
+            ],
+        },
+    }

@@ -300,6 +300,9 @@ class KubernetesBackend(Backend):
     def status(self, name: str, namespace: str) -> JobStatus:
         return self._job_status(self._get_job(name, namespace), self._pods(name, namespace))
 
+    def pod_objects(self, name: str, namespace: str) -> list[Manifest]:
+        return self._pods(name, namespace)  # as the API server has them
+
     def wait(
         self,
         name: str,

@@ -1,0 +1,379 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 11 · Fault diagnosis and recovery: break it on purpose, name the cause, resume exactly
+#
+# **What you will do:** kill a training pod with SIGKILL at a random step, preempt it (SIGTERM with a
+# grace period), inject a NaN loss and a hung rank, kill a checkpoint write halfway; diagnose each
+# failure with `client.diagnose()`; prove that every recovered run ends with weights **bitwise
+# equal** to an uninterrupted one. Then diagnose recorded cluster failures (OOMKilled, Pending on
+# GPUs, ImagePullBackOff, NCCL timeouts...) and fix six broken manifests.
+#
+# **Why:** on a cluster, pods die for reasons that have nothing to do with your code: preemption,
+# node drains, OOM kills, network partitions. A job that resumes *exactly* from its last complete
+# checkpoint loses minutes, not the run; a person who can read the evidence fixes it in minutes.
+#
+# **Prerequisites:** 02, 10. **Time:** 30 minutes (smoke: under a minute). Runbook: `docs/runbook.md`.
+
+# %% tags=["parameters"]
+SMOKE = True  # tiny runs (20 optimizer steps each, ~3 s of training on one CPU thread)
+BACKEND = "local"  # fault injection needs the local backend's kill()/preempt()
+NAMESPACE = "default"
+IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
+KILL_SEED = 11  # picks the steps at which the pod is killed and preempted
+TIMEOUT_S = 600
+
+# %%
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from kubecourse import TrainingClient, render
+from kubecourse.course import record_outcome
+from kubecourse.diagnose import case_dir, classify_case, load_case
+from kubecourse.exercises import EXERCISES, grade, load_broken
+from kubecourse.manifests import pod_spec, trainer_container
+from labs.common.checkpoint import load_latest
+from labs.common.data import prepare_synthetic
+
+client = TrainingClient(backend=BACKEND, namespace=NAMESPACE)
+LOCAL = BACKEND == "local"
+if not LOCAL:
+    print(
+        "fault injection (kill/preempt/NaN/hang) runs on the local backend only; on a cluster use "
+        "`kubectl delete pod --grace-period=0 --force` and `kubectl drain`; skipping those cells"
+    )
+
+# %% [markdown]
+# ## 1. Five copies of one tiny run
+# All five train the same 20 steps with the same seed and a checkpoint every 3 steps. `reference`
+# runs undisturbed; the others are broken on purpose:
+#
+# | job | fault | what should happen |
+# |---|---|---|
+# | `killed` | SIGKILL at a random step | the Job controller retries (counted against `backoffLimit`); the new pod resumes from the newest complete checkpoint |
+# | `preempted` | preemption at a random step | SIGTERM: the lab checkpoints and exits 143; the DisruptionTarget rule of the `podFailurePolicy` ignores the failure; the new pod resumes from that checkpoint |
+# | `nan` | NaN loss at step 8, `--on-nonfinite=fail` | exit 4 naming the step; the retry resumes from step 6 |
+# | `hang` | rank 0 hangs before step 5, `--watchdog-s=3` | the watchdog exits 3 after 3 s; the retry resumes from step 3 |
+
+# %%
+TINY = [
+    "--data-dir=/data",
+    "--dataset=$(DATASET)",
+    "--out-dir=/checkpoints/$(JOB_NAME)",
+    "--smoke",
+    "--train-subset=320",
+    "--test-subset=200",
+    "--epochs=2",
+    "--batch-size=32",
+    "--log-every=1",
+    "--checkpoint-every=3",
+    "--num-threads=1",
+]
+
+
+def tiny_job(name: str, *extra: str, backoff_limit: int = 3):
+    objects = render(
+        "01",
+        name=name,
+        namespace=NAMESPACE,
+        image=IMAGE,
+        env={"DATASET": "synthetic"},
+        args=TINY + list(extra),
+        backoff_limit=backoff_limit,
+    )
+    if LOCAL:
+        # The data is already on the data PVC (below), so every pod can skip the init container
+        # that would check it: 8 fewer process starts. On a cluster keep it.
+        for obj in objects:
+            if obj["kind"] == "Job":
+                pod_spec(obj).pop("initContainers")
+    return objects
+
+
+def checkpoint_dir(name: str):
+    return client.backend.pvc_dir("training-checkpoints", NAMESPACE) / name
+
+
+faulty = {
+    "killed": tiny_job("killed"),
+    "preempted": tiny_job("preempted"),
+    "nan": tiny_job("nan", "--inject-nan-at-step=8", "--on-nonfinite=fail", backoff_limit=1),
+    "hang": tiny_job("hang", "--inject-hang-at-step=5", "--watchdog-s=3", backoff_limit=1),
+}
+
+# %%
+jobs = {}
+if LOCAL:
+    # What the init container does, once, on the data PVC's folder (`.course/volumes/...`).
+    prepare_synthetic(client.backend.pvc_dir("cifar10-data", NAMESPACE), log=print)
+    for name in ["reference", *faulty]:
+        shutil.rmtree(checkpoint_dir(name), ignore_errors=True)  # start from nothing
+    jobs["reference"] = client.submit(tiny_job("reference"))
+    for name, objects in faulty.items():
+        jobs[name] = client.submit(objects)
+
+# %% [markdown]
+# ## 2. Kill -9 one job at a random step, preempt another
+# `LocalBackend.kill()` sends SIGKILL to the pod's processes (what the OOM killer or a node crash
+# does: no chance to checkpoint); `preempt()` sets the DisruptionTarget condition, sends SIGTERM, and
+# SIGKILL after the grace period (the lab checkpoints on SIGTERM and exits 143). On a cluster:
+# `kubectl delete pod <pod> --grace-period=0 --force` and `kubectl drain <node>`.
+
+# %%
+rng = random.Random(KILL_SEED)
+kill_at, preempt_at = rng.randint(2, 7), rng.randint(8, 14)
+print(f"SIGKILL at step {kill_at}, preemption at step {preempt_at} (seed {KILL_SEED})")
+disruptions = []
+
+
+def disrupt_at(name: str, at_step: int, action) -> None:
+    """Follow the job's log; at the first line of step >= at_step, disrupt its running pod."""
+    for line in client.iter_logs(jobs[name], follow=True):
+        if line.text.startswith("step ") and int(line.text.split()[1].split("/")[0]) >= at_step:
+            step = int(line.text.split()[1].split("/")[0])
+            disruptions.append((action.__name__, step, action(name, NAMESPACE)))
+            return
+
+
+if LOCAL:
+    disrupt_at("killed", kill_at, client.backend.kill)
+    disrupt_at("preempted", preempt_at, client.backend.preempt)
+    print(disruptions)
+
+# %%
+statuses = {
+    name: client.wait(ref, timeout_s=TIMEOUT_S, progress=False) for name, ref in jobs.items()
+}
+for name, status in statuses.items():
+    print(
+        f"{name:10s} {status.phase:10s} pods: {[(p.name[-5:], p.exit_code, p.reason) for p in status.pods]}"
+    )
+
+# %% [markdown]
+# ## 3. Diagnose: what happened to each job?
+# `client.diagnose(job)` collects the pods (phase, conditions, container exit codes and reasons),
+# the events and the tail of every pod's log, and names the causes with their evidence and a fix,
+# root cause first. The jobs succeeded in the end; the diagnosis tells what they survived.
+
+# %%
+diagnoses = {name: client.diagnose(ref) for name, ref in jobs.items()}
+for diagnosis in diagnoses.values():
+    print(diagnosis, end="\n\n")
+
+# %% [markdown]
+# ## 4. Bitwise-equal resume
+# Exact resume needs every piece of state: weights, optimizer momentum, LR schedule, EMA, the RNGs,
+# and the position in the data order (the augmentation of each batch is a pure function of
+# `(seed, epoch, rank, batch index)`). Compare every tensor of the final checkpoints.
+
+
+# %%
+def final_checkpoint(name: str) -> dict:
+    path = sorted((checkpoint_dir(name) / "checkpoints").glob("ckpt-step-*.pt"))[-1]
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def bitwise_equal(a: dict, b: dict) -> bool:
+    return a["step"] == b["step"] and all(
+        torch.equal(a["model"][k], b["model"][k]) for k in a["model"]
+    )
+
+
+equal = {}
+if LOCAL:
+    reference = final_checkpoint("reference")
+    equal = {name: bitwise_equal(reference, final_checkpoint(name)) for name in faulty}
+print(equal)
+
+# %% [markdown]
+# ## 5. A kill in the middle of a checkpoint write
+# Checkpoints are written to a temp file, fsynced, then renamed (`labs/common/checkpoint.py`). Here
+# a process saves a checkpoint slowly (`slow_write_s`: half the bytes, a pause, the rest) and is
+# killed in the pause: the torn temp file is never loaded; the previous complete checkpoint is.
+
+# %%
+torn_dir = Path(tempfile.mkdtemp(prefix="torn-write-")) / "checkpoints"
+writer = (
+    "import sys, torch; from labs.common import checkpoint as c; d = sys.argv[1]; "
+    "c.save_checkpoint({'step': 3, 'w': torch.ones(4)}, d, 3); print('saved 3', flush=True); "
+    "c.save_checkpoint({'step': 6, 'w': torch.zeros(10**6)}, d, 6, slow_write_s=60)"
+)
+proc = subprocess.Popen(
+    [sys.executable, "-c", writer, str(torn_dir)], stdout=subprocess.PIPE, text=True
+)
+assert proc.stdout.readline().strip() == "saved 3"
+deadline = time.monotonic() + 60
+while not list(torn_dir.glob("*.tmp")) and time.monotonic() < deadline:
+    time.sleep(0.02)  # step 6's save has begun once its temp file exists
+time.sleep(0.3)  # inside the pause: half of the bytes are on disk
+proc.kill()
+proc.wait(timeout=30)
+print("on disk after the kill:", sorted(p.name for p in torn_dir.iterdir()))
+
+torn_state, torn_path = load_latest(torn_dir)
+print("loaded:", torn_path.name, "step", torn_state["step"])
+
+# %% [markdown]
+# ## 6. Recorded cluster failures
+# The local backend has no scheduler, kubelet or registry. These failures were recorded as the API
+# server shows them (`notebooks/exercises/11/cases/*.json`: the Job, its pods, events and log tails);
+# `classify()` applies the same rules `diagnose()` uses on a live cluster.
+
+# %%
+recorded = {}
+for path in sorted(case_dir().glob("*.json")):
+    case = load_case(path.stem)
+    recorded[path.stem] = (classify_case(case), case)
+    primary = recorded[path.stem][0].primary
+    print(f"{path.stem:28s} -> {primary.kind:18s} {primary.evidence[0][:90]}")
+print()
+print(recorded["pending-untolerated-taint"][0])
+
+# %% [markdown]
+# ## 7. Assert the outcome
+
+# %%
+assert all(d.kinds == c["expect"] for d, c in recorded.values()), {
+    n: d.kinds for n, (d, c) in recorded.items() if d.kinds != c["expect"]
+}
+assert torn_state["step"] == 3 and not list(torn_dir.glob("*.tmp"))
+if LOCAL:
+    assert all(s.phase == "Succeeded" for s in statuses.values()), statuses
+    assert [d[0] for d in disruptions] == ["kill", "preempt"], disruptions
+    assert diagnoses["reference"].kinds == []
+    assert diagnoses["killed"].kinds == ["Killed"], diagnoses["killed"]
+    assert diagnoses["preempted"].kinds == ["Preempted"], diagnoses["preempted"]
+    assert diagnoses["nan"].kinds == ["NaNLoss"] and diagnoses["hang"].kinds == ["Hung"]
+    assert [p.exit_code for p in statuses["killed"].pods] == [137, 0], statuses["killed"]
+    assert [p.exit_code for p in statuses["preempted"].pods] == [143, 0], statuses["preempted"]
+    assert equal == {name: True for name in faulty}, f"not bitwise equal: {equal}"
+record_outcome(
+    "11_fault_diagnosis_recovery",
+    backend=BACKEND,
+    disruptions=[f"{kind}@{step}" for kind, step, _ in disruptions],
+    bitwise_equal=equal,
+    diagnoses={name: d.kinds for name, d in diagnoses.items()},
+    recorded_cases_correct=len(recorded),
+)
+
+# %% [markdown]
+# ## Exercise: fix six broken manifests
+# Each file in `notebooks/exercises/11/` is a Job broken in one realistic way; its header gives the
+# symptom a cluster would show (read it: `print(open(path).read())`). Write the fix as a function that
+# edits the loaded objects; `grade()` validates the result (schema, CRDs, policy) and checks the fix
+# itself. (Solutions are filled in: change one and re-run the check to see the grader object.)
+
+# %%
+for name, exercise in EXERCISES.items():
+    print(f"{name:28s} {exercise.file:36s} symptom: {exercise.symptom}")
+print()
+print(grade("missing-gpu-toleration", load_broken("missing-gpu-toleration")))
+
+
+# %%
+def job_of(objects):
+    return next(o for o in objects if o["kind"] == "Job")
+
+
+def env_var(objects, name):
+    return next(e for e in trainer_container(pod_spec(job_of(objects)))["env"] if e["name"] == name)
+
+
+def fix_missing_dev_shm(objects):  # YOUR CODE
+    pod_spec(job_of(objects))["volumes"].append(
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}
+    )
+    trainer_container(pod_spec(job_of(objects)))["volumeMounts"].append(
+        {"name": "dshm", "mountPath": "/dev/shm"}
+    )
+
+
+def fix_wrong_master_address(objects):  # YOUR CODE
+    env_var(objects, "MASTER_ADDR")["value"] = "ddp-0.ddp-workers"
+
+
+def fix_missing_gpu_toleration(objects):  # YOUR CODE
+    pod_spec(job_of(objects))["tolerations"] = [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+
+
+def fix_queue_name_mismatch(objects):  # YOUR CODE
+    job_of(objects)["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "team-a"
+
+
+def fix_secret_inline(objects):  # YOUR CODE
+    token = env_var(objects, "HF_TOKEN")
+    del token["value"]
+    token["valueFrom"] = {"secretKeyRef": {"name": "hf-token", "key": "token"}}
+
+
+def fix_checkpoints_lost_on_retry(objects):  # YOUR CODE
+    for volume in pod_spec(job_of(objects))["volumes"]:
+        if volume["name"] == "checkpoints":
+            volume.pop("emptyDir")
+            volume["persistentVolumeClaim"] = {"claimName": "training-checkpoints"}
+
+
+FIXES = {
+    "missing-dev-shm": fix_missing_dev_shm,
+    "wrong-master-address": fix_wrong_master_address,
+    "missing-gpu-toleration": fix_missing_gpu_toleration,
+    "queue-name-mismatch": fix_queue_name_mismatch,
+    "secret-inline": fix_secret_inline,
+    "checkpoints-lost-on-retry": fix_checkpoints_lost_on_retry,
+}
+
+# %%
+grades = {}
+for name in EXERCISES:
+    objects = load_broken(name)
+    FIXES[name](objects)
+    grades[name] = grade(name, objects)
+    print(grades[name])
+assert all(g.passed for g in grades.values()), [str(g) for g in grades.values() if not g.passed]
+print(f"check passed: {len(grades)} manifests fixed")
+for name, exercise in EXERCISES.items():
+    print(f"  {name}: {exercise.fix}")
+
+# %% [markdown]
+# ## On a real cluster
+# ```bash
+# kubectl describe job my-job                                # conditions, events, podFailurePolicy
+# kubectl get pods -l batch.kubernetes.io/job-name=my-job -o yaml   # container states, DisruptionTarget
+# kubectl events --for job/my-job                            # FailedScheduling, FailedCreate, pulls
+# kubectl logs -l batch.kubernetes.io/job-name=my-job --prefix --tail=200 --previous
+# kubectl delete pod <pod> --grace-period=0 --force          # a crash, like kill() here
+# kubectl drain <node> --ignore-daemonsets --delete-emptydir-data   # evictions (DisruptionTarget)
+# ```
+# `TrainingClient(backend="kubernetes").diagnose("my-job")` reads the same evidence through the API.
+# `docs/runbook.md` lists each cause with its symptom, evidence and fix.
+#
+# ## Clean up
+
+# %%
+for ref in jobs.values():
+    client.delete(ref)
+if LOCAL:
+    for name in ["reference", *faulty]:
+        shutil.rmtree(checkpoint_dir(name), ignore_errors=True)
+shutil.rmtree(torn_dir.parent, ignore_errors=True)
+client.close()
