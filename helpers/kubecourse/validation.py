@@ -222,6 +222,14 @@ def pod_specs(obj: Manifest) -> Iterator[tuple[str, Manifest]]:
         for i, rjob in enumerate(spec.get("replicatedJobs") or []):
             tmpl = ((rjob.get("template") or {}).get("spec") or {}).get("template") or {}
             yield f"spec.replicatedJobs[{i}].template.spec.template.spec", tmpl.get("spec") or {}
+    elif kind in ("TrainingRuntime", "ClusterTrainingRuntime"):  # a JobSet template inside
+        jobset = ((spec.get("template") or {}).get("spec")) or {}
+        for i, rjob in enumerate(jobset.get("replicatedJobs") or []):
+            tmpl = ((rjob.get("template") or {}).get("spec") or {}).get("template") or {}
+            yield (
+                f"spec.template.spec.replicatedJobs[{i}].template.spec.template.spec",
+                tmpl.get("spec") or {},
+            )
     elif kind == "PyTorchJob":
         for role, replica in (spec.get("pytorchReplicaSpecs") or {}).items():
             yield (
@@ -258,6 +266,24 @@ def policy_findings(obj: Manifest) -> list[Finding]:
                         f"{section}.{key}",
                         "secret value written into the manifest; create it with "
                         "`kubectl create secret generic ... --from-literal` and keep only a placeholder here",
+                    )
+
+    if (
+        obj.get("kind") == "TrainJob"
+    ):  # pods come from its runtime; the trainer block is checked here
+        trainer = (obj.get("spec") or {}).get("trainer") or {}
+        if "image" in trainer and not _image_pinned(trainer["image"]):
+            bad(
+                "spec.trainer.image",
+                f"image {trainer['image']!r} is not pinned: use a version tag or digest",
+            )
+        resources = trainer.get("resourcesPerNode") or {}
+        for section in ("requests", "limits"):
+            for resource in ("cpu", "memory"):
+                if resource not in (resources.get(section) or {}):
+                    bad(
+                        f"spec.trainer.resourcesPerNode.{section}.{resource}",
+                        f"{section}.{resource} is not set (the scheduler and quotas need it)",
                     )
 
     for base, spec in pod_specs(obj):
