@@ -41,15 +41,18 @@ nnodes="" node_rank="" nproc="" master_addr="" master_port="" source=""
 max_restarts="${MAX_RESTARTS:-3}" dns_timeout="${DNS_TIMEOUT_S:-300}" rdzv_id="${RDZV_ID:-}"
 dry_run=0
 while [[ $# -gt 0 ]]; do
+  if [[ "$1" != "--" && "$1" != "--dry-run" && "$1" == --* ]] && [[ $# -lt 2 || "$2" == --* ]]; then
+    die "$1 needs a value"
+  fi
   case "$1" in
-    --nnodes) nnodes="${2:?}"; shift 2 ;;
-    --node-rank) node_rank="${2:?}"; shift 2 ;;
-    --nproc-per-node) nproc="${2:?}"; shift 2 ;;
-    --master-addr) master_addr="${2:?}"; shift 2 ;;
-    --master-port) master_port="${2:?}"; shift 2 ;;
-    --max-restarts) max_restarts="${2:?}"; shift 2 ;;
-    --dns-timeout) dns_timeout="${2:?}"; shift 2 ;;
-    --rdzv-id) rdzv_id="${2:?}"; shift 2 ;;
+    --nnodes) nnodes="$2"; shift 2 ;;
+    --node-rank) node_rank="$2"; shift 2 ;;
+    --nproc-per-node) nproc="$2"; shift 2 ;;
+    --master-addr) master_addr="$2"; shift 2 ;;
+    --master-port) master_port="$2"; shift 2 ;;
+    --max-restarts) max_restarts="$2"; shift 2 ;;
+    --dns-timeout) dns_timeout="$2"; shift 2 ;;
+    --rdzv-id) rdzv_id="$2"; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
     --) shift; break ;;
     *) die "unknown flag $1 (program arguments go after --)" ;;

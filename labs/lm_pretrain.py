@@ -294,11 +294,27 @@ def memory_per_rank(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[
 
 def weights_digest(model: nn.Module) -> str:
     """sha256 of every parameter's bytes (fp32, CPU): equal digests = identical weights."""
+    return state_digest(dict(model.named_parameters()))
+
+
+def state_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over (name, fp32 bytes) of full tensors, in name order."""
     h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters()):
+    for name, p in sorted(tensors.items()):
         h.update(name.encode())
         h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def full_weights_digest(model: nn.Module) -> str:
+    """The digest of the UNSHARDED weights, whatever the strategy (FSDP2 gathers them: a
+    collective every rank must join; only rank 0's answer is meaningful)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(
+        model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
+    return state_digest({k: v for k, v in full.items() if not k.startswith("rope_")})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -335,6 +351,7 @@ def save_dcp(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier(info)
+    digest = full_weights_digest(model)  # recorded so a load at any world size can prove equality
     model_state, optim_state = get_state_dict(model, optimizer)
     dcp.save(
         {"model": model_state, "optim": optim_state},
@@ -343,7 +360,8 @@ def save_dcp(
     )
     barrier(info)  # every shard is on disk before the marker says so
     if info.is_main:
-        (tmp / "meta.json").write_text(json.dumps({**meta, "step": step}, indent=2))
+        meta = {**meta, "step": step, "weights_digest": digest}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         with open(tmp / COMPLETE_MARKER, "w") as f:
             f.write(f"{step}\n")
             f.flush()
@@ -451,7 +469,11 @@ def _train(
                 f"({meta.get('strategy')}), loaded by {info.world_size} ({cfg.strategy})",
                 flush=True,
             )
-        log(f"resumed from step {step} ({complete[-1][1]})", flush=True)
+        log(
+            f"resumed from step {step} ({complete[-1][1]}) weights {meta['loaded_digest']} "
+            f"saved {meta.get('weights_digest')}",
+            flush=True,
+        )
     if cfg.strategy == "ddp" and info.is_distributed:
         net = wrap_ddp(
             model, device, bucket_cap_mb=cfg.bucket_cap_mb, comm_hook=cfg.comm_hook, log=log
