@@ -387,7 +387,10 @@ def load_dcp(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> 
     set_state_dict(
         model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
     )
-    return json.loads((path / "meta.json").read_text())
+    meta = json.loads((path / "meta.json").read_text())
+    # Proof that resharding is exact: the loaded full weights hash like the saved ones.
+    meta["loaded_digest"] = full_weights_digest(model)
+    return meta
 
 
 # ------------------------------------------------------------------------------------------------
