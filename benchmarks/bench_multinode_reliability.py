@@ -53,11 +53,16 @@ def smoke_spec(
     )
 
 
-def run_once(client: TrainingClient, backend: LocalBackend, name: str, steps: int = STEPS) -> dict:
-    """One 2x2 run; returns {ok, phase, exit codes, seconds, why}."""
-    objects = render_variant(
-        "Job", smoke_spec(name, extra=(f"--steps={steps}", "--checkpoint-every=10"))
-    )
+def run_once(
+    client: TrainingClient,
+    backend: LocalBackend,
+    name: str,
+    steps: int = STEPS,
+    procs_per_node: int = 2,
+) -> dict:
+    """One 2-node run; returns {ok, phase, exit codes, seconds, why}."""
+    extra = (f"--steps={steps}", "--checkpoint-every=10")
+    objects = render_variant("Job", smoke_spec(name, procs_per_node=procs_per_node, extra=extra))
     start = time.perf_counter()
     ref = client.submit(objects)
     try:
