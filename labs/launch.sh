@@ -101,6 +101,11 @@ if command -v torchrun >/dev/null 2>&1; then launcher=(torchrun); else launcher=
 cmd=("${launcher[@]}" --nnodes="$nnodes" --node-rank="$node_rank" --nproc-per-node="$nproc"
      --rdzv-backend=c10d --rdzv-endpoint="$master_addr:$master_port" --rdzv-id="$rdzv_id"
      --max-restarts="$max_restarts" --tee=3 "$@")
+# Each restart round gets a fresh worker store (rank 0 picks a new port) instead of sharing the
+# agent's rendezvous store: in the shared store the keys of the previous round's process group are
+# still there, so after an elastic restart the new workers read the dead workers' addresses and
+# gloo fails with "Connection refused" (measured: every restart failed that way with torch 2.13).
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 # torchrun prefixes each worker line with this (${rank} is the global rank); not a shell expansion.
 export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[rank${rank}]:'
 if [[ "$dry_run" == 1 ]]; then

@@ -57,6 +57,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -398,13 +399,39 @@ def load_dcp(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> 
 
 
 class StopFlag:
-    """Set by SIGTERM (preemption); the loop checks it after every step."""
+    """SIGTERM (preemption, or torchrun stopping its workers): the loop checks `requested` after
+    every step, checkpoints and exits 143, and calls `acknowledge()` when it starts to.
 
-    def __init__(self) -> None:
+    A Python signal handler alone runs only when the main thread returns to Python, so a worker
+    blocked in C++ (joining a process group, or in a collective whose peer died) would ignore
+    SIGTERM until torchrun's SIGKILL 30 s later, and the other nodes would time out waiting for it
+    meanwhile. `signal.set_wakeup_fd` makes the C-level handler also write the signal number to a
+    pipe, which a watcher thread reads at once: if the loop does not acknowledge within `ack_s`
+    seconds, the watcher ends the process with 143 itself.
+    """
+
+    def __init__(self, ack_s: float = 10.0) -> None:
         self.requested = False
+        self.ack_s = ack_s
+        self._acknowledged = threading.Event()
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "requested", True))
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(read_fd,), name="sigterm", daemon=True).start()
+
+    def acknowledge(self) -> None:
+        self._acknowledged.set()
+
+    def _watch(self, read_fd: int) -> None:
+        while signal.SIGTERM not in os.read(read_fd, 64):
+            pass  # another signal (SIGINT, SIGCHLD...): not ours
+        self.requested = True
+        if not self._acknowledged.wait(self.ack_s):
+            print(f"SIGTERM: the training loop did not stop within {self.ack_s:.0f} s", flush=True)
+            exit_process(EXIT_SIGTERM)
 
 
 def train(cfg: LMConfig, info: DistInfo, stop: StopFlag) -> int:
@@ -569,6 +596,8 @@ def _train(
             sigterm = all_reduce(flag, info, op="max").item() > 0
         capped = cfg.max_steps and step >= cfg.max_steps and step < cfg.steps
         if sigterm or capped:
+            if sigterm:
+                stop.acknowledge()  # the final checkpoint may take a while: no watchdog exit
             save(" (SIGTERM)" if sigterm else " (max_steps)")
             metrics.close()
             if sigterm:

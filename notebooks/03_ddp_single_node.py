@@ -28,7 +28,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # tiny model and few steps
 DEVICE = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
-STEPS = 30  # optimizer steps per run
+STEPS = 20  # optimizer steps per run
 NPROC = 2  # DDP processes on this node (GPUs on a GPU node)
 TIMEOUT_S = 300
 
@@ -69,7 +69,8 @@ common = [*size, f"--steps={STEPS}", f"--device={DEVICE}", "--num-threads=1", "-
 # %%
 single = run_lab("labs.lm_pretrain", common, OUT / "one", timeout_s=TIMEOUT_S, live_plot=False)
 assert single.returncode == 0, "\n".join(single.log[-20:])
-print(json.dumps({k: single.result[k] for k in ("tokens_per_s", "final_loss", "params")}, indent=1))
+one_result = single.result  # read result.json now: the clean-up below deletes the run folders
+print(json.dumps({k: one_result[k] for k in ("tokens_per_s", "final_loss", "params")}, indent=1))
 
 # %% [markdown]
 # ## 3. Two DDP processes with `torchrun`
@@ -82,9 +83,10 @@ ddp = run_lab(
     "torch.distributed.run", torchrun + common, OUT / "ddp", timeout_s=TIMEOUT_S, live_plot=False
 )
 assert ddp.returncode == 0, "\n".join(ddp.log[-20:])
+ddp_result = ddp.result  # read result.json now: the clean-up below deletes the run folders
 print(
     json.dumps(
-        {k: ddp.result[k] for k in ("tokens_per_s", "final_loss", "weights_digests")}, indent=1
+        {k: ddp_result[k] for k in ("tokens_per_s", "final_loss", "weights_digests")}, indent=1
     )
 )
 
@@ -104,7 +106,7 @@ print(kubectl("logs", "lm-ddp", follow=True))
 # NVLink; `benchmarks/bench_ddp_scaling.py` measures it carefully (one thread per process).
 
 # %%
-tps_1, tps_n = single.result["tokens_per_s"], ddp.result["tokens_per_s"]
+tps_1, tps_n = one_result["tokens_per_s"], ddp_result["tokens_per_s"]
 efficiency = tps_n / (NPROC * tps_1)
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.bar(
@@ -123,7 +125,7 @@ plt.show()
 # same averaged gradient, so the hashes must be equal.
 
 # %%
-digests = ddp.result["weights_digests"]
+digests = ddp_result["weights_digests"]
 print("weights per rank:", digests)
 assert len(digests) == NPROC and len(set(digests)) == 1, digests
 
@@ -181,11 +183,11 @@ record_outcome(
     tokens_per_s_ddp=tps_n,
     weak_scaling_efficiency=round(efficiency, 3),
     weights_identical=len(set(digests)) == 1,
-    final_loss_ddp=ddp.result["final_loss"],
+    final_loss_ddp=ddp_result["final_loss"],
 )
 
 # %%
-assert single.result["final_loss"] < single.result["first_loss"] / 2, "one process did not learn"
-assert ddp.result["final_loss"] < ddp.result["first_loss"] / 2, "DDP did not learn"
+assert one_result["final_loss"] < one_result["first_loss"] / 2, "one process did not learn"
+assert ddp_result["final_loss"] < ddp_result["first_loss"] / 2, "DDP did not learn"
 assert len(set(digests)) == 1, "ranks ended with different weights"
-assert ddp.result["world_size"] == NPROC and tps_n > 0 and tps_1 > 0
+assert ddp_result["world_size"] == NPROC and tps_n > 0 and tps_1 > 0
