@@ -32,19 +32,19 @@ def sweep(
         if nproc > 1
         else []
     )
-    command = [sys.executable, *launcher, "-m", "labs.ddp_comm_sweep", f"--out={out}"]
+    command = [sys.executable, *launcher, "-m", "labs.ddp_comm_sweep", f"--out-dir={out}"]
     command += [f"--settings={settings}", f"--steps={steps}", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"sweep failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(out.read_text())
+    return json.loads((out / "sweep.json").read_text())
 
 
 def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        one = sweep(1, "25:none", Path(tmp) / "one.json")[0]
-        two = sweep(2, SETTINGS_2, Path(tmp) / "two.json")
+        one = sweep(1, "25:none", Path(tmp) / "one")[0]
+        two = sweep(2, SETTINGS_2, Path(tmp) / "two")
     base = next(r for r in two if r["comm_hook"] == "none" and r["bucket_cap_mb"] == 25.0)
     efficiency = base["tokens_per_s"] / (2 * one["tokens_per_s"])
     table = {f"{r['bucket_cap_mb']}MB/{r['comm_hook']}": r["step_ms"] for r in two}

@@ -3,12 +3,12 @@
 Each setting (bucket size in MB, compression hook) wraps the same TinyLlama in a fresh
 DistributedDataParallel, runs `--warmup` untimed steps and `--steps` timed ones on the same
 per-rank batch, and rank 0 appends {bucket_cap_mb, comm_hook, step_ms, tokens_per_s} to the JSON
-file `--out`. One launch for all settings, so process start-up (seconds per process) is paid once.
+file `OUT_DIR/sweep.json`. One launch for all settings, so process start-up (seconds per process) is paid once.
 With one process (no torchrun) it times plain training: the baseline of weak scaling.
 
-    torchrun --standalone --nproc-per-node=2 -m labs.ddp_comm_sweep --out runs/sweep.json \
+    torchrun --standalone --nproc-per-node=2 -m labs.ddp_comm_sweep --out-dir runs/sweep \
         --settings 25:none,1:none,25:fp16,25:powersgd
-    python -m labs.ddp_comm_sweep --out runs/sweep-1.json --settings 25:none
+    python -m labs.ddp_comm_sweep --out-dir runs/sweep-1 --settings 25:none
 
 Settings a device cannot run (bf16 on CPU) are recorded with their skip reason instead of a time.
 Measured numbers: see benchmarks/bench_ddp_scaling.py and notebook 05.
@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", required=True, help="JSON file rank 0 writes the timings to")
+    parser.add_argument(
+        "--out-dir", required=True, help="rank 0 writes the timings to OUT_DIR/sweep.json"
+    )
     parser.add_argument(
         "--settings",
         default="25:none,1:none,25:fp16,25:powersgd",
@@ -130,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cleanup(info)
     if info.is_main:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(args.out, json.dumps(results, indent=2).encode())
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(
+            Path(args.out_dir) / "sweep.json", json.dumps(results, indent=2).encode()
+        )
     return 0
 
 

@@ -184,7 +184,6 @@ else:
 
 # %%
 settings = "25:none,0.01:none,25:fp16,25:powersgd,25:bf16"
-sweep_file = OUT / "sweep.json"
 sweep = run_lab(
     "torch.distributed.run",
     [
@@ -192,7 +191,6 @@ sweep = run_lab(
         f"--nproc-per-node={NPROC}",
         "-m",
         "labs.ddp_comm_sweep",
-        f"--out={sweep_file}",
         f"--settings={settings}",
         f"--steps={SWEEP_STEPS}",
         "--dim=64",
@@ -202,7 +200,7 @@ sweep = run_lab(
     timeout_s=TIMEOUT_S,
     live_plot=False,
 )
-timings = json.loads(sweep_file.read_text())
+timings = json.loads((OUT / "sweep" / "sweep.json").read_text())
 measured = [t for t in timings if "step_ms" in t]
 for t in timings:
     print(t)
