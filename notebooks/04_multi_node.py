@@ -213,9 +213,9 @@ print(
 )
 assert status.phase == "Succeeded", f"{status.phase}: {status.reason} {status.message}"
 assert killed is not None, "the run ended before the first checkpoint was seen"
-assert len(starts) == 2, f"expected one start and one elastic restart, saw {len(starts)}"
-assert resumed and resumed[0] >= CHECKPOINT_EVERY and resumed[0] % CHECKPOINT_EVERY == 0, resumed
-if BACKEND == "local":
+if BACKEND == "local":  # on a cluster, kill a worker with `kubectl exec` to see the same
+    assert len(starts) == 2, f"expected one start and one elastic restart, saw {len(starts)}"
+    assert resumed and resumed[0] >= CHECKPOINT_EVERY and resumed[0] % CHECKPOINT_EVERY == 0
     assert result["steps"] == STEPS and result["resumed_from_step"] == resumed[-1]
     assert result["world_size"] == NODES * PROCS_PER_NODE
 
@@ -269,8 +269,8 @@ record_outcome(
     phase=status.phase,
     nodes=NODES,
     procs_per_node=PROCS_PER_NODE,
-    killed_rank=killed["rank"],
-    resumed_from_step=resumed[-1],
+    killed_rank=killed["rank"] if killed else None,
+    resumed_from_step=resumed[-1] if resumed else None,
     steps=result.get("steps"),
     final_loss=result.get("final_loss"),
     kinds_validated=sum(r.ok for r in reports.values()),
@@ -278,4 +278,5 @@ record_outcome(
 
 # %%
 assert all(r.ok for r in reports.values()) and len(reports) == len(KINDS)
-assert status.phase == "Succeeded" and resumed and len(starts) == 2
+assert status.phase == "Succeeded"
+assert BACKEND != "local" or (resumed and len(starts) == 2)
