@@ -10,8 +10,9 @@ each rank pinned to one thread (OMP_NUM_THREADS=1), model: TinyLlama dim 128, 4 
 
 Measured on the 2-core CI VM while three other test suites ran (load average ~8, so the second
 rank competed for a core): efficiency 64% (3258 -> 4174 tokens/s); step time at 2 ranks:
-25 MB buckets 245 ms, 1 MB 319 ms, 0.05 MB 350 ms, fp16 hook 255 ms, PowerSGD 279 ms. The 90%
-goal needs two otherwise idle cores; rerun it on a quiet machine.
+25 MB buckets 245 ms, 1 MB 319 ms, 0.05 MB 350 ms, fp16 hook 255 ms, PowerSGD 279 ms. A second
+run at load ~3: 50% (5041 -> 5044 tokens/s; 203/206/203/210/221 ms). The 90% goal needs two
+otherwise idle cores; it is not met on this shared VM. Rerun it on a quiet machine.
 """
 
 from __future__ import annotations
