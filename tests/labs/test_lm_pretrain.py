@@ -1,6 +1,5 @@
 """labs/lm_pretrain.py and labs/common/tiny_llama.py: the model, the data, DCP checkpoints that
-reshard (saved by 2 FSDP2 ranks, loaded by 1), DDP weights identical on every rank, DeepSpeed's
-printed skip on CPU. Subprocesses run the lab as a pod would, each bounded by TIMEOUT."""
+reshard (saved by 2 FSDP2 ranks, loaded by 1), DeepSpeed's printed skip on CPU. Subprocesses run the lab as a pod would, each bounded by TIMEOUT."""
 
 from __future__ import annotations
 
@@ -116,11 +115,5 @@ def test_fsdp_checkpoint_from_2_ranks_resumes_exactly_in_1_process(tmp_path):
     assert fsdp_memory < 0.6 * result["memory_per_rank"]["total"]
 
 
-@pytest.mark.timeout(200)
-def test_ddp_two_ranks_end_with_identical_weights_with_fp16_hook_and_accumulation(tmp_path):
-    out = tmp_path / "ddp"
-    args = ("--steps=10", "--comm-hook=fp16", "--grad-accum-steps=2", "--bucket-cap-mb=0.1")
-    result = run_lab(f"--out-dir={out}", *args, nproc=2)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    digests = json.loads((out / "result.json").read_text())["weights_digests"]
-    assert len(digests) == 2 and digests[0] == digests[1]
+# DDP with the fp16 hook and gradient accumulation ending with identical weights on both ranks is
+# asserted by notebook 03's exercise (it runs in CI), so it is not repeated here.
