@@ -82,6 +82,7 @@ from labs.common.distributed import (
     cleanup,
     dist_info_from_env,
     init_distributed,
+    wrap_ddp,
 )
 from labs.common.faults import EXIT_NONFINITE, Watchdog, nan_hook
 from labs.common.metrics import (
@@ -155,6 +156,11 @@ class TrainConfig:
     )
     # -- model -------------------------------------------------------------------------------------
     width: int = param(64, "channels of the first stage (then 2x, 4x): compute grows ~width^2")
+    # -- communication (DDP; see labs/common/distributed.wrap_ddp) ----------------------------------
+    bucket_cap_mb: float = param(25.0, "MB per DDP gradient all-reduce bucket (PyTorch default 25)")
+    comm_hook: Literal["none", "fp16", "bf16", "powersgd"] = param(
+        "none", "compress gradients before the all-reduce (bf16 needs NCCL)"
+    )
     # -- system ------------------------------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda"] = param("auto", "auto = cuda when available, else cpu")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = param(
@@ -212,6 +218,8 @@ class TrainConfig:
                 raise ConfigError(name, f"must be >= 0 (got {getattr(self, name)})")
         if not self.lr > 0:
             raise ConfigError("lr", f"must be > 0 (got {self.lr})")
+        if not self.bucket_cap_mb > 0:
+            raise ConfigError("bucket_cap_mb", f"must be > 0 (got {self.bucket_cap_mb})")
         for name in ("warmup_fraction", "label_smoothing", "ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(name, f"must be in [0, 1) (got {getattr(self, name)})")
@@ -234,8 +242,8 @@ SMOKE: dict[str, Any] = dict(
 # Fields that may change between a run and its resume without changing the result.
 RUNTIME_FIELDS = (
     "out_dir data_dir prepare max_steps num_workers num_threads log_every checkpoint_every "
-    "keep_checkpoints smoke device on_nonfinite watchdog_s inject_nan_at_step inject_hang_at_step "
-    "inject_slow_checkpoint_s"
+    "keep_checkpoints smoke device bucket_cap_mb comm_hook on_nonfinite watchdog_s "
+    "inject_nan_at_step inject_hang_at_step inject_slow_checkpoint_s"
 ).split()
 
 
@@ -631,8 +639,12 @@ def _train(
     metrics = MetricsLog(out / "metrics.jsonl", enabled=dist.is_main)
     net = model
     if dist.is_distributed:
-        net = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+        net = wrap_ddp(
+            model,
+            device,
+            bucket_cap_mb=cfg.bucket_cap_mb,
+            comm_hook=cfg.comm_hook,
+            log=log,
         )
 
     global_batch = cfg.batch_size * cfg.grad_accum_steps * dist.world_size

@@ -4,6 +4,8 @@ Every label key, annotation, environment variable and status the helpers use is 
 what it means in Kubernetes terms, so the rest of the code (and the learner) has one place to look.
 """
 
+import re
+
 # --- Versions -------------------------------------------------------------------------------------
 # The Kubernetes minor the built-in schemas are checked against (kubernetes-validate ships one JSON
 # schema set per minor). Pinned so a validation result never changes under the learner's feet.
@@ -35,6 +37,8 @@ ENV_RANK = "RANK"
 ENV_WORLD_SIZE = "WORLD_SIZE"
 ENV_MASTER_ADDR = "MASTER_ADDR"
 ENV_MASTER_PORT = "MASTER_PORT"
+# torchrun's per-worker log prefix as labs/launch.sh configures it ("[rank3]:step 5/60 ...").
+WORKER_RANK_PREFIX = re.compile(r"^\[rank(\d+)\]:")
 
 # --- Job phases (one vocabulary for every backend) ------------------------------------------------
 # Pending: created, no container started yet (scheduling, image pull, Kueue admission, local start).
@@ -70,6 +74,8 @@ KIND_ORDER = [
     "WorkloadPriorityClass",
     "Queue",
     "PodGroup",
+    "ClusterTrainingRuntime",
+    "TrainingRuntime",
     "PodMonitor",
     "ServiceMonitor",
     "PrometheusRule",
@@ -110,6 +116,8 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "JobSet": ("jobsets", True),
     "PyTorchJob": ("pytorchjobs", True),
     "TrainJob": ("trainjobs", True),
+    "TrainingRuntime": ("trainingruntimes", True),
+    "ClusterTrainingRuntime": ("clustertrainingruntimes", False),
 }
 
 # Kinds whose pods the helpers follow (logs, status, wait).

@@ -171,6 +171,54 @@ def pod_spec(job: Manifest) -> Manifest:
     return job.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})
 
 
+def pod_templates(obj: Manifest) -> list[Manifest]:
+    """Every pod spec of a workload: Job (one), JobSet (one per replicated Job), PyTorchJob (one per
+    replica type). A TrainJob has none of its own (its runtime holds them): []."""
+    kind, spec = obj.get("kind"), obj.setdefault("spec", {})
+    if kind == "Job":
+        return [pod_spec(obj)]
+    if kind == "JobSet":
+        return [
+            r["template"]["spec"]["template"].setdefault("spec", {})
+            for r in spec.get("replicatedJobs") or []
+        ]
+    if kind == "PyTorchJob":
+        return [
+            r["template"].setdefault("spec", {})
+            for r in (spec.get("pytorchReplicaSpecs") or {}).values()
+        ]
+    return []
+
+
+def trainers(objects: list[Manifest]) -> list[Manifest]:
+    """The trainer container of every pod template of the workload; for a TrainJob its `trainer`
+    block (image, command, args, env and resources per node live there)."""
+    obj = workload(objects)
+    if obj.get("kind") == "TrainJob":
+        return [obj.setdefault("spec", {}).setdefault("trainer", {})]
+    return [trainer_container(spec) for spec in pod_templates(obj)]
+
+
+def _resources_of(container: Manifest) -> Manifest:
+    # A TrainJob's trainer block calls it resourcesPerNode; a container calls it resources.
+    key = (
+        "resourcesPerNode"
+        if "numNodes" in container or "resourcesPerNode" in container
+        else "resources"
+    )
+    return container.setdefault(key, {})
+
+
+def _set_env(container: Manifest, key: str, value: str) -> None:
+    env = container.setdefault("env", [])
+    existing = next((e for e in env if e.get("name") == key), None)
+    if existing is None:
+        env.append({"name": key, "value": value})
+    else:
+        existing.clear()
+        existing.update({"name": key, "value": value})
+
+
 def trainer_container(spec: Manifest) -> Manifest:
     """The container named "trainer", else the first container."""
     containers = spec.get("containers") or []
@@ -271,11 +319,15 @@ class Image(Option):
         )
 
     def apply(self, objects: list[Manifest]) -> None:
-        spec = pod_spec(workload(objects))
-        old = trainer_container(spec).get("image")
-        for container in all_containers(spec):
-            if container is trainer_container(spec) or container.get("image") == old:
-                container["image"] = self.value
+        obj = workload(objects)
+        if obj.get("kind") == "TrainJob":
+            trainers(objects)[0]["image"] = self.value
+            return
+        for spec in pod_templates(obj):
+            old = trainer_container(spec).get("image")
+            for container in all_containers(spec):
+                if container is trainer_container(spec) or container.get("image") == old:
+                    container["image"] = self.value
 
 
 @dataclass(frozen=True)
@@ -293,7 +345,8 @@ class Command(Option):
         )
 
     def apply(self, objects: list[Manifest]) -> None:
-        trainer_container(pod_spec(workload(objects)))["command"] = list(self.value)
+        for trainer in trainers(objects):
+            trainer["command"] = list(self.value)
 
 
 @dataclass(frozen=True)
@@ -309,7 +362,8 @@ class Args(Option):
         )
 
     def apply(self, objects: list[Manifest]) -> None:
-        trainer_container(pod_spec(workload(objects)))["args"] = list(self.value)
+        for trainer in trainers(objects):
+            trainer["args"] = list(self.value)
 
 
 @dataclass(frozen=True)
@@ -327,8 +381,8 @@ class ExtraArgs(Option):
         )
 
     def apply(self, objects: list[Manifest]) -> None:
-        container = trainer_container(pod_spec(workload(objects)))
-        container["args"] = list(container.get("args") or []) + list(self.value)
+        for container in trainers(objects):
+            container["args"] = list(container.get("args") or []) + list(self.value)
 
 
 @dataclass(frozen=True)
@@ -352,15 +406,15 @@ class Env(Option):
             )
 
     def apply(self, objects: list[Manifest]) -> None:
-        for container in all_containers(pod_spec(workload(objects))):
-            env = container.setdefault("env", [])
+        obj = workload(objects)
+        targets = (
+            trainers(objects)
+            if obj.get("kind") == "TrainJob"
+            else [c for spec in pod_templates(obj) for c in all_containers(spec)]
+        )
+        for container in targets:
             for key, val in self.value:
-                existing = next((e for e in env if e.get("name") == key), None)
-                if existing is None:
-                    env.append({"name": key, "value": val})
-                else:
-                    existing.clear()
-                    existing.update({"name": key, "value": val})
+                _set_env(container, key, val)
 
 
 def _positive_int(value: Any, field: str, minimum: int = 1) -> None:
@@ -373,7 +427,8 @@ def _positive_int(value: Any, field: str, minimum: int = 1) -> None:
 
 @dataclass(frozen=True)
 class Nodes(Option):
-    """How many pods ("nodes") run the job. More than one makes the Job Indexed (rank = index)."""
+    """How many pods ("nodes") run the job: Job completions (Indexed, rank = index), JobSet Job
+    completions, PyTorchJob 1 Master + N-1 Workers, TrainJob numNodes; NNODES env follows."""
 
     value: int
     field = "nodes"
@@ -382,13 +437,35 @@ class Nodes(Option):
         _positive_int(self.value, "nodes")
 
     def apply(self, objects: list[Manifest]) -> None:
-        job = workload(objects)
-        pod_spec(job)
-        spec = job["spec"]
-        spec["completions"] = self.value
-        spec["parallelism"] = self.value
-        if self.value > 1:
-            spec["completionMode"] = "Indexed"
+        obj = workload(objects)
+        kind, spec = obj.get("kind"), obj.setdefault("spec", {})
+        if kind == "TrainJob":
+            spec.setdefault("trainer", {})["numNodes"] = self.value
+            return
+        if kind == "PyTorchJob":
+            replicas = spec.get("pytorchReplicaSpecs") or {}
+            if "Worker" not in replicas and self.value > 1:
+                raise OptionError(
+                    "nodes", "the PyTorchJob has no Worker replica spec to scale", object_id(obj)
+                )
+            if "Worker" in replicas:
+                replicas["Worker"]["replicas"] = self.value - 1  # the Master is node 0
+            return
+        jobs = (
+            [spec]
+            if kind == "Job"
+            else [r["template"]["spec"] for r in spec.get("replicatedJobs") or []]
+        )
+        if kind == "Job":
+            pod_spec(obj)
+        for job_spec in jobs[:1]:  # the JobSet's first replicated Job holds the workers
+            job_spec["completions"] = self.value
+            job_spec["parallelism"] = self.value
+            if self.value > 1:
+                job_spec["completionMode"] = "Indexed"
+        for trainer in trainers(objects):
+            if any(e.get("name") == "NNODES" for e in trainer.get("env") or []):
+                _set_env(trainer, "NNODES", str(self.value))
 
 
 @dataclass(frozen=True)
@@ -402,22 +479,29 @@ class ProcsPerNode(Option):
         _positive_int(self.value, "procs_per_node")
 
     def apply(self, objects: list[Manifest]) -> None:
-        container = trainer_container(pod_spec(workload(objects)))
-        env = container.get("env") or []
-        entry = next((e for e in env if e.get("name") == "NPROC_PER_NODE"), None)
-        if entry is None:
+        obj = workload(objects)
+        if obj.get("kind") == "TrainJob":
+            trainers(objects)[0]["numProcPerNode"] = self.value
+            return
+        if obj.get("kind") == "PyTorchJob":
+            obj["spec"]["nprocPerNode"] = str(self.value)  # the operator's field (a string)
+        containers = trainers(objects)
+        if obj.get("kind") != "PyTorchJob" and not all(
+            any(e.get("name") == "NPROC_PER_NODE" for e in c.get("env") or []) for c in containers
+        ):
             raise OptionError(
                 "procs_per_node",
                 "does not apply: the trainer container does not launch with torchrun "
                 "(it has no NPROC_PER_NODE variable); this lesson runs one process per pod",
-                object_id(workload(objects)),
+                object_id(obj),
             )
-        entry.clear()
-        entry.update({"name": "NPROC_PER_NODE", "value": str(self.value)})
+        for container in containers:
+            if any(e.get("name") == "NPROC_PER_NODE" for e in container.get("env") or []):
+                _set_env(container, "NPROC_PER_NODE", str(self.value))
 
 
-def _resources(objects: list[Manifest]) -> Manifest:
-    return trainer_container(pod_spec(workload(objects))).setdefault("resources", {})
+def _all_resources(objects: list[Manifest]) -> list[Manifest]:
+    return [_resources_of(trainer) for trainer in trainers(objects)]
 
 
 @dataclass(frozen=True)
@@ -431,12 +515,12 @@ class Gpus(Option):
         _positive_int(self.value, "gpus", minimum=0)
 
     def apply(self, objects: list[Manifest]) -> None:
-        resources = _resources(objects)
-        for section in ("requests", "limits"):
-            if self.value == 0:
-                (resources.get(section) or {}).pop(C.GPU_RESOURCE, None)
-            else:
-                resources.setdefault(section, {})[C.GPU_RESOURCE] = self.value
+        for resources in _all_resources(objects):
+            for section in ("requests", "limits"):
+                if self.value == 0:
+                    (resources.get(section) or {}).pop(C.GPU_RESOURCE, None)
+                else:
+                    resources.setdefault(section, {})[C.GPU_RESOURCE] = self.value
 
 
 @dataclass(frozen=True)
@@ -454,9 +538,9 @@ class Cpu(Option):
         )
 
     def apply(self, objects: list[Manifest]) -> None:
-        resources = _resources(objects)
-        resources.setdefault("requests", {})["cpu"] = self.value
-        resources.setdefault("limits", {})["cpu"] = self.value
+        for resources in _all_resources(objects):
+            resources.setdefault("requests", {})["cpu"] = self.value
+            resources.setdefault("limits", {})["cpu"] = self.value
 
 
 @dataclass(frozen=True)
@@ -474,9 +558,9 @@ class Memory(Option):
         )
 
     def apply(self, objects: list[Manifest]) -> None:
-        resources = _resources(objects)
-        resources.setdefault("requests", {})["memory"] = self.value
-        resources.setdefault("limits", {})["memory"] = self.value
+        for resources in _all_resources(objects):
+            resources.setdefault("requests", {})["memory"] = self.value
+            resources.setdefault("limits", {})["memory"] = self.value
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,14 @@ def pod_specs(obj: Manifest) -> Iterator[tuple[str, Manifest]]:
     elif kind == "PyTorchJob":
         for role, replica in (spec.get("pytorchReplicaSpecs") or {}).items():
             yield f"spec.pytorchReplicaSpecs.{role}.template.spec", template_spec(replica)
+    elif kind in ("TrainingRuntime", "ClusterTrainingRuntime"):  # a JobSet template inside
+        jobset = template_spec(spec)
+        for i, rjob in enumerate(jobset.get("replicatedJobs") or []):
+            inner = (rjob.get("template") or {}).get("spec") or {}
+            yield (
+                f"spec.template.spec.replicatedJobs[{i}].template.spec.template.spec",
+                template_spec(inner),
+            )
     elif isinstance(spec.get("template"), dict) and "spec" in spec["template"]:
         # batch/v1 Job, Deployment, StatefulSet, DaemonSet, ReplicaSet.
         yield "spec.template.spec", template_spec(spec)
@@ -220,6 +228,24 @@ def _rbac_findings(obj: Manifest, bad) -> None:
                 bad(f"subjects[{i}].name", f"group {subject['name']!r} includes everybody")
 
 
+def _trainjob_findings(obj: Manifest, bad) -> None:
+    """A TrainJob's pods come from its runtime (checked there); its trainer block is checked here."""
+    trainer = (obj.get("spec") or {}).get("trainer") or {}
+    if "image" in trainer and not image_pinned(trainer["image"]):
+        bad(
+            "spec.trainer.image",
+            f"image {trainer['image']!r} is not pinned: use a version tag or digest",
+        )
+    resources = trainer.get("resourcesPerNode") or {}
+    for section in ("requests", "limits"):
+        for resource in ("cpu", "memory"):
+            if resource not in (resources.get(section) or {}):
+                bad(
+                    f"spec.trainer.resourcesPerNode.{section}.{resource}",
+                    f"{section}.{resource} is not set (the scheduler and quotas need it)",
+                )
+
+
 def policy_findings(obj: Manifest) -> list[Finding]:
     """The course policy for one object (see the module docstring); empty when it complies."""
     oid, out = object_id(obj), []
@@ -229,6 +255,8 @@ def policy_findings(obj: Manifest) -> list[Finding]:
 
     if obj.get("kind") == "Secret":
         _secret_findings(obj, bad)
+    if obj.get("kind") == "TrainJob":
+        _trainjob_findings(obj, bad)
     _rbac_findings(obj, bad)
     for base, spec in pod_specs(obj):
         _pod_findings(base, spec, bad)

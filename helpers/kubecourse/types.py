@@ -76,6 +76,17 @@ class LogLine:
     index: int | None
     text: str
 
+    @property
+    def rank(self) -> int | None:
+        """The global rank of the torchrun worker that printed the line (labs/launch.sh makes
+        torchrun prefix worker lines with "[rankN]:"), else None."""
+        match = C.WORKER_RANK_PREFIX.match(self.text)
+        return int(match.group(1)) if match else None
+
     def prefixed(self) -> str:
+        rank = self.rank
+        if rank is not None:  # several processes per pod: name the node (pod index) and the rank
+            node = f"node {self.index}" if self.index is not None else self.pod
+            return f"[{node} rank {rank}] {C.WORKER_RANK_PREFIX.sub('', self.text, count=1)}"
         tag = f"rank {self.index}" if self.index is not None else self.pod
         return f"[{tag}] {self.text}"

@@ -10,7 +10,14 @@ semantics that matter to training are modelled (see docs/design.md for what is n
   * `backoffLimit` retries failed pods (new pod name, same index), `podFailurePolicy` exit-code and
     DisruptionTarget rules, `activeDeadlineSeconds` kills the whole job (DeadlineExceeded);
   * stopping sends SIGTERM to the whole process group, then SIGKILL after the grace period;
-  * `preempt()` (DisruptionTarget + SIGTERM + grace) and `kill()` (a crash) disrupt a running pod.
+  * `preempt()` (DisruptionTarget + SIGTERM + grace) and `kill()` (a crash) disrupt a running pod;
+    `worker_pids()` finds the torchrun workers inside a pod, to crash one of them alone;
+  * cluster DNS and pod networking, for multi-node jobs: every pod is 127.0.0.1, so a pod host name
+    under a headless Service submitted with the job (`<pod>.<service>[.<ns>.svc.cluster.local]`,
+    the pods' `subdomain`) is rewritten to 127.0.0.1 in args and env. A pod has its own network
+    namespace, loopback does not: each Service port is mapped to a free local port per job (in
+    `host:port` values and in env variables named *PORT* that equal the Service port), so two
+    jobs that both rendezvous on port 29500 in the cluster do not collide here.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -53,7 +61,7 @@ _PASSTHROUGH_ENV = (
     "HF_HUB_OFFLINE",
 )
 _VAR_REF = re.compile(r"\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)|\$\$")
-_STEP_LINE = re.compile(r"^step (\d+)/(\d+)\b")
+_STEP_LINE = re.compile(r"^(?:\[rank\d+\]:)?step (\d+)/(\d+)\b")
 _FIELD_LABEL = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
 
 
@@ -108,6 +116,9 @@ class _Job:
     completion_time: float | None = None
     stopping: bool = False
     thread: threading.Thread | None = None
+    # Cluster DNS and ports as seen from this job's pods (see the module docstring).
+    host_pattern: re.Pattern | None = None
+    ports: dict[int, int] = field(default_factory=dict)
 
 
 class LocalBackend(Backend):
@@ -167,6 +178,7 @@ class LocalBackend(Backend):
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True)
             job = _Job(copy.deepcopy(job_manifest), name, namespace, run_dir, secrets.token_hex(8))
+            job.host_pattern, job.ports = self._cluster_network(objects, namespace)
             self._jobs[(namespace, name)] = job
             job.thread = threading.Thread(
                 target=self._run_job, args=(job,), name=f"local-job-{name}", daemon=True
@@ -349,6 +361,30 @@ class LocalBackend(Backend):
     def get_objects(self, objects: list[Manifest]) -> list[Manifest | None]:
         with self._changed:
             return [copy.deepcopy(self._objects.get(self._object_key(o))) for o in objects]
+
+    def worker_pids(
+        self, name: str, namespace: str = "default", *, index: int | None = None
+    ) -> dict[int, int]:
+        """{global rank: pid} of the torchrun workers running in a pod (Linux: read from /proc).
+
+        A pod's process is the torchrun agent (labs/launch.sh execs it); its children are the
+        workers, each with RANK in its environment. Killing one of them (not the pod) is a worker
+        crash that torchrun's elastic agent answers by restarting the worker group."""
+        with self._changed:
+            job = self._get(name, namespace)
+            roots = [
+                p.pid
+                for pod in job.pods
+                if pod.phase == C.RUNNING and index in (None, pod.index)
+                for p in pod.processes
+            ]
+        found: dict[int, int] = {}
+        for root in roots:
+            for pid in _children(root):
+                rank = _environ(pid).get(C.ENV_RANK)
+                if rank is not None and rank.isdigit():
+                    found[int(rank)] = pid
+        return dict(sorted(found.items()))
 
     # Where the local "cluster" keeps things (shown by the notebooks).
     def pvc_dir(self, claim: str, namespace: str = "default") -> Path:
@@ -699,9 +735,51 @@ class LocalBackend(Backend):
                 "read the image's ENTRYPOINT, so the manifest must spell it out"
             )
         argv = self._local_program(command) + args
-        argv = [self._map_path(a, mounts) for a in argv]
-        env = {k: self._map_path(v, mounts) for k, v in env.items()}
+        argv = [self._map_network(job, self._map_path(a, mounts)) for a in argv]
+        env = {k: self._map_network(job, self._map_path(v, mounts), k) for k, v in env.items()}
+        # The image's `python`/`torchrun` are this environment's, also for scripts that call them.
+        bin_dir = str(Path(self.python).parent)
+        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
         return argv, env
+
+    @staticmethod
+    def _cluster_network(
+        objects: list[Manifest], namespace: str
+    ) -> tuple[re.Pattern | None, dict[int, int]]:
+        """Host names that cluster DNS would give pods of this job, and a free port per Service
+        port. Only headless Services (clusterIP: None) name pods; each pod here is 127.0.0.1."""
+        services = [
+            o
+            for o in objects
+            if o.get("kind") == "Service" and (o.get("spec") or {}).get("clusterIP") == "None"
+        ]
+        if not services:
+            return None, {}
+        names = "|".join(re.escape(s["metadata"]["name"]) for s in services)
+        ns = re.escape(namespace)
+        pattern = re.compile(
+            rf"\b[a-z0-9]([-a-z0-9]*[a-z0-9])?\.(?:{names})(?:\.{ns}(?:\.svc(?:\.cluster\.local)?)?)?\b"
+        )
+        ports = {}
+        for service in services:
+            for port in (service.get("spec") or {}).get("ports") or []:
+                ports.setdefault(int(port["port"]), _free_port())
+        return pattern, ports
+
+    @staticmethod
+    def _map_network(job: _Job, value: str, env_name: str = "") -> str:
+        if job.host_pattern is None:
+            return value
+        if "PORT" in env_name and value.isdigit() and int(value) in job.ports:
+            return str(job.ports[int(value)])
+        mapped = job.host_pattern.sub("127.0.0.1", value)
+        if mapped != value:
+            mapped = re.sub(
+                r"127\.0\.0\.1:(\d+)",
+                lambda m: f"127.0.0.1:{job.ports.get(int(m.group(1)), int(m.group(1)))}",
+                mapped,
+            )
+        return mapped
 
     def _local_program(self, command: list[str]) -> list[str]:
         """The image's `python` / `torchrun` are this environment's interpreter and launcher."""
@@ -852,6 +930,33 @@ class LocalBackend(Backend):
             job.start_time,
             job.completion_time,
         )
+
+
+def _free_port() -> int:
+    """A TCP port nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    """Direct child processes of `pid` (Linux /proc; empty elsewhere or when it has gone)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs}
 
 
 class _ConfigError(Exception):

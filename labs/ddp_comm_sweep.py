@@ -1,0 +1,143 @@
+"""Measure DDP step time for several communication settings in ONE torchrun launch.
+
+Each setting (bucket size in MB, compression hook) wraps the same TinyLlama in a fresh
+DistributedDataParallel, runs `--warmup` untimed steps and `--steps` timed ones on the same
+per-rank batch, and rank 0 appends {bucket_cap_mb, comm_hook, step_ms, tokens_per_s} to the JSON
+file `OUT_DIR/sweep.json`. One launch for all settings, so process start-up (seconds per process) is paid once.
+With one process (no torchrun) it times plain training: the baseline of weak scaling.
+
+    torchrun --standalone --nproc-per-node=2 -m labs.ddp_comm_sweep --out-dir runs/sweep \
+        --settings 25:none,1:none,25:fp16,25:powersgd
+    python -m labs.ddp_comm_sweep --out-dir runs/sweep-1 --settings 25:none
+
+Settings a device cannot run (bf16 on CPU) are recorded with their skip reason instead of a time.
+Measured numbers: see benchmarks/bench_ddp_scaling.py and notebook 05.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from labs.common.data import write_bytes_atomic
+from labs.common.distributed import (
+    cleanup,
+    comm_hook_skip_reason,
+    dist_info_from_env,
+    exit_process,
+    init_distributed,
+    wrap_ddp,
+)
+from labs.common.tiny_llama import LlamaConfig, TinyLlama
+
+
+def parse_settings(text: str) -> list[tuple[float, str]]:
+    """ "25:none,1:fp16" -> [(25.0, "none"), (1.0, "fp16")]."""
+    out = []
+    for item in text.split(","):
+        bucket, _, hook = item.partition(":")
+        out.append((float(bucket), hook or "none"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out-dir", required=True, help="rank 0 writes the timings to OUT_DIR/sweep.json"
+    )
+    parser.add_argument(
+        "--settings",
+        default="25:none,1:none,25:fp16,25:powersgd",
+        help="comma-separated bucket_cap_mb:comm_hook pairs",
+    )
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per setting")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="untimed steps per setting (PowerSGD starts at step 2)",
+    )
+    parser.add_argument("--dim", type=int, default=128, help="model width")
+    parser.add_argument("--n-layers", type=int, default=4, help="transformer blocks")
+    parser.add_argument("--batch-size", type=int, default=8, help="sequences per rank per step")
+    parser.add_argument("--seq-len", type=int, default=64, help="tokens per sequence")
+    args = parser.parse_args(argv)
+
+    info = dist_info_from_env()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    device = torch.device("cpu")
+    init_distributed(info, device)
+    results = []
+    try:
+        cfg = LlamaConfig(
+            dim=args.dim, n_layers=args.n_layers, n_heads=4, n_kv_heads=2, max_seq_len=args.seq_len
+        )
+        gen = torch.Generator().manual_seed(info.rank)
+        x = torch.randint(0, 256, (args.batch_size, args.seq_len + 1), generator=gen)
+        for bucket_cap_mb, hook in parse_settings(args.settings):
+            reason = comm_hook_skip_reason(hook, device)
+            if reason:
+                results.append(
+                    {"bucket_cap_mb": bucket_cap_mb, "comm_hook": hook, "skipped": reason}
+                )
+                continue
+            torch.manual_seed(0)
+            model = TinyLlama(cfg)
+            net = (
+                wrap_ddp(
+                    model,
+                    device,
+                    bucket_cap_mb=bucket_cap_mb,
+                    comm_hook=hook,
+                    log=lambda *a, **k: None,
+                )
+                if info.is_distributed
+                else model
+            )
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            times = []
+            for step in range(args.warmup + args.steps):
+                start = time.perf_counter()
+                loss = F.cross_entropy(net(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if step >= args.warmup:
+                    times.append(time.perf_counter() - start)
+            times.sort()
+            step_s = times[len(times) // 2]  # median: robust to a noisy neighbour on a shared CPU
+            tokens = args.batch_size * args.seq_len * info.world_size
+            results.append(
+                {
+                    "bucket_cap_mb": bucket_cap_mb,
+                    "comm_hook": hook,
+                    "step_ms": round(step_s * 1000, 2),
+                    "tokens_per_s": round(tokens / step_s, 1),
+                    "world_size": info.world_size,
+                }
+            )
+            if info.is_main:
+                print(
+                    f"sweep bucket_cap_mb {bucket_cap_mb} comm_hook {hook} step_ms {step_s * 1000:.1f}",
+                    flush=True,
+                )
+    finally:
+        cleanup(info)
+    if info.is_main:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(
+            Path(args.out_dir) / "sweep.json", json.dumps(results, indent=2).encode()
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    exit_process(main())
