@@ -55,7 +55,6 @@ import copy
 import math
 import os
 import random
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -73,17 +72,17 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from labs.common import checkpoint as ckpt
 from labs.common import data
-from labs.common.config import ConfigError, config_diff, param, parse_config
+from labs.common.config import ConfigError, config_diff, param
 from labs.common.distributed import (
     DistInfo,
     all_reduce,
     barrier,
     broadcast_object,
     cleanup,
-    dist_info_from_env,
     init_distributed,
     wrap_ddp,
 )
+from labs.common.entry import EXIT_OK, EXIT_SIGTERM, StopFlag, run_main
 from labs.common.faults import EXIT_NONFINITE, Watchdog, nan_hook
 from labs.common.metrics import (
     MetricsLog,
@@ -92,10 +91,6 @@ from labs.common.metrics import (
     truncate_metrics,
     write_json_atomic,
 )
-
-EXIT_OK = 0
-EXIT_CONFIG = 2  # stable: the Job's podFailurePolicy maps it to FailJob (retrying cannot help)
-EXIT_SIGTERM = 143  # 128 + SIGTERM, what a shell reports for a process killed by SIGTERM
 
 
 @dataclass
@@ -509,19 +504,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class StopFlag:
-    """Set by SIGTERM (Kubernetes preemption / eviction); the loop checks it after each step."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-
-
 # ------------------------------------------------------------------------------------------------
 # The training run.
 
@@ -922,20 +904,14 @@ def _train(
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (0, 2 or 143)."""
-    try:
-        cfg = parse_config(
-            TrainConfig,
-            argv,
-            presets={"smoke": SMOKE},
-            prog="python -m labs.cifar10",
-            description=__doc__,
-        )
-        stop = StopFlag()
-        stop.install()
-        return train(cfg, dist_info_from_env(), stop)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return EXIT_CONFIG
+    return run_main(
+        TrainConfig,
+        train,
+        argv,
+        prog="python -m labs.cifar10",
+        description=__doc__,
+        presets={"smoke": SMOKE},
+    )
 
 
 if __name__ == "__main__":

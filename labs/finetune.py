@@ -62,7 +62,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -77,21 +76,18 @@ from torch.nn.parallel import DistributedDataParallel
 
 from labs.common import checkpoint as ckpt
 from labs.common import instructions
-from labs.common.config import ConfigError, config_diff, param, parse_config
+from labs.common.config import ConfigError, config_diff, param
 from labs.common.distributed import (
     DistInfo,
     all_reduce,
     barrier,
     broadcast_object,
     cleanup,
-    dist_info_from_env,
     init_distributed,
 )
+from labs.common.entry import EXIT_OK, EXIT_SIGTERM, StopFlag, run_main
 from labs.common.metrics import MetricsLog, truncate_metrics, write_json_atomic
 
-EXIT_OK = 0
-EXIT_CONFIG = 2
-EXIT_SIGTERM = 143
 LLAMA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
@@ -570,19 +566,6 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-class StopFlag:
-    """Set by SIGTERM (preemption, eviction); the loop checks it after each step."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-
-
 def train(cfg: FinetuneConfig, dist: DistInfo, stop: StopFlag) -> int:
     """Run (or resume) fine-tuning; returns the process exit code."""
     log = print if dist.is_main else (lambda *a, **k: None)
@@ -916,20 +899,14 @@ def check_adapter(
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (0, 2 or 143)."""
-    try:
-        cfg = parse_config(
-            FinetuneConfig,
-            argv,
-            presets={"smoke": SMOKE},
-            prog="python -m labs.finetune",
-            description=__doc__,
-        )
-        stop = StopFlag()
-        stop.install()
-        return train(cfg, dist_info_from_env(), stop)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return EXIT_CONFIG
+    return run_main(
+        FinetuneConfig,
+        train,
+        argv,
+        prog="python -m labs.finetune",
+        description=__doc__,
+        presets={"smoke": SMOKE},
+    )
 
 
 if __name__ == "__main__":

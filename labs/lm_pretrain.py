@@ -58,9 +58,6 @@ import json
 import math
 import os
 import shutil
-import signal
-import sys
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -72,25 +69,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from labs.common.config import ConfigError, param, parse_config
+from labs.common.config import ConfigError, param
 from labs.common.data import fsync_dir
 from labs.common.distributed import (
     DistInfo,
     all_reduce,
     barrier,
     cleanup,
-    dist_info_from_env,
     exit_process,
     init_distributed,
     sync_context,
     wrap_ddp,
 )
+from labs.common.entry import EXIT_CONFIG, EXIT_OK, EXIT_SIGTERM, StopFlag, run_main
 from labs.common.metrics import MetricsLog, truncate_metrics, write_json_atomic
 from labs.common.tiny_llama import LlamaConfig, TinyLlama, count_parameters
 
-EXIT_OK = 0
-EXIT_CONFIG = 2
-EXIT_SIGTERM = 143
 COMPLETE_MARKER = "COMPLETE"
 
 
@@ -401,42 +395,6 @@ def load_dcp(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> 
 # The run.
 
 
-class StopFlag:
-    """SIGTERM (preemption, or torchrun stopping its workers): the loop checks `requested` after
-    every step, checkpoints and exits 143, and calls `acknowledge()` when it starts to.
-
-    A Python signal handler alone runs only when the main thread returns to Python, so a worker
-    blocked in C++ (joining a process group, or in a collective whose peer died) would ignore
-    SIGTERM until torchrun's SIGKILL 30 s later, and the other nodes would time out waiting for it
-    meanwhile. `signal.set_wakeup_fd` makes the C-level handler also write the signal number to a
-    pipe, which a watcher thread reads at once: if the loop does not acknowledge within `ack_s`
-    seconds, the watcher ends the process with 143 itself.
-    """
-
-    def __init__(self, ack_s: float = 10.0) -> None:
-        self.requested = False
-        self.ack_s = ack_s
-        self._acknowledged = threading.Event()
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "requested", True))
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(write_fd, False)
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        threading.Thread(target=self._watch, args=(read_fd,), name="sigterm", daemon=True).start()
-
-    def acknowledge(self) -> None:
-        self._acknowledged.set()
-
-    def _watch(self, read_fd: int) -> None:
-        while signal.SIGTERM not in os.read(read_fd, 64):
-            pass  # another signal (SIGINT, SIGCHLD...): not ours
-        self.requested = True
-        if not self._acknowledged.wait(self.ack_s):
-            print(f"SIGTERM: the training loop did not stop within {self.ack_s:.0f} s", flush=True)
-            exit_process(EXIT_SIGTERM)
-
-
 def train(cfg: LMConfig, info: DistInfo, stop: StopFlag) -> int:
     """Run (or resume) training; returns the exit code."""
     log = print if info.is_main else (lambda *a, **k: None)
@@ -702,20 +660,15 @@ def train_deepspeed(cfg: LMConfig, info: DistInfo, device: torch.device, log: An
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (0, 2 or 143)."""
-    try:
-        cfg = parse_config(
-            LMConfig,
-            argv,
-            presets={"smoke": SMOKE},
-            prog="python -m labs.lm_pretrain",
-            description=__doc__,
-        )
-        stop = StopFlag()
-        stop.install()
-        return train(cfg, dist_info_from_env(), stop)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return EXIT_CONFIG
+    return run_main(
+        LMConfig,
+        train,
+        argv,
+        prog="python -m labs.lm_pretrain",
+        description=__doc__,
+        presets={"smoke": SMOKE},
+        stop=StopFlag(ack_s=10.0),
+    )
 
 
 if __name__ == "__main__":
