@@ -80,6 +80,7 @@ from labs.common.distributed import (
     broadcast_object,
     cleanup,
     init_distributed,
+    pick_device,
     wrap_ddp,
 )
 from labs.common.entry import EXIT_OK, EXIT_SIGTERM, StopFlag, run_main
@@ -446,12 +447,7 @@ def evaluate(
 
 def resolve_runtime(cfg: TrainConfig, dist: DistInfo) -> tuple[torch.device, torch.dtype | None]:
     """Device and autocast dtype from the config (ConfigError when CUDA is asked for but absent)."""
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("device", "cuda requested but torch.cuda.is_available() is False")
-        device = torch.device("cuda", dist.local_rank)
-    else:
-        device = torch.device("cpu")
+    device = pick_device(cfg.device, dist)
     if device.type != "cuda" and cfg.precision in ("bf16", "fp16") and dist.rank == 0:
         print(
             f"precision: {cfg.precision} autocast skipped: it needs a CUDA GPU; training in fp32 on CPU",

@@ -84,6 +84,7 @@ from labs.common.distributed import (
     broadcast_object,
     cleanup,
     init_distributed,
+    pick_device,
 )
 from labs.common.entry import EXIT_OK, EXIT_SIGTERM, StopFlag, run_main
 from labs.common.metrics import MetricsLog, truncate_metrics, write_json_atomic
@@ -463,12 +464,7 @@ def micro_batch_indices(
 
 def resolve_device(cfg: FinetuneConfig, dist: DistInfo) -> tuple[torch.device, torch.dtype]:
     """(device, compute dtype); ConfigError when CUDA is asked for but absent."""
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("device", "cuda requested but torch.cuda.is_available() is False")
-        device = torch.device("cuda", dist.local_rank)
-    else:
-        device = torch.device("cpu")
+    device = pick_device(cfg.device, dist)
     if device.type != "cuda":
         if cfg.compute_dtype in ("bf16", "fp16") and dist.is_main:
             print(

@@ -78,6 +78,7 @@ from labs.common.distributed import (
     cleanup,
     exit_process,
     init_distributed,
+    pick_device,
     sync_context,
     wrap_ddp,
 )
@@ -230,13 +231,12 @@ def lr_at(step: int, cfg: LMConfig) -> float:
 
 def resolve_device(cfg: LMConfig, info: DistInfo) -> tuple[torch.device, bool]:
     """(device, use_bf16). bf16 only on CUDA; on CPU the reason is printed when it was asked for."""
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("device", "cuda requested but torch.cuda.is_available() is False")
-        return torch.device("cuda", info.local_rank), cfg.precision in ("auto", "bf16")
+    device = pick_device(cfg.device, info)
+    if device.type == "cuda":
+        return device, cfg.precision in ("auto", "bf16")
     if cfg.precision == "bf16" and info.is_main:
         print("precision: bf16 skipped: it needs a CUDA GPU; training in fp32 on CPU", flush=True)
-    return torch.device("cpu"), False
+    return device, False
 
 
 def deepspeed_skip_reason(device: torch.device) -> str | None:

@@ -22,6 +22,8 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 
+from labs.common.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -50,6 +52,16 @@ def dist_info_from_env(env: dict[str, str] | None = None) -> DistInfo:
     return DistInfo(
         rank=int(env["RANK"]), local_rank=int(env.get("LOCAL_RANK", "0")), world_size=world
     )
+
+
+def pick_device(requested: str, info: DistInfo) -> torch.device:
+    """This rank's device for `--device auto|cuda|cpu`: its local GPU when CUDA is asked for (or
+    `auto` finds one), else the CPU. Asking for CUDA without one is a config error (exit 2)."""
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("device", "cuda requested but torch.cuda.is_available() is False")
+        return torch.device("cuda", info.local_rank)
+    return torch.device("cpu")
 
 
 def init_distributed(info: DistInfo, device: torch.device) -> None:
