@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help setup course test bench lab lint format notebooks clean
+.PHONY: help setup course test bench lab lint format notebooks clean student
 
 help:  ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ lint: setup  ## ruff lint + format check (Python and notebooks)
 
 notebooks: setup  ## regenerate notebooks/*.ipynb (no outputs) from their jupytext .py sources
 	$(PY) -m kubecourse.course --sync
+
+student: setup  ## student notebooks -> build/student/ (every solution replaced by a stub, checks kept)
+	$(PY) -m kubecourse.student --out build/student
 
 clean:  ## remove build outputs and local job state (keeps .venv)
 	rm -rf build .course

@@ -50,7 +50,7 @@ from labs import lm_pretrain as lm
 from labs.common.config import parse_config
 
 ROOT = repo_root()
-OUT = ROOT / "build" / "lesson05"
+OUT = ROOT / "build" / "lessons" / "05"
 shutil.rmtree(OUT, ignore_errors=True)
 size = ["--smoke"] if SMOKE else []
 common = [*size, f"--steps={STEPS}", f"--device={DEVICE}", "--num-threads=1"]
@@ -206,24 +206,56 @@ plt.show()
 # On CPU with gloo the differences are small and noisy: the gradients are tiny and the "network" is
 # loopback. On GPUs across nodes, gradients are gigabytes per step and the inter-node network is
 # the bottleneck; there fp16/bf16 compression halves the bytes and PowerSGD can cut them by 10-100x.
-#
+
+# %% [markdown]
+# ## 5. Assert the outcome
+# FSDP2 holds well under DDP's bytes per rank (with shards that still cover the whole model), the
+# resharded checkpoint loaded bit-exactly, and every communication setting was timed.
+
+# %%
+assert memory["FSDP2"]["total"] < 0.6 * memory["DDP"]["total"], memory
+assert memory["FSDP2"]["params"] * NPROC >= memory["DDP"]["params"]  # shards cover the model
+assert meta["loaded_digest"] == meta["weights_digest"]
+assert len(measured) >= 4 and all(t["step_ms"] > 0 for t in measured)
+record_outcome(
+    "05_fsdp_deepspeed",
+    figures={"memory": fig_mem, "comm": fig_comm},
+    ddp_bytes_per_rank=memory["DDP"]["total"],
+    fsdp_bytes_per_rank=memory["FSDP2"]["total"],
+    dcp_reshard_equal=meta["loaded_digest"] == meta["weights_digest"],
+    deepspeed=reason or "ran",
+    step_ms={f"{t['bucket_cap_mb']:g}MB/{t['comm_hook']}": t["step_ms"] for t in measured},
+)
+
+# %% [markdown]
 # ## Exercise: predict FSDP's memory per rank
-# Write a function that predicts FSDP2's bytes per rank (parameters + gradients + optimizer state)
-# from DDP's per-rank total and the number of ranks, assuming everything is sharded evenly. The
-# check compares it with what was measured above. (A solution is filled in.)
+# Write a function that predicts the bytes one rank holds for parameters, gradients and optimizer
+# state when a model of `n_params` fp32 parameters is trained with AdamW and everything is sharded
+# evenly over `world_size` ranks (section 1 says what AdamW keeps per parameter). The check compares
+# it with both measurements above: FSDP2 on `NPROC` ranks, and DDP, which is the same as one rank
+# holding everything. (A solution is filled in: change it and re-run the check.)
 
 
 # %%
-def fsdp_bytes_per_rank(ddp_total_bytes: int, world_size: int) -> float:
-    return ddp_total_bytes / world_size  # YOUR CODE
+def fsdp_bytes_per_rank(n_params: int, world_size: int) -> float:
+    # BEGIN SOLUTION
+    bytes_per_param = 4 + 4 + 2 * 4  # fp32 weight, its gradient, AdamW's two moments
+    return n_params * bytes_per_param / world_size
+    # END SOLUTION
 
 
 # %%
-predicted = fsdp_bytes_per_rank(memory["DDP"]["total"], NPROC)
-measured_fsdp = memory["FSDP2"]["total"]
-print(f"predicted {predicted:,.0f} bytes, measured {measured_fsdp:,d} bytes")
-assert abs(predicted - measured_fsdp) / measured_fsdp < 0.05
-print("check passed: sharding divides parameters, gradients and optimizer state by the ranks")
+from kubecourse.exercises import require
+
+n_params = int(re.search(r"\bparams=(\d+)", "\n".join(ddp.log)).group(1))  # the lab's start line
+require(
+    "05-fsdp-memory",
+    fsdp_bytes_per_rank,
+    n_params=n_params,
+    world_size=NPROC,
+    fsdp_measured=memory["FSDP2"]["total"],
+    ddp_measured=memory["DDP"]["total"],
+)
 
 # %% [markdown]
 # ## On a real cluster
@@ -242,18 +274,3 @@ print("check passed: sharding divides parameters, gradients and optimizer state 
 
 # %%
 shutil.rmtree(OUT, ignore_errors=True)
-record_outcome(
-    "05_fsdp_deepspeed",
-    figures={"memory": fig_mem, "comm": fig_comm},
-    ddp_bytes_per_rank=memory["DDP"]["total"],
-    fsdp_bytes_per_rank=memory["FSDP2"]["total"],
-    dcp_reshard_equal=meta["loaded_digest"] == meta["weights_digest"],
-    deepspeed=reason or "ran",
-    step_ms={f"{t['bucket_cap_mb']:g}MB/{t['comm_hook']}": t["step_ms"] for t in measured},
-)
-
-# %%
-assert memory["FSDP2"]["total"] < 0.6 * memory["DDP"]["total"], memory
-assert memory["FSDP2"]["params"] * NPROC >= memory["DDP"]["params"]  # shards cover the model
-assert meta["loaded_digest"] == meta["weights_digest"]
-assert len(measured) >= 4 and all(t["step_ms"] > 0 for t in measured)

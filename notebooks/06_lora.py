@@ -33,8 +33,10 @@ BACKEND = "local"  # "local" (processes on this machine) or "kubernetes" ($KUBEC
 NAMESPACE = "default"
 JOB_NAME = "finetune-lora-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
-MODEL_ID = ""  # "" = tiny offline model; e.g. "Qwen/Qwen2.5-0.5B-Instruct" on a GPU machine
+MODEL_ID = ""  # empty: the tiny offline model; on a GPU machine e.g. Qwen/Qwen2.5-0.5B-Instruct
 METHOD = "lora"  # "lora" or "qlora" (notebook 07)
+LORA_R = 8  # LoRA rank: the adapter's trainable parameters grow linearly with it
+STEPS = 0  # optimizer steps; 0: the lab's preset (smoke 50, full 300)
 TIMEOUT_S = 600
 
 # %%
@@ -104,6 +106,11 @@ if SMOKE:
         "--no-save-merged",  # lesson 07 compresses a merged model; this one only checks the merge
     ]
     options["deadline_s"] = TIMEOUT_S
+run_flags = [f"--lora-r={LORA_R}"] + ([f"--steps={STEPS}"] if STEPS else [])
+if SMOKE:
+    options["args"] += run_flags
+else:
+    options["extra_args"] = run_flags  # after the manifest's --steps=300: the last flag wins
 base = load_lesson("03")
 objects = render("03", **options)
 diff_view(base, objects)
@@ -178,7 +185,7 @@ if BACKEND == "local":
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (answer tokens)")
     ax.legend()
-    ax.set_title(f"LoRA r=8 on {result['model']}")
+    ax.set_title(f"LoRA r={LORA_R} on {result['model']}")
     print("adapter files:", result["adapter_files"], f"{result['adapter_bytes']:,} bytes")
     for s in result["samples"]:
         print(
@@ -217,32 +224,31 @@ record_outcome(
 # %% [markdown]
 # ## Exercise: predict the number of trainable parameters
 # LoRA with rank r on a linear layer `in -> out` adds `r * (in + out)` parameters. The lab adapts
-# `q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj` in every decoder layer. From the
-# model's `config.json` (hidden size, intermediate size, heads, key/value heads, layers), compute the
-# total the lab reported in its `finetune:` line. (A solution is filled in: change it and re-run.)
+# `q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj` in every decoder layer. Write
+# `lora_params(config, r)` from a model's `config.json` fields (`hidden_size`, `intermediate_size`,
+# `num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`: with grouped-query attention
+# the k and v projections are narrower than q). The check compares it with peft's count for public
+# models. (A solution is filled in: change it and re-run the check.)
+
 
 # %%
-r = 8
-if BACKEND == "local" and not MODEL_ID:
-    model_dir = next(
-        (client.backend.pvc_dir("model-cache", NAMESPACE) / "tiny").glob("tiny-llama-*")
-    )
-    config = json.loads((model_dir / "config.json").read_text())
-    h, inter, layers = (
-        config["hidden_size"],
-        config["intermediate_size"],
-        config["num_hidden_layers"],
-    )
+def lora_params(config: dict, r: int) -> int:
+    # BEGIN SOLUTION
+    h, inter = config["hidden_size"], config["intermediate_size"]
     kv = h // config["num_attention_heads"] * config["num_key_value_heads"]  # k/v output width
-    per_layer = r * (
-        (h + h) + (h + kv) + (h + kv) + (h + h) + 2 * (h + inter) + (inter + h)
-    )  # YOUR CODE
-    predicted = layers * per_layer
-    reported = int(header.split("trainable=")[1].split()[0])
-    assert predicted == reported, f"predicted {predicted}, the lab reported {reported}"
-    print(f"check passed: {layers} layers x {per_layer} = {predicted} trainable parameters")
-else:
-    print("exercise check skipped: it reads the tiny model's config from the local model cache")
+    attention = (h + h) + (h + kv) + (h + kv) + (h + h)  # q, k, v, o
+    mlp = (h + inter) + (h + inter) + (inter + h)  # gate, up, down
+    return config["num_hidden_layers"] * r * (attention + mlp)
+    # END SOLUTION
+
+
+# %%
+from kubecourse.exercises import require
+
+require("06-lora-params", lora_params)
+llama_7b = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+            "num_attention_heads": 32, "num_key_value_heads": 32}  # fmt: skip
+print(f"Llama-2-7B at r={LORA_R}: {lora_params(llama_7b, LORA_R):,} trainable parameters")
 
 # %% [markdown]
 # ## On a real cluster

@@ -207,46 +207,10 @@ plt.show()
 # add scheduling, image pull and data staging.
 
 # %% [markdown]
-# ## Exercise: the cheapest offer that fits the budget
-# Set `choice` to the name of the offer whose **spot** estimate for `plan` is the cheapest among
-# those that pass `budget_guard` with `BUDGET`. (A solution is filled in.)
-
-# %%
-choice = min(offers, key=lambda name: estimate(plan, offers[name], spot=True).cost)  # YOUR CODE
-
-# %%
-fits = {n: estimate(plan, offers[n], spot=True) for n in offers}
-fits = {n: e for n, e in fits.items() if e.cost <= BUDGET}
-assert choice in fits, f"{choice} does not fit the budget {BUDGET}"
-assert fits[choice].cost == min(e.cost for e in fits.values()), "there is a cheaper offer that fits"
-print(f"check passed: {choice} costs {fits[choice].cost:.2f} on spot")
-
-# %% [markdown]
-# ## On a real cluster
-# * Spot node pools: `cloud.google.com/gke-spot=true`, `eks.amazonaws.com/capacityType=SPOT` or
-#   `kubernetes.azure.com/scalesetpriority=spot` node labels; a Kueue ResourceFlavor per pool lets
-#   Kueue try spot first and fall back to on-demand (`flavorFungibility`).
-# * The node's reclaim notice becomes a graceful pod termination: the pod gets `DisruptionTarget`
-#   and SIGTERM, exactly what `preempt()` did here; make `terminationGracePeriodSeconds` longer
-#   than one step plus one checkpoint write (spot notices are 30 s to 2 minutes).
-# * Measure `C` (checkpoint write time) from the lab's log and `R` (restart) from the Job's events,
-#   then rerun the model with your numbers.
-#
-# ```bash
-# kubectl apply -f manifests/04-production/jobs/pvc.yaml -f manifests/04-production/jobs/job-ha.yaml
-# kubectl delete pod -n ml-team-a -l batch.kubernetes.io/job-name=cifar10-ha   # a graceful "reclaim"
-# kubectl logs -n ml-team-a -l batch.kubernetes.io/job-name=cifar10-ha -c trainer | grep resumed
-# kubectl get job cifar10-ha -n ml-team-a -o jsonpath='{.status.failed}'      # 0: ignored
-# ```
-#
-# ## Clean up
-# The experiment deleted its job; the checkpoint folder stays on the local "PVC" like a real one.
-
-# %%
-client.close()
-
-# %% [markdown]
-# ## Outcome
+# ## 7. Assert the outcome
+# The model: spot is cheaper and checkpoints more often, the Daly interval is the cheapest on the
+# curve, the guard refused on-demand. The experiment: SIGTERM lost nothing, each SIGKILL at most
+# one interval.
 
 # %%
 sigkill_lost = experiment.lost("SIGKILL")
@@ -275,3 +239,50 @@ assert [d.kind for d in experiment.disruptions] == disruptions, experiment.table
 assert sigterm_lost and all(lost == 0 for lost in sigterm_lost), sigterm_lost
 assert sigkill_lost and all(0 <= lost <= CHECKPOINT_EVERY for lost in sigkill_lost), sigkill_lost
 assert math.isclose(experiment.predicted_lost("SIGKILL"), CHECKPOINT_EVERY / 2)
+
+# %% [markdown]
+# ## Exercise: the fastest offer that fits the budget
+# Write `fastest_within(offers, plan, budget)`: the name of the offer whose **spot** run of `plan`
+# finishes first (`estimate(...).wall_h`) among those whose spot estimate costs at most `budget`,
+# or `None` when none fits. The check tries this lesson's budget, one nothing fits, and one
+# everything fits. (A solution is filled in: change it and re-run the check.)
+
+
+# %%
+def fastest_within(offers: dict, plan: RunPlan, budget: float) -> str | None:
+    # BEGIN SOLUTION
+    spot_runs = {name: estimate(plan, offer, spot=True) for name, offer in offers.items()}
+    affordable = {name: e for name, e in spot_runs.items() if e.cost <= budget}
+    return min(affordable, key=lambda name: affordable[name].wall_h) if affordable else None
+    # END SOLUTION
+
+
+# %%
+from kubecourse.exercises import require
+
+require("09-fastest-in-budget", fastest_within, offers=offers, plan=plan, budget=BUDGET)
+print(f"within {BUDGET:.0f}: {fastest_within(offers, plan, BUDGET)}")
+
+# %% [markdown]
+# ## On a real cluster
+# * Spot node pools: `cloud.google.com/gke-spot=true`, `eks.amazonaws.com/capacityType=SPOT` or
+#   `kubernetes.azure.com/scalesetpriority=spot` node labels; a Kueue ResourceFlavor per pool lets
+#   Kueue try spot first and fall back to on-demand (`flavorFungibility`).
+# * The node's reclaim notice becomes a graceful pod termination: the pod gets `DisruptionTarget`
+#   and SIGTERM, exactly what `preempt()` did here; make `terminationGracePeriodSeconds` longer
+#   than one step plus one checkpoint write (spot notices are 30 s to 2 minutes).
+# * Measure `C` (checkpoint write time) from the lab's log and `R` (restart) from the Job's events,
+#   then rerun the model with your numbers.
+#
+# ```bash
+# kubectl apply -f manifests/04-production/jobs/pvc.yaml -f manifests/04-production/jobs/job-ha.yaml
+# kubectl delete pod -n ml-team-a -l batch.kubernetes.io/job-name=cifar10-ha   # a graceful "reclaim"
+# kubectl logs -n ml-team-a -l batch.kubernetes.io/job-name=cifar10-ha -c trainer | grep resumed
+# kubectl get job cifar10-ha -n ml-team-a -o jsonpath='{.status.failed}'      # 0: ignored
+# ```
+#
+# ## Clean up
+# The experiment deleted its job; the checkpoint folder stays on the local "PVC" like a real one.
+
+# %%
+client.close()

@@ -32,7 +32,7 @@ BACKEND = "local"  # "local": processes + a local Prometheus scraping them (on a
 NAMESPACE = "default"
 JOB_NAME = "cifar10-monitored-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
-NAN_AT_STEP = 12  # inject a NaN loss at this optimizer step (0 = no fault): fires an alert
+NAN_AT_STEP = 12  # inject a NaN loss at this optimizer step (0: no fault); fires an alert
 TIMEOUT_S = 600
 
 # %%
@@ -202,19 +202,28 @@ record_outcome(
 )
 
 # %% [markdown]
-# ## Exercise: count the steps from the histogram
-# A Prometheus histogram is three series: `_bucket{le=...}`, `_sum` and `_count`. Write a PromQL
-# query that returns how many optimizer steps the trainer timed, using only the step-time histogram
-# (and looking back over the run, as above). (A solution is filled in: change it and re-run the check.)
+# ## Exercise: the mean step time from the histogram
+# A Prometheus histogram is three series: `_bucket{le=...}` (how many observations were at most
+# `le`), `_sum` (their total) and `_count` (how many). The median above came from the buckets.
+# Write a PromQL query for the **mean** optimizer step time over the run (look back over the run
+# with `*_over_time(...[5m])`, as above). The check evaluates it on this Prometheus.
+# (A solution is filled in: change it and re-run the check.)
 
 # %%
-my_query = "max_over_time(kubecourse_train_step_seconds_count[5m])"  # YOUR CODE
+# BEGIN SOLUTION
+my_query = (
+    "max_over_time(kubecourse_train_step_seconds_sum[5m])"
+    " / max_over_time(kubecourse_train_step_seconds_count[5m])"
+)
+# END SOLUTION
 
 # %%
-mine = prom.value(my_query)
-assert "kubecourse_train_step_seconds" in my_query, "use the step-time histogram"
-assert mine == answers["last step seen"], f"{mine} != {answers['last step seen']} steps"
-print(f"check passed: the histogram counted {mine:.0f} steps")
+from kubecourse.exercises import require
+
+require("10-mean-step", my_query, evaluate=prom.value)
+print(
+    f"mean step time {prom.value(my_query):.4f} s (median {answers['median step time (s)']:.4f} s)"
+)
 
 # %% [markdown]
 # ## On a real cluster

@@ -15,7 +15,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,9 @@ def execute(
     """Execute one notebook with papermill (kernel: this interpreter) into out_dir; returns the copy."""
     import papermill
 
+    from .provenance import provenance
+
+    socket_dir = tempfile.mkdtemp(prefix="kubecourse-kernel-")  # short: socket paths are limited
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / notebook_path.name
     previous = os.environ.get(OUTCOME_DIR_ENV)
@@ -143,13 +148,52 @@ def execute(
             cwd=str(notebook_path.parent),
             execution_timeout=cell_timeout_s,
             progress_bar=False,
+            kernel_manager_class=_ipc_kernel_manager(socket_dir),
         )
     finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        if target.exists():  # a failed run is stamped too: it is the one somebody will debug
+            _stamp(target, provenance(kubernetes_server=_cluster_version()))
         if previous is None:
             os.environ.pop(OUTCOME_DIR_ENV, None)
         else:
             os.environ[OUTCOME_DIR_ENV] = previous
     return target
+
+
+def _stamp(notebook_path: Path, record: dict[str, Any]) -> None:
+    """Write the provenance record into an executed notebook's metadata.kubecourse.provenance."""
+    import nbformat
+
+    notebook = nbformat.read(notebook_path, as_version=4)
+    notebook.metadata.setdefault("kubecourse", {})["provenance"] = record
+    nbformat.write(notebook, notebook_path)
+
+
+_CLUSTER_VERSION: list[str | None] = []
+
+
+def _cluster_version() -> str | None:
+    """The Kubernetes server version when a cluster answers (asked once per process)."""
+    if not _CLUSTER_VERSION:
+        from .env import cluster_info
+
+        _CLUSTER_VERSION.append(cluster_info(timeout_s=3.0).get("server"))
+    return _CLUSTER_VERSION[0]
+
+
+def _ipc_kernel_manager(socket_dir: str):
+    """A kernel manager on IPC sockets in `socket_dir`: no unencrypted TCP ports (and no
+    "Kernel is running over TCP" warning for every notebook)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", str(Path(socket_dir) / "k"))
+            super().__init__(**kwargs)
+
+    return IPCKernelManager
 
 
 def _kernel_name() -> str:
@@ -209,9 +253,15 @@ def run_course(out_dir: Path, only: str | None = None) -> Path:
     figures = [f for o in outcomes.values() for f in o.get("figures", [])]
     if figures:
         lines += ["", "## Plots", ""] + [f"![{f}](outcomes/{f})" for f in figures]
+    from .provenance import provenance
+
+    record = provenance(kubernetes_server=_cluster_version())
+    lines += ["", "## Provenance", "", "```json", json.dumps(record, indent=1), "```"]
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     (out_dir / "summary.json").write_text(
-        json.dumps({"notebooks": rows, "outcomes": outcomes}, indent=2, default=str)
+        json.dumps(
+            {"notebooks": rows, "outcomes": outcomes, "provenance": record}, indent=2, default=str
+        )
     )
     print(f"summary: {out_dir / 'summary.md'}")
     if failures:

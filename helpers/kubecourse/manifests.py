@@ -385,6 +385,36 @@ class ExtraArgs(Option):
             container["args"] = list(container.get("args") or []) + list(self.value)
 
 
+# Flags that fix how long a lab trains; the labs' --smoke preset sets them, but an explicit flag in
+# a manifest wins over a preset, so `smoke=True` removes them.
+SMOKE_OVERRIDDEN_FLAGS = ("--epochs", "--steps", "--checkpoint-every", "--lr")
+
+
+@dataclass(frozen=True)
+class Smoke(Option):
+    """smoke=True: the lab's --smoke preset really applies (the manifest's run-length flags go)."""
+
+    value: bool
+    field = "smoke"
+
+    def check(self) -> None:
+        _require(isinstance(self.value, bool), "smoke", "smoke must be true or false")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        if not self.value:
+            return
+        for container in trainers(objects):
+            args, kept, skip = list(container.get("args") or []), [], False
+            for arg in args:
+                if skip:
+                    skip = False
+                elif arg.split("=")[0] in SMOKE_OVERRIDDEN_FLAGS:
+                    skip = "=" not in arg  # `--epochs 30`: drop the value too
+                else:
+                    kept.append(arg)
+            container["args"] = kept + ([] if "--smoke" in kept else ["--smoke"])
+
+
 @dataclass(frozen=True)
 class Env(Option):
     """Set environment variables in every container (init containers too, so $(VAR) args agree)."""
@@ -677,6 +707,7 @@ _SCALAR_OPTIONS = {
     "priority": Priority,
     "deadline_s": Deadline,
     "backoff_limit": BackoffLimit,
+    "smoke": Smoke,
 }
 OPTION_NAMES = sorted([*_LIST_OPTIONS, *_MAP_OPTIONS, *_SCALAR_OPTIONS])
 
