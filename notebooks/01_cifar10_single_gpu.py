@@ -153,7 +153,88 @@ print("\n".join(line for line in second.log if "resumed" in line or line.startsw
 resumed = second.result
 
 # %% [markdown]
-# ## 4. Assert the outcome
+# ## 4. The input pipeline, measured
+# A GPU that waits for data is an idle GPU. The tutorial pipeline decodes, crops, flips and
+# normalises **one image at a time** in a `Dataset.__getitem__`, then the `DataLoader` collates
+# them; the lab keeps the whole data set as one uint8 tensor and augments **whole batches** with
+# tensor ops (`labs/common/data.py`: `EpochBatches`, `flip_crop`, `normalize`). Below, both on
+# this CPU, with and without background workers (`num_workers`, each a process; `prefetch_factor`
+# batches queued per worker). `pin_memory=True` (page-locked host memory, so the copy to the GPU
+# can run asynchronously with `non_blocking=True`) needs a GPU; the cell says when it skipped it.
+# On a GPU node the same measurement decides how many CPU cores a GPU needs (lesson 05).
+
+# %%
+import time
+
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from labs.common.data import EpochBatches, flip_crop, normalize
+
+N, BATCH = (1024, 128) if SMOKE else (8192, 256)
+images = torch.randint(0, 256, (N, 3, 32, 32), dtype=torch.uint8)
+labels = torch.randint(0, 10, (N,))
+mean, std = torch.tensor([125.3, 123.0, 113.9]), torch.tensor([63.0, 62.1, 66.7])
+
+
+class PerSample(Dataset):
+    """The tutorial way: every image augmented on its own."""
+
+    def __len__(self):
+        return N
+
+    def __getitem__(self, i):
+        img = F.pad(images[i].float(), (4, 4, 4, 4))
+        y, x = torch.randint(0, 9, (2,))
+        img = img[:, y : y + 32, x : x + 32]
+        if torch.rand(()) < 0.5:
+            img = img.flip(2)
+        return (img - mean.view(3, 1, 1)) / std.view(3, 1, 1), labels[i]
+
+
+def images_per_s(loader, batched: bool) -> float:
+    gen = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    seen = 0
+    for batch in loader:
+        x = normalize(flip_crop(batch[0], gen), mean, std) if batched else batch[0]
+        assert x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32), (x.dtype, x.shape)
+        seen += x.shape[0]
+    delivered[loader] = seen
+    return seen / (time.perf_counter() - start)
+
+
+delivered = {}
+threads = torch.get_num_threads()
+torch.set_num_threads(1)  # one core each, like a pipeline sharing a node with the trainer
+
+
+pipelines = {
+    "per-sample, 0 workers": lambda: DataLoader(PerSample(), batch_size=BATCH, shuffle=True),
+    "per-sample, 2 workers": lambda: DataLoader(
+        PerSample(), batch_size=BATCH, shuffle=True, num_workers=2, prefetch_factor=2
+    ),
+    "batched (the lab), 0 workers": lambda: DataLoader(
+        EpochBatches(images, labels, torch.randperm(N), BATCH), batch_size=None
+    ),
+}
+loading = {name: images_per_s(make(), "batched" in name) for name, make in pipelines.items()}
+torch.set_num_threads(threads)
+for name, rate in loading.items():
+    print(f"{name:30s} {rate:10,.0f} images/s")
+speedup = loading["batched (the lab), 0 workers"] / loading["per-sample, 0 workers"]
+print(
+    f"batched / per-sample: x{speedup:.1f} (benchmarks/bench_cifar_throughput.py measures it idle)"
+)
+if torch.cuda.is_available():
+    pinned = DataLoader(PerSample(), batch_size=BATCH, pin_memory=True, num_workers=2)
+    print(f"{'per-sample, 2 workers, pinned':30s} {images_per_s(pinned, False):10,.0f} images/s")
+else:
+    print("pin_memory skipped: no CUDA device here (it speeds up host-to-GPU copies only)")
+
+# %% [markdown]
+# ## 5. Assert the outcome
 # * accuracy far above chance (10 classes: 0.10);
 # * the training loss fell;
 # * the interrupted-and-resumed run ends *exactly* where the uninterrupted one did (same batches,
@@ -167,6 +248,7 @@ assert train_losses[-1] < train_losses[0] * 0.8, (
 )
 assert first.returncode == 0 and second.returncode == 0
 assert resumed["resumed_from_step"] == half, resumed
+assert sorted(delivered.values()) == [N // BATCH * BATCH, N, N], delivered  # every image, once
 assert resumed["test_acc"] == result["test_acc"] and resumed["test_loss"] == result["test_loss"], (
     resumed,
     result,
@@ -180,6 +262,7 @@ record_outcome(
     images_per_s=result["images_per_s"],
     resume_equal=True,
     device=result["device"],
+    loading_images_per_s={k: round(v) for k, v in loading.items()},
 )
 
 # %% [markdown]

@@ -194,7 +194,49 @@ if BACKEND == "local":
 figure
 
 # %% [markdown]
-# ## 5. Assert the outcome
+# ## 5. May we train on it, and who can read the result?
+# Fine-tuning copies what the data and the base model allow into the adapter. Before a run, check
+# each input's **card** (`docs/cards/*.yaml`): its licence (a permissive SPDX licence, or terms a
+# person has read), where it came from, whether it holds personal data (and on what legal basis),
+# and what it is for. A model trained on a non-commercial data set cannot be shipped under a
+# permissive licence. `kubecourse.compliance.check_card` does those checks; it flags, a person
+# decides (it is not legal advice).
+#
+# Then protect the weights: they are the product. Outputs go to a PVC (never the image: anyone who
+# can pull it has them; never a hostPath: any pod on the node reads it), the namespace's RBAC
+# decides who may create pods that mount that PVC (lesson 08's learner Role has no `pods/exec`,
+# no Secrets), the hub token comes from a Secret by reference, and the storage class encrypts at
+# rest (for example `encrypted: "true"` on AWS EBS, customer-managed keys on GKE; Secrets in etcd
+# need the API server's `EncryptionConfiguration`).
+
+# %%
+import copy
+
+from kubecourse.compliance import check_card, load_cards, weights_exposure
+
+cards = load_cards()
+for name, card in cards.items():
+    findings = check_card(card, cards)
+    print(
+        f"{card['kind']:8s} {name:36s} {card['license']:32s} {'ok' if not findings else findings}"
+    )
+scraped = {"name": "forum-scrape", "kind": "dataset", "license": "CC-BY-NC-4.0", "source": "a forum",
+           "personal_data": "personal", "intended_use": "chat tuning"}  # fmt: skip
+shipped = {**cards["tiny-llama"], "name": "my-model", "derived_from": ["forum-scrape"]}
+risky_findings = check_card(shipped, {**cards, "forum-scrape": scraped}) + check_card(scraped)
+print("\na model trained on a scraped, non-commercial data set:", *risky_findings, sep="\n  ")
+exposure = weights_exposure(objects)
+leaky = copy.deepcopy(objects)
+for volume in next(o for o in leaky if o["kind"] == "Job")["spec"]["template"]["spec"]["volumes"]:
+    if volume["name"] == "outputs":
+        volume.pop("persistentVolumeClaim", None)
+        volume["hostPath"] = {"path": "/var/tmp/outputs"}
+leaky_findings = weights_exposure(leaky, dockerfile="FROM x\nCOPY adapter_model.safetensors /m/\n")
+print("\nthis Job's weights exposure:", exposure or "none")
+print("a leaky variant:", *leaky_findings, sep="\n  ")
+
+# %% [markdown]
+# ## 6. Assert the outcome
 # * the Job succeeded;
 # * eval loss on *held-out* questions fell clearly (to below 60% of where it started);
 # * the adapter reloaded onto a fresh base gives identical outputs, and merging it into the weights
@@ -207,6 +249,8 @@ assert loss_after < 0.6 * loss_before, (
 )
 assert reload_diff <= 1e-6, f"reloaded adapter differs from the trained one by {reload_diff}"
 assert merge_diff <= 1e-3, f"merged model differs from adapter + base by {merge_diff}"
+assert not any(check_card(c, cards) for n, c in cards.items() if c["license"] == "Apache-2.0")
+assert len(risky_findings) >= 3 and exposure == [] and len(leaky_findings) >= 2, leaky_findings
 if result is not None:
     assert result["merge_ok"] and "adapter_model.safetensors" in result["adapter_files"], result
 record_outcome(

@@ -41,6 +41,7 @@ SEED = 0
 
 # %%
 import math
+import shutil
 
 import matplotlib.pyplot as plt
 
@@ -207,7 +208,65 @@ plt.show()
 # add scheduling, image pull and data staging.
 
 # %% [markdown]
-# ## 7. Assert the outcome
+# ## 7. Storage tiers, checkpoint backups and the cache hit rate
+# Where a checkpoint lives sets `C` (write time = size / bandwidth) and whether it survives: a local
+# NVMe is fast and dies with the node, a ReadWriteMany file system is shared by every node of the
+# job, an object store is slow to write but outlives everything. The usual answer is all three:
+# write the hot checkpoint fast, back every n-th up to the object store (content-addressed and
+# verified, so a torn copy is never trusted), keep data and images cached on the nodes. The tier
+# bandwidths below are assumptions (`kubecourse.storage.TIERS`): measure yours.
+#
+# Compression: weights are close to random numbers and barely compress; zeros (unused optimizer
+# state, padding) compress almost entirely. And every restart that misses the cache (image pull,
+# data download, model download) adds to `R`: the cache hit rate is money on spot.
+
+# %%
+import dataclasses
+import random
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+from kubecourse.cost import checkpoint_seconds
+from kubecourse.storage import TIERS, backup_checkpoint, restart_seconds
+
+CHECKPOINT_GB = 21  # a 1.3B-parameter model with AdamW: 16 bytes per parameter
+tier_cost = {}
+for name, tier in TIERS.items():
+    c = checkpoint_seconds(CHECKPOINT_GB, tier.write_gb_s)
+    tier_cost[name] = estimate(dataclasses.replace(plan, checkpoint_s=c), offer, spot=True)
+    print(f"{name:16s} C = {c:6.0f} s  shared={tier.shared!s:5s} survives node={tier.survives_node!s:5s}"
+          f"  spot cost {tier_cost[name].cost:9.2f}  ({tier.use})")  # fmt: skip
+
+rng = random.Random(SEED)
+count = 50_000
+weights_bytes = struct.pack(f"{count}f", *(rng.gauss(0, 0.02) for _ in range(count)))
+zeros_bytes = bytes(4 * count)
+compression = {
+    "weights": len(zlib.compress(weights_bytes, 6)) / len(weights_bytes),
+    "zeros": len(zlib.compress(zeros_bytes, 6)) / len(zeros_bytes),
+}
+print("compressed size / raw:", {k: round(v, 3) for k, v in compression.items()})
+
+scratch = Path(tempfile.mkdtemp(prefix="lesson09-"))
+checkpoint = scratch / "ckpt-step-00000030.pt"
+checkpoint.write_bytes(weights_bytes)
+backup = backup_checkpoint(checkpoint, scratch / "object-store")
+again = backup_checkpoint(checkpoint, scratch / "object-store")  # idempotent: same object
+print("backed up as", backup.name, "| second backup reused it:", again == backup)
+
+HIT_S, MISS_S = 60.0, RESTART_S + 600  # assumed: a miss adds an image pull and a data download
+hit_cost = {}
+for hit_rate in (0.5, 0.9, 0.99):
+    restart = restart_seconds(hit_rate=hit_rate, hit_s=HIT_S, miss_s=MISS_S)
+    hit_cost[hit_rate] = estimate(dataclasses.replace(plan, restart_s=restart), offer, spot=True)
+    print(
+        f"cache hit rate {hit_rate:4.0%}: R = {restart:5.0f} s, spot cost {hit_cost[hit_rate].cost:9.2f}"
+    )
+
+# %% [markdown]
+# ## 8. Assert the outcome
 # The model: spot is cheaper and checkpoints more often, the Daly interval is the cheapest on the
 # curve, the guard refused on-demand. The experiment: SIGTERM lost nothing, each SIGKILL at most
 # one interval.
@@ -239,6 +298,10 @@ assert [d.kind for d in experiment.disruptions] == disruptions, experiment.table
 assert sigterm_lost and all(lost == 0 for lost in sigterm_lost), sigterm_lost
 assert sigkill_lost and all(0 <= lost <= CHECKPOINT_EVERY for lost in sigkill_lost), sigkill_lost
 assert math.isclose(experiment.predicted_lost("SIGKILL"), CHECKPOINT_EVERY / 2)
+assert tier_cost["local NVMe"].cost < tier_cost["object store"].cost
+assert compression["weights"] > 0.8 and compression["zeros"] < 0.05, compression
+assert backup.read_bytes() == checkpoint.read_bytes() and again == backup
+assert hit_cost[0.99].cost < hit_cost[0.9].cost < hit_cost[0.5].cost
 
 # %% [markdown]
 # ## Exercise: the fastest offer that fits the budget
@@ -285,4 +348,5 @@ print(f"within {BUDGET:.0f}: {fastest_within(offers, plan, BUDGET)}")
 # The experiment deleted its job; the checkpoint folder stays on the local "PVC" like a real one.
 
 # %%
+shutil.rmtree(scratch, ignore_errors=True)
 client.close()
