@@ -1,7 +1,7 @@
 """`kubecourse` command line: the facade's verbs for a terminal.
 
 kubecourse env                                   # what notebook 00 checks
-kubecourse render 01 --set name=my-run --set gpus=0
+kubecourse render 01 --set name=my-run --set gpus=0   # manifest set 01: lesson 02's Job
 kubecourse validate 01                           # or a YAML file
 kubecourse submit 01 --set smoke=true --set env='{"DATASET":"synthetic"}' --follow
 kubecourse workshop up --learners 3              # table of what would be created (dry run)

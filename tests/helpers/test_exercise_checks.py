@@ -253,3 +253,19 @@ def test_10_mean_step_check():
         "max_over_time(kubecourse_train_last_step[5m])",
     ):
         assert check_exercise("10-mean-step", unsolved, evaluate=evaluate), unsolved
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(600)
+def test_a_student_notebook_runs_until_its_check_and_fails_there(tmp_path):
+    """End to end on the cheapest lesson: papermill runs student 00 and stops at its check."""
+    import nbformat
+
+    from kubecourse.course import execute
+
+    build(tmp_path)
+    with pytest.raises(Exception, match="00-threads: not yet"):
+        execute(tmp_path / "notebooks" / "00_setup.ipynb", tmp_path / "out", cell_timeout_s=300)
+    executed = nbformat.read(tmp_path / "out" / "00_setup.ipynb", as_version=4)
+    ran = [c for c in executed.cells if c.cell_type == "code" and c.get("execution_count")]
+    assert any("record_outcome(" in c.source for c in ran), "the lesson itself ran before the check"

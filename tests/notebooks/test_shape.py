@@ -49,7 +49,7 @@ def test_notebook_shape(source):
     assert len(recorded) == 1 and positions[0] < recorded[0] < positions[1], (
         "record_outcome belongs to the assert section, before the exercise"
     )
-    for kind, body in all_cells[positions[3] :]:
+    for _kind, body in all_cells[positions[3] :]:
         assert "record_outcome(" not in body
 
 
