@@ -434,6 +434,7 @@ def _check_gpu_slices(answer: Any, *, sharing: list[Manifest]) -> list[str]:
         (2, 8, "time-sliced-4"),
         (1, 8, "all-1g.10gb"),
         (3, 4, "mixed-train-dev"),
+        (1, 2, "mps-4"),
     ]
     for nodes, gpus, profile in cases:
         expected = capacity(sharing, nodes=nodes, gpus_per_node=gpus, profile=profile)

@@ -6,8 +6,8 @@ profiles and the MIG manager's partitions. From them:
     slices_per_gpu(sharing, "time-sliced-4")        # {"nvidia.com/gpu": 4}
     capacity(sharing, nodes=2, gpus_per_node=8, profile="all-1g.10gb")   # 112 one-slice pods
 
-MPS has no ConfigMap in the course (the device plugin's `sharing.mps` takes the same `replicas`
-list as time-slicing); ISOLATION says what each mode does and does not isolate.
+The device plugin's `sharing.mps` takes the same `replicas` list as time-slicing (profile
+`mps-4`); ISOLATION says what each mode does and does not isolate.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def profiles(sharing: list[Manifest]) -> dict[str, str]:
     """Every profile a node can select, with its mode: time-slicing, exclusive or MIG."""
     found = {}
     for name, text in _config_map(sharing, "device-plugin-config").items():
-        config = parse_yaml(text, name)[0]
-        found[name] = "time-slicing" if (config.get("sharing") or {}) else "exclusive"
+        shared = parse_yaml(text, name)[0].get("sharing") or {}
+        found[name] = "MPS" if "mps" in shared else "time-slicing" if shared else "exclusive"
     mig = parse_yaml(_config_map(sharing, "mig-parted-config")["config.yaml"], "mig")[0]
     for name, parts in mig["mig-configs"].items():
         enabled = any(p.get("mig-enabled") for p in parts)
@@ -66,7 +66,8 @@ def slices_per_gpu(sharing: list[Manifest], profile: str) -> dict[str, int]:
     plugin = _config_map(sharing, "device-plugin-config")
     if profile in plugin:
         config = parse_yaml(plugin[profile], profile)[0]
-        shared = (config.get("sharing") or {}).get("timeSlicing") or {}
+        modes = config.get("sharing") or {}
+        shared = modes.get("timeSlicing") or modes.get("mps") or {}
         return {r["name"]: int(r["replicas"]) for r in shared.get("resources") or []} or {
             "nvidia.com/gpu": 1
         }
