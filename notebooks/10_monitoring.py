@@ -202,17 +202,20 @@ record_outcome(
 )
 
 # %% [markdown]
-# ## Exercise: the mean step time from the histogram
-# A Prometheus histogram is three series: `_bucket{le=...}` (how many observations were at most
-# `le`), `_sum` (their total) and `_count` (how many). The median above came from the buckets.
-# Write a PromQL query for the **mean** optimizer step time over the run (look back over the run
-# with `*_over_time(...[5m])`, as above). The check evaluates it on this Prometheus.
+# ## Exercise: how many steps were slow?
+# A Prometheus histogram is three series: `_bucket{le="..."}` (how many observations were **at
+# most** `le` seconds: the buckets are cumulative), `_sum` and `_count`. Write a PromQL query for
+# the **fraction** of optimizer steps that took longer than `THRESHOLD` seconds (one of the
+# exporter's bucket bounds, written in the `le` label as `repr(float(THRESHOLD))`), looking back
+# over the run as above. The check evaluates it on this Prometheus.
 # (A solution is filled in: change it and re-run the check.)
 
 # %%
+STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)  # labs/common/metrics.py
+THRESHOLD = max([b for b in STEP_BUCKETS if b <= answers["median step time (s)"]] or [0.01])
 # BEGIN SOLUTION
 my_query = (
-    "max_over_time(kubecourse_train_step_seconds_sum[5m])"
+    f'1 - max_over_time(kubecourse_train_step_seconds_bucket{{le="{float(THRESHOLD)!r}"}}[5m])'
     " / max_over_time(kubecourse_train_step_seconds_count[5m])"
 )
 # END SOLUTION
@@ -220,10 +223,8 @@ my_query = (
 # %%
 from kubecourse.exercises import require
 
-require("10-mean-step", my_query, evaluate=prom.value)
-print(
-    f"mean step time {prom.value(my_query):.4f} s (median {answers['median step time (s)']:.4f} s)"
-)
+require("10-slow-steps", my_query, evaluate=prom.value, threshold=THRESHOLD)
+print(f"{prom.value(my_query):.0%} of the steps took longer than {THRESHOLD} s")
 
 # %% [markdown]
 # ## On a real cluster

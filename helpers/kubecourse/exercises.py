@@ -465,17 +465,25 @@ def _check_fastest_in_budget(answer: Any, *, offers: dict, plan: Any, budget: fl
     return []
 
 
-def _check_mean_step(answer: Any, *, evaluate: Callable[[str], float]) -> list[str]:
-    if not isinstance(answer, str):
-        return [f"expected a PromQL query string, got {answer!r}"]
+def _check_slow_steps(
+    answer: Any, *, evaluate: Callable[[str], float], threshold: float
+) -> list[str]:
+    """answer: PromQL for the fraction of optimizer steps slower than `threshold` seconds."""
+    if not isinstance(answer, str) or "kubecourse_train_step_seconds" not in answer:
+        return [f"expected a PromQL query over the step-time histogram, got {answer!r}"]
     h = "kubecourse_train_step_seconds"
-    reference = evaluate(f"max_over_time({h}_sum[5m]) / max_over_time({h}_count[5m])")
+    le = repr(float(threshold))  # how the exporter writes a bucket bound: 0.1, 1.0, 10.0
+    reference = evaluate(
+        f'1 - max_over_time({h}_bucket{{le="{le}"}}[5m]) / max_over_time({h}_count[5m])'
+    )
     try:
         got = evaluate(answer)
     except Exception as error:  # noqa: BLE001 - a bad query is the learner's problem to see
         return [f"Prometheus refused the query: {error}"]
-    if got is None or not math.isfinite(got) or abs(got - reference) > 0.01 * reference:
-        return [f"your query gives {got!r} s; the mean step time over the run is {reference:.5f} s"]
+    if got is None or not math.isfinite(got) or abs(got - reference) > 1e-9:
+        return [
+            f"your query gives {got!r}; {reference:.3f} of the steps took longer than {threshold} s"
+        ]
     return []
 
 
@@ -517,7 +525,7 @@ LESSON_EXERCISES: dict[str, LessonExercise] = {
     "08-policy-fix": LessonExercise("08", "a restricted, pinned, limited pod with secrets by reference", _check_policy_fix),
     "08-gpu-slices": LessonExercise("08", "time-slicing replicas and MIG instances multiply schedulable GPUs", _check_gpu_slices),
     "09-fastest-in-budget": LessonExercise("09", "filter by budget first, then pick the fastest", _check_fastest_in_budget),
-    "10-mean-step": LessonExercise("10", "a histogram's _sum / _count is the mean", _check_mean_step),
+    "10-slow-steps": LessonExercise("10", "a bucket counts observations <= le: 1 - bucket / count are slower", _check_slow_steps),
     "11-fix-manifests": LessonExercise("11", "six broken manifests fixed", _check_fixes),
     "11-exit-codes": LessonExercise("11", "a signal N shows as exit code 128 + N", _check_exit_codes),
 }  # fmt: skip

@@ -221,38 +221,48 @@ def test_03_accumulate_check():
 
 
 def _tiny_promql(series: dict[str, float]):
-    """Evaluate `max_over_time(name[5m])`, and `A / B` of those, over fixed series maxima."""
+    """Evaluate `[1 - ]max_over_time(series[5m])[ / max_over_time(series[5m])]` over fixed maxima."""
+
+    def one(term: str) -> float:
+        found = re.fullmatch(r"\s*max_over_time\((\w+(?:\{[^}]*\})?)\[5m\]\)\s*", term)
+        if not found or found.group(1) not in series:
+            raise ValueError(f"bad_data: cannot evaluate {term!r}")
+        return series[found.group(1)]
 
     def evaluate(query: str) -> float:
-        def one(term: str) -> float:
-            found = re.fullmatch(r"\s*max_over_time\((\w+)\[5m\]\)\s*", term)
-            if not found or found.group(1) not in series:
-                raise ValueError(f"bad_data: cannot evaluate {term!r}")
-            return series[found.group(1)]
-
-        parts = query.split(" / ")
+        complement = query.startswith("1 - ")
+        parts = query.removeprefix("1 - ").split(" / ")
         value = one(parts[0])
         for part in parts[1:]:
             value /= one(part)
-        return value
+        return 1 - value if complement else value
 
     return evaluate
 
 
-def test_10_mean_step_check():
+def test_10_slow_steps_check():
     h = "kubecourse_train_step_seconds"
-    evaluate = _tiny_promql({f"{h}_sum": 2.0, f"{h}_count": 40.0, "kubecourse_train_last_step": 40})
+    series = {f"{h}_count": 40.0, f"{h}_sum": 2.0, f'{h}_bucket{{le="0.05"}}': 30.0}
+    series |= {f'{h}_bucket{{le="0.1"}}': 38.0, "kubecourse_train_last_step": 40.0}
+    evaluate = _tiny_promql(series)
     notebook = next(s for s in SOURCES if s.name.startswith("10_")).read_text()
-    answer_cell = cells(notebook)[exercise_cells(notebook)[0][0]][1]
-    namespace: dict = {}
-    exec(answer_cell, namespace)  # the notebook's own solution
-    assert check_exercise("10-mean-step", namespace["my_query"], evaluate=evaluate) == []
+    answer_cell = cells(solution_text(notebook))[exercise_cells(notebook)[0][0]][1]
+    namespace: dict = {"answers": {"median step time (s)": 0.07}}
+    exec(answer_cell, namespace)  # the notebook's own solution, threshold 0.05 s
+    assert namespace["THRESHOLD"] == 0.05
+    assert (
+        check_exercise("10-slow-steps", namespace["my_query"], evaluate=evaluate, threshold=0.05)
+        == []
+    )
     for unsolved in (
-        ...,
-        f"max_over_time({h}_count[5m])",
-        "max_over_time(kubecourse_train_last_step[5m])",
+        ...,  # the stub
+        f'max_over_time({h}_bucket{{le="0.05"}}[5m]) / max_over_time({h}_count[5m])',  # the fast ones
+        f"max_over_time({h}_sum[5m]) / max_over_time({h}_count[5m])",  # the mean
+        "0.25",  # a number, not a query over the histogram
     ):
-        assert check_exercise("10-mean-step", unsolved, evaluate=evaluate), unsolved
+        assert check_exercise("10-slow-steps", unsolved, evaluate=evaluate, threshold=0.05), (
+            unsolved
+        )
 
 
 @pytest.mark.notebook
