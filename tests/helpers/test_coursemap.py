@@ -41,3 +41,17 @@ def test_manifest_sets_name_their_lessons():
         readme = (REPO / "manifests" / folder / "README.md").read_text().splitlines()[0]
         assert readme.startswith(f"# Manifest set {number} (lessons "), readme
         assert all(lesson in {x.number for x in LESSONS} for lesson in lessons)
+
+
+def test_the_instructor_guide_covers_every_lesson_and_exercise():
+    from kubecourse.exercises import LESSON_EXERCISES
+
+    guide = (REPO / "docs" / "instructor-guide.md").read_text()
+    for lesson in LESSONS:
+        assert re.search(rf"^\| {lesson.number} \w", guide, flags=re.M), lesson.number
+        assert re.search(rf"^\| {lesson.number} \| ", guide, flags=re.M), (
+            f"exercise row {lesson.number}"
+        )
+    assert {e.lesson for e in LESSON_EXERCISES.values()} == {lesson.number for lesson in LESSONS}
+    for _, zh, _ in PARTS:
+        assert zh in guide
