@@ -21,7 +21,9 @@ class JobRef:
     namespace: str
     kind: str = "Job"
     dry_run: bool = False
-    api_version: str = ""  # "" = the kind's usual API (batch/v1 for Job); batch.volcano.sh/v1alpha1 ...
+    api_version: str = (
+        ""  # "" = the kind's usual API (batch/v1 for Job); batch.volcano.sh/v1alpha1 ...
+    )
     created: tuple[str, ...] = field(default=(), compare=False)
     reused: tuple[str, ...] = field(default=(), compare=False)
 

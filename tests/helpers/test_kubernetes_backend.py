@@ -74,11 +74,15 @@ def test_submit_dry_runs_everything_then_creates_dependencies_first(api, client)
         *((plural, None) for plural in order),
     ]
     assert all(r.query.get("fieldValidation") == "Strict" for r in posts)
-    assert ref.created == (
-        "PersistentVolumeClaim/cifar10-data",
-        "PersistentVolumeClaim/training-checkpoints",
-        "Job/order",
-    ) and ref.reused == ()
+    assert (
+        ref.created
+        == (
+            "PersistentVolumeClaim/cifar10-data",
+            "PersistentVolumeClaim/training-checkpoints",
+            "Job/order",
+        )
+        and ref.reused == ()
+    )
     assert (
         api.get("jobs", "order", group="batch")["spec"]["template"]["spec"]["containers"][0]["name"]
         == "trainer"
