@@ -217,7 +217,7 @@ class KubernetesBackend(Backend):
         return ref
 
     def _post(self, obj: Manifest, *, dry_run: bool) -> Manifest:
-        query = {"fieldValidation": "Strict", **({"dryRun": "All"} if dry_run else {})}
+        query = {**({"dryRun": "All"} if dry_run else {}), "fieldValidation": "Strict"}
         what = f"{'server-side dry run of' if dry_run else 'create'} {object_id(obj)}"
         return self._call(what, self._request, "POST", resource_path(obj), query=query, body=obj)
 
