@@ -52,6 +52,7 @@ CIFAR-10) are not measured yet.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import random
@@ -751,6 +752,7 @@ def _train(
             f"steps {step} time_s {result['train_time_s']:.1f} img/s {result['images_per_s']:.0f}",
             flush=True,
         )
+        log("result " + json.dumps(result, separators=(",", ":"), sort_keys=True), flush=True)
 
     if cfg.max_steps and step >= cfg.max_steps and epoch < cfg.epochs:
         log(f"already at max_steps={cfg.max_steps}; rerun without it to continue", flush=True)

@@ -57,6 +57,7 @@ measured yet (benchmarks/gpu_lora_qlora.py measures LoRA vs QLoRA peak memory).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -836,6 +837,7 @@ def _train(cfg, dist, stop, device, compute, log) -> int:  # noqa: C901 - the ru
         f"{before['perplexity']:.2f} -> {after['perplexity']:.2f} steps {step} time_s {train_time:.1f}",
         flush=True,
     )
+    log("result " + json.dumps(result, separators=(",", ":"), sort_keys=True), flush=True)
     barrier(dist)
     return EXIT_OK
 

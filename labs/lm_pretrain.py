@@ -604,6 +604,7 @@ def _train(
         f"weights {digests[0] if digests else 'sharded'}",
         flush=True,
     )
+    log("result " + json.dumps(result, separators=(",", ":"), sort_keys=True), flush=True)
     return EXIT_OK
 
 

@@ -87,6 +87,11 @@ LOCAL_CASES = [
     ),
     ("nan", "import sys\nprint('non-finite loss nan at step 8: fail')\nsys.exit(4)", ["NaNLoss"]),
     (
+        "nan-step",
+        "import sys\nprint('step 8/20 loss 1.5 lr 0.1')\nprint('step 10/20 loss nan lr 0.1')\nsys.exit(1)",
+        ["NaNLoss"],
+    ),
+    (
         "hung",
         "import sys\nprint('watchdog: no training progress for 31 s (limit 30 s, last step 3)', file=sys.stderr)\nsys.exit(3)",
         ["Hung"],

@@ -221,7 +221,9 @@ def test_tail_lines(local_client, tail, expected):
 
 
 def test_wait_reports_every_phase_in_order(local_client, local_backend):
-    ref = local_client.submit([job("phases", "import time; time.sleep(0.3); print('step 1/1')")])
+    ref = local_client.submit(
+        [job("phases", "import time; time.sleep(0.3); print('step 1/1 loss 0.5')")]
+    )
     seen = []
     local_backend.wait(
         ref.name, ref.namespace, timeout_s=30, on_update=lambda s: seen.append(s.phase)

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import constants as C
+from .. import contract
 from ..errors import Conflict, JobNotFound, JobTimeout
 from ..manifests import Manifest, object_id, repo_root
 from ..types import Event, JobRef, JobStatus, LogLine, PodStatus
@@ -61,7 +62,6 @@ _PASSTHROUGH_ENV = (
     "HF_HUB_OFFLINE",
 )
 _VAR_REF = re.compile(r"\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)|\$\$")
-_STEP_LINE = re.compile(r"^(?:\[rank\d+\]:)?step (\d+)/(\d+)\b")
 _FIELD_LABEL = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
 
 
@@ -630,9 +630,9 @@ class LocalBackend(Backend):
             log_file.write(raw)
             with self._changed:
                 job.lines.append(LogLine(pod.name, pod.index, text))
-                step = _STEP_LINE.match(text)
-                if step:
-                    job.progress = (int(step.group(1)), int(step.group(2)))
+                record = contract.parse_line(text)
+                if isinstance(record, contract.StepLine):
+                    job.progress = (record.step, record.total)
                 self._changed.notify_all()
         code = _exit_code(process.wait())
         with self._changed:
