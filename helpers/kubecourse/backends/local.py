@@ -22,14 +22,11 @@ semantics that matter to training are modelled (see docs/design.md for what is n
 
 from __future__ import annotations
 
-import base64
 import copy
 import os
-import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -45,35 +42,16 @@ from ..errors import Conflict, JobNotFound, JobTimeout
 from ..manifests import Manifest, object_id, repo_root
 from ..types import Event, JobRef, JobStatus, LogLine, PodStatus
 from .base import Backend
-
-# Host variables a container image would also define (PATH to find python, locale, thread counts).
-_PASSTHROUGH_ENV = (
-    "PATH",
-    "HOME",
-    "LANG",
-    "LC_ALL",
-    "TMPDIR",
-    "VIRTUAL_ENV",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "CUDA_VISIBLE_DEVICES",
-    "PYTHONPATH",
-    "HF_HOME",
-    "HF_HUB_OFFLINE",
+from .local_plan import (
+    Network,
+    PodConfigError,
+    PodContext,
+    host_env,
+    materialize,
+    plan_pod,
+    pvc_dir,
 )
-_VAR_REF = re.compile(r"\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)|\$\$")
-_FIELD_LABEL = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
-
-
-def expand_vars(text: str, env: dict[str, str]) -> str:
-    """Kubernetes `$(VAR)` expansion: defined names are replaced, `$$` escapes, unknown stay as is."""
-
-    def replace(match: re.Match) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        return env.get(match.group(1), match.group(0))
-
-    return _VAR_REF.sub(replace, text)
+from .outputs import JobOutputs
 
 
 def _exit_code(returncode: int) -> int:
@@ -91,6 +69,7 @@ class _Pod:
     exit_code: int | None = None
     reason: str = ""
     processes: list[subprocess.Popen] = field(default_factory=list)
+    uid: str = field(default_factory=lambda: secrets.token_hex(8))
 
     def status(self) -> PodStatus:
         return PodStatus(self.name, self.index, self.phase, self.exit_code, self.reason)
@@ -117,11 +96,10 @@ class _Job:
     stopping: bool = False
     thread: threading.Thread | None = None
     # Cluster DNS and ports as seen from this job's pods (see the module docstring).
-    host_pattern: re.Pattern | None = None
-    ports: dict[int, int] = field(default_factory=dict)
+    network: Network = field(default_factory=Network)
 
 
-class LocalBackend(Backend):
+class LocalBackend(Backend, JobOutputs):
     """Runs Jobs as local processes in the repository (the pod's working directory)."""
 
     name = "local"
@@ -178,7 +156,7 @@ class LocalBackend(Backend):
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True)
             job = _Job(copy.deepcopy(job_manifest), name, namespace, run_dir, secrets.token_hex(8))
-            job.host_pattern, job.ports = self._cluster_network(objects, namespace)
+            job.network = Network.for_services(objects, namespace)
             self._jobs[(namespace, name)] = job
             job.thread = threading.Thread(
                 target=self._run_job, args=(job,), name=f"local-job-{name}", daemon=True
@@ -386,6 +364,59 @@ class LocalBackend(Backend):
                     found[int(rank)] = pid
         return dict(sorted(found.items()))
 
+    def kill_worker(
+        self,
+        name: str,
+        namespace: str = "default",
+        *,
+        rank: int | None = None,
+        index: int | None = None,
+    ) -> dict:
+        """SIGKILL one torchrun worker of a running pod (the highest rank when rank is None), as
+        the OOM killer would: the elastic agent restarts the worker group. Returns rank and pid."""
+        workers = self.worker_pids(name, namespace, index=index)
+        if not workers or (rank is not None and rank not in workers):
+            raise Conflict(
+                f"job {namespace}/{name} has no running torchrun worker"
+                + (f" with rank {rank}" if rank is not None else "")
+                + f" (found ranks {sorted(workers)})",
+                reason="NoRunningWorker",
+            )
+        victim = max(workers) if rank is None else rank
+        os.kill(workers[victim], signal.SIGKILL)
+        with self._changed:
+            message = f"sent SIGKILL to worker rank {victim} (pid {workers[victim]})"
+            self._event(self._get(name, namespace), "Warning", "Killed", f"Job/{name}", message)
+        return {"rank": victim, "pid": workers[victim]}
+
+    # Outputs and volumes (kubecourse.backends.outputs): a PVC is a folder.
+    def workload_manifest(self, name: str, namespace: str) -> Manifest:
+        with self._changed:
+            return copy.deepcopy(self._get(name, namespace).manifest)
+
+    def _volume_path(self, claim: str, namespace: str, path: str) -> Path:
+        root = self._pvc_dir(namespace, claim).resolve()
+        target = (root / path.lstrip("/")).resolve()
+        if not target.is_relative_to(root):
+            raise ValueError(f"path {path!r} leaves the volume {claim!r}")
+        return target
+
+    def read_volume(self, claim: str, namespace: str, path: str) -> bytes | None:
+        target = self._volume_path(claim, namespace, path)
+        return target.read_bytes() if target.is_file() else None
+
+    def list_volume(self, claim: str, namespace: str, subpath: str = "") -> list[str]:
+        top = self._volume_path(claim, namespace, subpath)
+        return sorted(str(p.relative_to(top)) for p in top.rglob("*") if p.is_file())
+
+    def reset_volume(self, claim: str, namespace: str, subpath: str = "") -> None:
+        top = self._volume_path(claim, namespace, subpath)
+        if top == self._pvc_dir(namespace, claim).resolve():
+            for child in top.iterdir() if top.exists() else []:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        else:
+            shutil.rmtree(top, ignore_errors=True)
+
     # Where the local "cluster" keeps things (shown by the notebooks).
     def pvc_dir(self, claim: str, namespace: str = "default") -> Path:
         """The folder standing in for a PersistentVolumeClaim."""
@@ -528,26 +559,20 @@ class LocalBackend(Backend):
         return pod
 
     def _run_pod(self, job: _Job, pod: _Pod) -> None:
-        pod_spec = job.manifest["spec"]["template"]["spec"]
-        pod_dir = job.run_dir / pod.name
         try:
-            mounts_by_container = self._volumes(job, pod, pod_spec, pod_dir)
-            plans = [
-                (c, self._container_plan(job, pod, c, mounts_by_container[c["name"]]))
-                for c in (pod_spec.get("initContainers") or []) + pod_spec["containers"]
-            ]
-        except _ConfigError as exc:
+            plan = plan_pod(self._pod_manifest(job, pod), self._pod_context(job, pod))
+            materialize(plan)
+        except PodConfigError as exc:
             with self._changed:
                 pod.phase, pod.reason, pod.exit_code = C.FAILED, "CreateContainerConfigError", 1
                 self._event(job, "Warning", "Failed", f"Pod/{pod.name}", str(exc))
             return
-        init_names = {c["name"] for c in pod_spec.get("initContainers") or []}
         log_path = job.run_dir / f"{pod.name}.log"
         with open(log_path, "a", buffering=1) as log_file:
-            for container, (argv, env) in plans:
-                if container["name"] not in init_names:
-                    continue
-                code = self._run_container(job, pod, container["name"], argv, env, log_file)
+            for container in plan.init_containers:
+                code = self._run_container(
+                    job, pod, container.name, container.argv, container.env, log_file
+                )
                 if code != 0:
                     with self._changed:
                         pod.phase, pod.exit_code = C.FAILED, code
@@ -557,18 +582,16 @@ class LocalBackend(Backend):
                             "Warning",
                             pod.reason,
                             f"Pod/{pod.name}",
-                            f"init container {container['name']} exited with code {code}",
+                            f"init container {container.name} exited with code {code}",
                         )
                         self._changed.notify_all()
                     return
-            main = [(c, plan) for c, plan in plans if c["name"] not in init_names]
+            main = plan.main_containers
             # Main containers of one pod run side by side (a trainer and, say, a metrics sidecar).
             with ThreadPoolExecutor(max_workers=max(1, len(main))) as pool:
                 codes = list(
                     pool.map(
-                        lambda item: self._run_container(
-                            job, pod, item[0]["name"], *item[1], log_file
-                        ),
+                        lambda c: self._run_container(job, pod, c.name, c.argv, c.env, log_file),
                         main,
                     )
                 )
@@ -639,210 +662,31 @@ class LocalBackend(Backend):
             pod.processes.remove(process)
         return code
 
-    # ---------------------------------------------------------------------------------------------
-    # Pod environment, volumes and command
-    # ---------------------------------------------------------------------------------------------
-
     def _pvc_dir(self, namespace: str, claim: str) -> Path:
-        return self.state_dir / "volumes" / namespace / claim
+        return pvc_dir(self.state_dir / "volumes", namespace, claim)
 
-    def _volumes(
-        self, job: _Job, pod: _Pod, pod_spec: Manifest, pod_dir: Path
-    ) -> dict[str, list[tuple[str, Path]]]:
-        """For each container: (mountPath, local folder) pairs, longest mountPath first."""
-        local: dict[str, Path | None] = {}
-        for volume in pod_spec.get("volumes") or []:
-            vname = volume["name"]
-            if "persistentVolumeClaim" in volume:
-                path = self._pvc_dir(job.namespace, volume["persistentVolumeClaim"]["claimName"])
-            elif "emptyDir" in volume:
-                path = pod_dir / "volumes" / vname
-            elif "configMap" in volume or "secret" in volume:
-                path = pod_dir / "volumes" / vname
-                source_kind, ref = (
-                    ("ConfigMap", volume["configMap"]["name"])
-                    if "configMap" in volume
-                    else ("Secret", volume["secret"]["secretName"])
-                )
-                data = self._lookup_data(job.namespace, source_kind, ref)
-                path.mkdir(parents=True, exist_ok=True)
-                for key, value in data.items():
-                    (path / key).write_text(value)
-            else:
-                path = pod_dir / "volumes" / vname  # hostPath, CSI...: modelled as an empty folder
-            path.mkdir(parents=True, exist_ok=True)
-            local[vname] = path
-        mounts = {}
-        for container in (pod_spec.get("initContainers") or []) + pod_spec["containers"]:
-            pairs = []
-            for mount in container.get("volumeMounts") or []:
-                if mount["mountPath"] == "/dev/shm":
-                    continue  # the host's /dev/shm already is shared memory
-                if mount["name"] not in local:
-                    raise _ConfigError(
-                        f"container {container['name']}: volumeMount {mount['name']!r} names no volume"
-                    )
-                target = local[mount["name"]]
-                if mount.get("subPath"):
-                    target = target / mount["subPath"]
-                    target.mkdir(parents=True, exist_ok=True)
-                pairs.append((mount["mountPath"].rstrip("/") or "/", target))
-            mounts[container["name"]] = sorted(pairs, key=lambda p: -len(p[0]))
-        return mounts
+    def _pod_manifest(self, job: _Job, pod: _Pod) -> Manifest:
+        """The pod as the API server would store it: the template plus the controller's labels."""
+        return {
+            "metadata": {
+                "name": pod.name,
+                "namespace": job.namespace,
+                "uid": pod.uid,
+                "labels": dict(pod.labels),
+                "annotations": dict(pod.annotations),
+            },
+            "spec": job.manifest["spec"]["template"]["spec"],
+        }
 
-    def _lookup_data(self, namespace: str, kind: str, name: str) -> dict[str, str]:
-        obj = self._objects.get((kind, namespace, name))
-        if obj is None:
-            raise _ConfigError(
-                f"{kind.lower()} {name!r} not found in namespace {namespace!r}: submit it with the job"
-            )
-        data = dict(obj.get("stringData") or {})
-        if kind == "Secret":
-            data.update(
-                {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
-            )
-        else:
-            data.update(obj.get("data") or {})
-        return data
-
-    def _container_plan(
-        self, job: _Job, pod: _Pod, container: Manifest, mounts: list[tuple[str, Path]]
-    ) -> tuple[list[str], dict[str, str]]:
-        """(argv, env) exactly as the pod would run them, with mount paths mapped to local folders."""
-        env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
-        env.update({"PYTHONUNBUFFERED": "1", "HOSTNAME": pod.name})
-        if pod.index is not None:
-            env[C.ENV_COMPLETION_INDEX] = str(pod.index)
-        for entry in container.get("env") or []:
-            if "value" in entry:
-                env[entry["name"]] = expand_vars(str(entry["value"]), env)
-            elif "valueFrom" in entry:
-                env[entry["name"]] = self._value_from(job, pod, entry["name"], entry["valueFrom"])
-            else:
-                env[entry["name"]] = ""
-        for source in container.get("envFrom") or []:
-            if "configMapRef" in source:
-                env.update(
-                    self._lookup_data(job.namespace, "ConfigMap", source["configMapRef"]["name"])
-                )
-            if "secretRef" in source:
-                env.update(self._lookup_data(job.namespace, "Secret", source["secretRef"]["name"]))
-        command = [expand_vars(part, env) for part in container.get("command") or []]
-        args = [expand_vars(part, env) for part in container.get("args") or []]
-        if not command:
-            raise _ConfigError(
-                f"container {container['name']} has no command: the local backend cannot "
-                "read the image's ENTRYPOINT, so the manifest must spell it out"
-            )
-        argv = self._local_program(command) + args
-        argv = [self._map_network(job, self._map_path(a, mounts)) for a in argv]
-        env = {k: self._map_network(job, self._map_path(v, mounts), k) for k, v in env.items()}
-        # The image's `python`/`torchrun` are this environment's, also for scripts that call them.
-        bin_dir = str(Path(self.python).parent)
-        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
-        return argv, env
-
-    @staticmethod
-    def _cluster_network(
-        objects: list[Manifest], namespace: str
-    ) -> tuple[re.Pattern | None, dict[int, int]]:
-        """Host names that cluster DNS would give pods of this job, and a free port per Service
-        port. Only headless Services (clusterIP: None) name pods; each pod here is 127.0.0.1."""
-        services = [
-            o
-            for o in objects
-            if o.get("kind") == "Service" and (o.get("spec") or {}).get("clusterIP") == "None"
-        ]
-        if not services:
-            return None, {}
-        names = "|".join(re.escape(s["metadata"]["name"]) for s in services)
-        ns = re.escape(namespace)
-        pattern = re.compile(
-            rf"\b[a-z0-9]([-a-z0-9]*[a-z0-9])?\.(?:{names})(?:\.{ns}(?:\.svc(?:\.cluster\.local)?)?)?\b"
+    def _pod_context(self, job: _Job, pod: _Pod) -> PodContext:
+        return PodContext(
+            volumes_root=self.state_dir / "volumes",
+            pod_dir=job.run_dir / pod.name,
+            python=self.python,
+            lookup=lambda kind, name: self._objects.get((kind, job.namespace, name)),
+            network=job.network,
+            host_env=host_env(),
         )
-        ports = {}
-        for service in services:
-            for port in (service.get("spec") or {}).get("ports") or []:
-                ports.setdefault(int(port["port"]), _free_port())
-        return pattern, ports
-
-    @staticmethod
-    def _map_network(job: _Job, value: str, env_name: str = "") -> str:
-        if job.host_pattern is None:
-            return value
-        if "PORT" in env_name and value.isdigit() and int(value) in job.ports:
-            return str(job.ports[int(value)])
-        mapped = job.host_pattern.sub("127.0.0.1", value)
-        if mapped != value:
-            mapped = re.sub(
-                r"127\.0\.0\.1:(\d+)",
-                lambda m: f"127.0.0.1:{job.ports.get(int(m.group(1)), int(m.group(1)))}",
-                mapped,
-            )
-        return mapped
-
-    def _local_program(self, command: list[str]) -> list[str]:
-        """The image's `python` / `torchrun` are this environment's interpreter and launcher."""
-        program = command[0]
-        if (
-            program in ("python", "python3")
-            or program.endswith("/python")
-            or program.endswith("/python3")
-        ):
-            return [self.python, *command[1:]]
-        if program == "torchrun":
-            return [self.python, "-m", "torch.distributed.run", *command[1:]]
-        return command
-
-    @staticmethod
-    def _map_path(value: str, mounts: list[tuple[str, Path]]) -> str:
-        prefix, sep, rest = value.partition("=") if value.startswith("-") else ("", "", value)
-        for mount_path, local in mounts:
-            if rest == mount_path or rest.startswith(mount_path + "/"):
-                rest = str(local) + rest[len(mount_path) :]
-                break
-        return f"{prefix}{sep}{rest}"
-
-    def _value_from(self, job: _Job, pod: _Pod, name: str, source: Manifest) -> str:
-        if "fieldRef" in source:
-            path = source["fieldRef"]["fieldPath"]
-            simple = {
-                "metadata.name": pod.name,
-                "metadata.namespace": job.namespace,
-                "metadata.uid": job.uid,
-                "spec.nodeName": "localhost",
-                "status.podIP": "127.0.0.1",
-                "status.hostIP": "127.0.0.1",
-                "spec.serviceAccountName": job.manifest["spec"]["template"]["spec"].get(
-                    "serviceAccountName", "default"
-                ),
-            }
-            if path in simple:
-                return simple[path]
-            match = _FIELD_LABEL.match(path)
-            if match:
-                table = pod.labels if match.group(1) == "labels" else pod.annotations
-                return table.get(match.group(2), "")
-            raise _ConfigError(
-                f"env {name}: fieldRef {path!r} is not supported by the local backend"
-            )
-        if "resourceFieldRef" in source:
-            return "0"
-        for key, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
-            if key in source:
-                ref = source[key]
-                try:
-                    data = self._lookup_data(job.namespace, kind, ref["name"])
-                except _ConfigError:
-                    if ref.get("optional"):
-                        return ""
-                    raise
-                if ref["key"] not in data:
-                    raise _ConfigError(
-                        f"env {name}: key {ref['key']!r} not found in {kind.lower()} {ref['name']!r}"
-                    )
-                return data[ref["key"]]
-        raise _ConfigError(f"env {name}: unsupported valueFrom {sorted(source)}")
 
     # ---------------------------------------------------------------------------------------------
     # Stopping, failing, bookkeeping
@@ -932,13 +776,6 @@ class LocalBackend(Backend):
         )
 
 
-def _free_port() -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _children(pid: int) -> list[int]:
     """Direct child processes of `pid` (Linux /proc; empty elsewhere or when it has gone)."""
     children: list[int] = []
@@ -957,7 +794,3 @@ def _environ(pid: int) -> dict[str, str]:
         return {}
     pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs}
-
-
-class _ConfigError(Exception):
-    """The pod cannot start (Kubernetes: CreateContainerConfigError)."""
