@@ -42,6 +42,7 @@ from ..errors import Conflict, JobNotFound, JobTimeout
 from ..manifests import Manifest, object_id, repo_root
 from ..types import Event, JobRef, JobStatus, LogLine, PodStatus
 from .base import Backend
+from .local_controller import JobController, JobSpec, PodOutcome
 from .local_plan import (
     Network,
     PodConfigError,
@@ -431,109 +432,13 @@ class LocalBackend(Backend, JobOutputs):
     # ---------------------------------------------------------------------------------------------
 
     def _run_job(self, job: _Job) -> None:
-        spec = job.manifest["spec"]
-        completions = int(spec.get("completions") or 1)
-        parallelism = int(spec.get("parallelism", 1) or 1)
-        indexed = spec.get("completionMode") == "Indexed"
-        deadline_s = spec.get("activeDeadlineSeconds")
+        """The shared Job controller (local_controller) with this backend's pods as processes."""
+        spec = JobSpec.from_job(job.manifest)
         with self._changed:
             job.start_time = time.time()
-            self._event(
-                job,
-                "Normal",
-                "Created",
-                f"Job/{job.name}",
-                f"local job with {completions} pod(s) in {job.run_dir}",
-            )
-        timer = None
-        if deadline_s:
-            timer = threading.Timer(
-                float(deadline_s), self._deadline_exceeded, args=(job, deadline_s)
-            )
-            timer.daemon = True
-            timer.start()
-        slots = threading.Semaphore(max(1, min(parallelism, completions)))
-        workers = [
-            threading.Thread(
-                target=self._run_index,
-                args=(job, i if indexed or completions > 1 else None, slots),
-                daemon=True,
-            )
-            for i in range(completions)
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        if timer is not None:
-            timer.cancel()
-        with self._changed:
-            if job.phase not in C.TERMINAL_PHASES:
-                if job.succeeded >= completions:
-                    job.phase = C.SUCCEEDED
-                    self._event(job, "Normal", "Completed", f"Job/{job.name}", "Job completed")
-                else:
-                    job.phase, job.reason = C.FAILED, job.reason or "Deleted"
-            job.completion_time = time.time()
-            self._changed.notify_all()
-
-    def _run_index(self, job: _Job, index: int | None, slots: threading.Semaphore) -> None:
-        spec = job.manifest["spec"]
-        backoff_limit = int(spec.get("backoffLimit", 6))
-        with slots:
-            while True:
-                with self._changed:
-                    if job.stopping or job.phase in C.TERMINAL_PHASES:
-                        return
-                    pod = self._new_pod(job, index)
-                self._run_pod(job, pod)
-                with self._changed:
-                    if pod.phase == C.SUCCEEDED:
-                        job.succeeded += 1
-                        self._changed.notify_all()
-                        return
-                    if job.stopping or job.phase in C.TERMINAL_PHASES:
-                        return
-                    action = self._failure_action(spec, pod)
-                    if action == "FailJob":
-                        self._fail(
-                            job,
-                            "PodFailurePolicy",
-                            f"container exited with code {pod.exit_code}, "
-                            "matching a FailJob rule of the podFailurePolicy",
-                        )
-                        return
-                    if action != "Ignore":
-                        job.failed += 1
-                    if job.failed > backoff_limit:
-                        self._fail(
-                            job,
-                            "BackoffLimitExceeded",
-                            f"Job has reached the specified backoff limit ({backoff_limit})",
-                        )
-                        return
-                    self._event(
-                        job,
-                        "Normal",
-                        "Retrying",
-                        f"Job/{job.name}",
-                        f"pod {pod.name} failed (exit {pod.exit_code}); starting a new pod ({job.failed}/{backoff_limit} failures)",
-                    )
-
-    @staticmethod
-    def _failure_action(spec: Manifest, pod: _Pod) -> str:
-        """The podFailurePolicy action for a failed pod: FailJob, Ignore, Count (the default)."""
-        for rule in (spec.get("podFailurePolicy") or {}).get("rules") or []:
-            codes = rule.get("onExitCodes")
-            if codes and pod.exit_code is not None:
-                matched = pod.exit_code in codes.get("values", [])
-                if (codes.get("operator") == "In") == matched:
-                    return rule["action"]
-            for condition in rule.get("onPodConditions") or []:
-                # Locally a pod is "disrupted" only when it was terminated by a signal we sent.
-                if condition.get("type") == "DisruptionTarget" and pod.reason == "Preempted":
-                    return rule["action"]
-        return "Count"
+            message = f"local job with {spec.completions} pod(s) in {job.run_dir}"
+            self._event(job, "Normal", "Created", f"Job/{job.name}", message)
+        JobController(spec, _LocalJobHost(self, job)).run()
 
     def _new_pod(self, job: _Job, index: int | None) -> _Pod:
         template_meta = (job.manifest["spec"].get("template") or {}).get("metadata") or {}
@@ -692,16 +597,6 @@ class LocalBackend(Backend, JobOutputs):
     # Stopping, failing, bookkeeping
     # ---------------------------------------------------------------------------------------------
 
-    def _deadline_exceeded(self, job: _Job, deadline_s: float) -> None:
-        with self._changed:
-            if job.phase in C.TERMINAL_PHASES:
-                return
-            self._fail(
-                job,
-                "DeadlineExceeded",
-                f"Job was active longer than specified deadline ({deadline_s} s)",
-            )
-
     def _fail(self, job: _Job, reason: str, message: str) -> None:
         """Mark the job Failed and stop all of its processes (called with the lock held)."""
         job.phase, job.reason, job.message = C.FAILED, reason, message
@@ -774,6 +669,47 @@ class LocalBackend(Backend, JobOutputs):
             job.start_time,
             job.completion_time,
         )
+
+
+class _LocalJobHost:
+    """The JobHost of local_controller: pods are _Pod records run as process groups."""
+
+    def __init__(self, backend: LocalBackend, job: _Job):
+        self.backend, self.job = backend, job
+        self.lock = backend._changed
+
+    def create_pod(self, index: int | None) -> _Pod:
+        return self.backend._new_pod(self.job, index)
+
+    def run_pod(self, pod: _Pod) -> PodOutcome:
+        self.backend._run_pod(self.job, pod)
+        # Locally a pod is "disrupted" only when preempt() terminated it.
+        return PodOutcome(
+            pod.name, pod.phase == C.SUCCEEDED, pod.exit_code, disrupted=pod.reason == "Preempted"
+        )
+
+    def stopped(self) -> bool:
+        return self.job.stopping or self.job.phase in C.TERMINAL_PHASES
+
+    def counts(self, succeeded: int, failed: int) -> None:
+        self.job.succeeded, self.job.failed = succeeded, failed
+        self.lock.notify_all()
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.backend._event(self.job, type_, reason, f"Job/{self.job.name}", message)
+
+    def finish(self, phase: str, reason: str, message: str) -> None:
+        job = self.job
+        if phase == C.FAILED and reason != "Deleted":
+            self.backend._fail(job, reason, message)  # stops the processes
+            return
+        if phase == C.SUCCEEDED:
+            job.phase = C.SUCCEEDED
+            self.event("Normal", reason, message)
+        else:
+            job.phase, job.reason = C.FAILED, job.reason or reason
+        job.completion_time = time.time()
+        self.lock.notify_all()
 
 
 def _children(pid: int) -> list[int]:
