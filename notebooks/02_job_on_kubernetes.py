@@ -131,7 +131,9 @@ test_acc = result["test_acc"]
 assert abs(float(done[-1].fields["test_acc"]) - test_acc) <= 1e-4, (done[-1], result)
 assert test_acc >= 0.4, f"test accuracy {test_acc} is not far above chance"
 checkpoints = [
-    f for f in client.list_volume("training-checkpoints", f"{JOB_NAME}/checkpoints") if f.endswith(".pt")
+    f
+    for f in client.list_volume("training-checkpoints", f"{JOB_NAME}/checkpoints")
+    if f.endswith(".pt")
 ]
 assert checkpoints, "no checkpoint file on the checkpoints PVC"
 print("checkpoints on the PVC:", checkpoints)
