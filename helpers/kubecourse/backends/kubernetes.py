@@ -26,6 +26,8 @@ from ..errors import (
 from ..manifests import Manifest, object_id
 from ..types import Event, JobRef, JobStatus, LogLine, PodStatus
 from .base import Backend
+from .kubernetes_volumes import KubernetesOutputs
+from .outputs import JobOutputs
 
 _RETRYABLE = (429, 500, 502, 503, 504)
 
@@ -65,7 +67,7 @@ def resource_path(
     return f"{base}/{name}" if name else base
 
 
-class KubernetesBackend(Backend):
+class KubernetesBackend(Backend, KubernetesOutputs, JobOutputs):
     """Submits and follows jobs on the cluster named by a kubeconfig (or the in-cluster config)."""
 
     name = "kubernetes"

@@ -41,9 +41,11 @@ from .. import contract
 from ..errors import Conflict, JobNotFound, JobTimeout
 from ..manifests import Manifest, object_id, repo_root
 from ..types import Event, JobRef, JobStatus, LogLine, PodStatus
+from . import local_runtime as runtime
 from .base import Backend
 from .local_controller import JobController, JobSpec, PodOutcome
 from .local_plan import (
+    ContainerPlan,
     Network,
     PodConfigError,
     PodContext,
@@ -53,11 +55,6 @@ from .local_plan import (
     pvc_dir,
 )
 from .outputs import JobOutputs
-
-
-def _exit_code(returncode: int) -> int:
-    # A process killed by signal N reports -N; container runtimes report 128+N (SIGKILL -> 137).
-    return 128 - returncode if returncode < 0 else returncode
 
 
 @dataclass
@@ -475,9 +472,7 @@ class LocalBackend(Backend, JobOutputs):
         log_path = job.run_dir / f"{pod.name}.log"
         with open(log_path, "a", buffering=1) as log_file:
             for container in plan.init_containers:
-                code = self._run_container(
-                    job, pod, container.name, container.argv, container.env, log_file
-                )
+                code = self._run_container(job, pod, container, log_file)
                 if code != 0:
                     with self._changed:
                         pod.phase, pod.exit_code = C.FAILED, code
@@ -496,7 +491,7 @@ class LocalBackend(Backend, JobOutputs):
             with ThreadPoolExecutor(max_workers=max(1, len(main))) as pool:
                 codes = list(
                     pool.map(
-                        lambda c: self._run_container(job, pod, c.name, c.argv, c.env, log_file),
+                        lambda c: self._run_container(job, pod, c, log_file),
                         main,
                     )
                 )
@@ -516,9 +511,7 @@ class LocalBackend(Backend, JobOutputs):
             )
             self._changed.notify_all()
 
-    def _run_container(
-        self, job: _Job, pod: _Pod, container: str, argv: list[str], env: dict[str, str], log_file
-    ) -> int:
+    def _run_container(self, job: _Job, pod: _Pod, container: ContainerPlan, log_file) -> int:
         with self._changed:
             if job.stopping or job.phase in C.TERMINAL_PHASES:
                 return 137
@@ -527,25 +520,14 @@ class LocalBackend(Backend, JobOutputs):
                 "Normal",
                 "Started",
                 f"Pod/{pod.name}",
-                f"Started container {container}: {' '.join(argv)}",
+                f"Started container {container.name}: {' '.join(container.argv)}",
             )
             try:
-                # A new session = a new process group, so a stop reaches torchrun's workers too.
-                process = subprocess.Popen(
-                    argv,
-                    cwd=self.workdir,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    bufsize=1,
-                    start_new_session=True,
-                )
+                process = runtime.start(container, self.workdir)
             except OSError as exc:
                 pod.reason = "StartError"
-                self._event(
-                    job, "Warning", "Failed", f"Pod/{pod.name}", f"cannot start {argv[0]!r}: {exc}"
-                )
+                message = f"cannot start {container.argv[0]!r}: {exc}"
+                self._event(job, "Warning", "Failed", f"Pod/{pod.name}", message)
                 return 128
             pod.processes.append(process)
             pod.phase = C.RUNNING
@@ -562,7 +544,7 @@ class LocalBackend(Backend, JobOutputs):
                 if isinstance(record, contract.StepLine):
                     job.progress = (record.step, record.total)
                 self._changed.notify_all()
-        code = _exit_code(process.wait())
+        code = runtime.exit_code(process.wait())
         with self._changed:
             pod.processes.remove(process)
         return code
@@ -621,22 +603,7 @@ class LocalBackend(Backend, JobOutputs):
             ),
             self.max_grace_s,
         )
-        for process in processes:
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                pass
-        if sig != signal.SIGTERM:
-            return
-        end = time.monotonic() + grace
-        for process in processes:
-            try:
-                process.wait(timeout=max(0.0, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        runtime.signal_groups(processes, sig, grace)
 
     def _event(self, job: _Job, type_: str, reason: str, obj: str, message: str) -> None:
         job.events.append(Event(time.time(), type_, reason, obj, message))
