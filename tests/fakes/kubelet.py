@@ -120,15 +120,17 @@ class Kubelet(Watcher):
                     self._running.pop(key, None)
                 return
         codes: dict[str, int] = {}
+        running = {c.name: None for c in plan.main_containers}
+
+        def run(container) -> None:
+            on_start = lambda: self._status(pod, plan, started, running)  # noqa: E731
+            codes[container.name] = self._container(pod, container, on_start)
+
         threads = [
-            threading.Thread(
-                target=lambda c=c: codes.__setitem__(c.name, self._container(pod, c)), daemon=True
-            )
-            for c in plan.main_containers
+            threading.Thread(target=run, args=(c,), daemon=True) for c in plan.main_containers
         ]
         for thread in threads:
             thread.start()
-        self._status(pod, plan, started, {c.name: None for c in plan.main_containers})
         for thread in threads:
             thread.join()
         phase = "Succeeded" if all(code == 0 for code in codes.values()) else "Failed"
@@ -136,7 +138,9 @@ class Kubelet(Watcher):
         with self._lock:
             self._running.pop(key, None)
 
-    def _container(self, pod: dict, container) -> int:
+    def _container(self, pod: dict, container, on_start=None) -> int:
+        """Run one container to its end; on_start() runs once its process exists (the pod is
+        Running before the first log line is written, as on a cluster)."""
         meta = pod["metadata"]
         ns, name, key = meta["namespace"], meta["name"], (meta["namespace"], meta["name"])
         ref = _ref(pod)
@@ -163,6 +167,8 @@ class Kubelet(Watcher):
         self.api.add_event(
             ns, ref, "Started", f"Started container {container.name}", component="kubelet"
         )
+        if on_start is not None:
+            on_start()
         assert process.stdout is not None
         for line in process.stdout:
             try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from kubecourse import Conflict, TrainingClient
+from kubecourse.backends.config import KubernetesBackendConfig
 from kubecourse.backends.kubernetes import KubernetesBackend
 from tests.fakes.cluster import FakeCluster
 from tests.helpers.jobs import job
@@ -23,9 +24,10 @@ def cluster(tmp_path):
 
 @pytest.fixture
 def cluster_client(cluster, tmp_path):
-    backend = KubernetesBackend(
+    config = KubernetesBackendConfig(
         kubeconfig=cluster.write_kubeconfig(tmp_path / "kc"), backoff_s=0.01
     )
+    backend = KubernetesBackend(config)
     with TrainingClient(backend=backend, show_kubectl=False, rendered_dir=tmp_path / "r") as client:
         yield client
 
@@ -129,14 +131,13 @@ def test_disruptions_follow_the_pod_failure_policy_on_the_cluster(
     ref = client.submit([job("disrupted", SLEEPER, backoffLimit=1, podFailurePolicy=IGNORE,
                              activeDeadlineSeconds=8)])  # fmt: skip
     next(line for line in client.iter_logs(ref, follow=True) if line.text.startswith("step"))
+    with pytest.raises(NotImplementedError, match="kubectl exec"):
+        client.kill_worker(ref)  # one worker process: only through exec, which it does not do
     pod = getattr(client, verb)(ref)
     api = cluster.api
     assert api.wait_for(lambda api: api.get("pods", pod) is None, timeout=30)
     assert api.wait_for(lambda api: (api.get("jobs", "disrupted") or {}).get("status", {}).get("failed", 0) == failed
                         and len(api.objects("pods")) == 1, timeout=30)  # fmt: skip
-    if verb == "preempt":
-        with pytest.raises(NotImplementedError, match="kubectl exec"):
-            client.kill_worker(ref)
     client.delete(ref)
     with pytest.raises(Conflict, match="no running pod"):
         client.kill(ref)

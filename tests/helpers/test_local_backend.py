@@ -225,12 +225,10 @@ def test_wait_reports_every_phase_in_order(local_client, local_backend):
         [job("phases", "import time; time.sleep(0.3); print('step 1/1 loss 0.5')")]
     )
     seen = []
-    local_backend.wait(
-        ref.name, ref.namespace, timeout_s=30, on_update=lambda s: seen.append(s.phase)
-    )
+    local_backend.wait(ref, timeout_s=30, on_update=lambda s: seen.append(s.phase))
     phases = [p for i, p in enumerate(seen) if i == 0 or p != seen[i - 1]]
     assert phases in (["Pending", "Running", "Succeeded"], ["Running", "Succeeded"])
-    assert local_backend.progress(ref.name, ref.namespace) == (1, 1)
+    assert local_backend.progress(ref) == (1, 1)
 
 
 @pytest.mark.parametrize(
@@ -271,10 +269,10 @@ def test_disruptions_follow_the_pod_failure_policy(
     while "first pod" not in [line.text for line in local_client.logs(ref)]:
         assert time.monotonic() < deadline, "the first pod never started"
         time.sleep(0.05)
-    victim = getattr(local_backend, disruption)("disrupted", "default")
+    victim = getattr(local_backend, disruption)(ref)
     status = local_client.wait(ref, timeout_s=30, progress=False)
     assert status.phase == C.SUCCEEDED
     assert (status.failed, [p.name for p in status.pods][0]) == (failed, victim)
     assert status.pods[0].reason == reason
     with pytest.raises(Conflict, match="no running pod"):
-        local_backend.kill("disrupted", "default")
+        local_backend.kill(ref)

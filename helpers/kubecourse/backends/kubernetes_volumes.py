@@ -25,6 +25,7 @@ from typing import Any
 from .. import constants as C
 from ..errors import Conflict, JobTimeout
 from ..manifests import Manifest
+from ..types import JobRef
 
 VOLUME_IMAGE = "ghcr.io/kubecourse/labs:0.1.0"  # has python; the lessons' pods already pulled it
 _MARK = "kubecourse-volume: "
@@ -51,12 +52,18 @@ print("kubecourse-volume: " + json.dumps(out), flush=True)
 
 
 class KubernetesOutputs:
-    """Mixed into KubernetesBackend (needs its _call, _request, _pods and api_client)."""
+    """Mixed into KubernetesBackend (needs its _call, _request, _get_job, pod_objects,
+    api_client and pod_start_timeout_s)."""
 
     volume_image = VOLUME_IMAGE
 
-    def workload_manifest(self, name: str, namespace: str) -> Manifest:
-        return self._get_job(name, namespace)
+    def workload_manifest(self, ref: JobRef) -> Manifest:
+        if ref.kind != "Job":
+            raise NotImplementedError(
+                f"finding the out-dir volume of a {ref.kind} is not supported: "
+                "read its files with read_volume(claim, path)"
+            )
+        return self._get_job(ref.name, ref.namespace)
 
     def read_volume(self, claim: str, namespace: str, path: str) -> bytes | None:
         data = self._volume_pod(claim, namespace, "read", path)
@@ -125,8 +132,9 @@ class KubernetesOutputs:
 
     # -- disruptions ------------------------------------------------------------------------------
 
-    def _running_pod(self, name: str, namespace: str, index: int | None) -> str:
-        for pod in self._pods(name, namespace):
+    def _running_pod(self, ref: JobRef, index: int | None) -> str:
+        name, namespace = ref.name, ref.namespace
+        for pod in self.pod_objects(ref):
             labels = pod["metadata"].get("annotations") or {}
             pod_index = labels.get(C.COMPLETION_INDEX_ANNOTATION)
             if (pod.get("status") or {}).get("phase") == C.RUNNING and (
@@ -139,8 +147,8 @@ class KubernetesOutputs:
             reason="NoRunningPod",
         )
 
-    def kill(self, name: str, namespace: str, *, index: int | None = None) -> str:
-        pod = self._running_pod(name, namespace, index)
+    def kill(self, ref: JobRef, *, index: int | None = None) -> str:
+        pod, namespace = self._running_pod(ref, index), ref.namespace
         self._call(
             f"delete Pod/{pod}",
             self._request,
@@ -150,8 +158,8 @@ class KubernetesOutputs:
         )
         return pod
 
-    def preempt(self, name: str, namespace: str, *, index: int | None = None) -> str:
-        pod = self._running_pod(name, namespace, index)
+    def preempt(self, ref: JobRef, *, index: int | None = None) -> str:
+        pod, namespace = self._running_pod(ref, index), ref.namespace
         eviction = {
             "apiVersion": "policy/v1",
             "kind": "Eviction",
@@ -162,9 +170,9 @@ class KubernetesOutputs:
         return pod
 
     def kill_worker(
-        self, name: str, namespace: str, *, rank: int | None = None, index: int | None = None
+        self, ref: JobRef, *, rank: int | None = None, index: int | None = None
     ) -> dict[str, Any]:
-        pod = self._running_pod(name, namespace, index)
+        pod, namespace = self._running_pod(ref, index), ref.namespace
         raise NotImplementedError(
             "killing one worker process needs exec into the pod, which the kubernetes backend "
             f"does not do: kubectl exec -n {namespace} {pod} -- pkill -KILL -f labs."

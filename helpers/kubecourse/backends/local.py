@@ -28,7 +28,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +42,7 @@ from ..manifests import Manifest, object_id, repo_root
 from ..types import Event, JobRef, JobStatus, LogLine, PodStatus
 from . import local_runtime as runtime
 from .base import Backend
+from .config import LocalBackendConfig
 from .local_controller import JobController, JobSpec, PodOutcome
 from .local_plan import (
     ContainerPlan,
@@ -102,18 +102,16 @@ class LocalBackend(Backend, JobOutputs):
 
     name = "local"
 
-    def __init__(
-        self,
-        state_dir: str | Path | None = None,
-        workdir: str | Path | None = None,
-        python: str = sys.executable,
-        max_grace_s: float = 10.0,
-    ):
-        self.workdir = Path(workdir) if workdir else repo_root()
-        self.state_dir = Path(state_dir) if state_dir else self.workdir / C.LOCAL_STATE_DIR
-        self.python = python
+    def __init__(self, config: LocalBackendConfig | None = None):
+        config = config or LocalBackendConfig()
+        self.config = config
+        self.workdir = Path(config.workdir) if config.workdir else repo_root()
+        self.state_dir = (
+            Path(config.state_dir) if config.state_dir else self.workdir / C.LOCAL_STATE_DIR
+        )
+        self.python = config.python
         self.max_grace_s = (
-            max_grace_s  # cap on terminationGracePeriodSeconds so notebooks stay snappy
+            config.max_grace_s  # cap on terminationGracePeriodSeconds so notebooks stay snappy
         )
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._objects: dict[tuple[str, str, str], Manifest] = {}
@@ -142,10 +140,13 @@ class LocalBackend(Backend, JobOutputs):
                 )
             if dry_run:
                 return JobRef(name, namespace, "Job", dry_run=True)
+            created, reused = [], []
             for obj in objects:
                 if obj is not job_manifest:
                     ns = obj.get("metadata", {}).get("namespace", namespace)
-                    self._objects[(obj["kind"], ns, obj["metadata"]["name"])] = copy.deepcopy(obj)
+                    key = (obj["kind"], ns, obj["metadata"]["name"])
+                    (reused if key in self._objects else created).append(object_id(obj))
+                    self._objects[key] = copy.deepcopy(obj)
                     if obj["kind"] == "PersistentVolumeClaim":
                         self._pvc_dir(ns, obj["metadata"]["name"]).mkdir(
                             parents=True, exist_ok=True
@@ -160,20 +161,21 @@ class LocalBackend(Backend, JobOutputs):
                 target=self._run_job, args=(job,), name=f"local-job-{name}", daemon=True
             )
             job.thread.start()
-        return JobRef(name, namespace, "Job")
+        created.append(object_id(job_manifest))
+        return JobRef(name, namespace, "Job", created=tuple(created), reused=tuple(reused))
 
-    def status(self, name: str, namespace: str) -> JobStatus:
+    def status(self, ref: JobRef) -> JobStatus:
         with self._changed:
-            return self._snapshot(self._get(name, namespace))
+            return self._snapshot(self._get(ref.name, ref.namespace))
 
     def wait(
         self,
-        name: str,
-        namespace: str,
+        ref: JobRef,
         *,
         timeout_s: float,
         on_update: Callable[[JobStatus], None] | None = None,
     ) -> JobStatus:
+        name, namespace = ref.name, ref.namespace
         deadline = time.monotonic() + timeout_s
         last = None
         with self._changed:
@@ -203,14 +205,13 @@ class LocalBackend(Backend, JobOutputs):
 
     def logs(
         self,
-        name: str,
-        namespace: str,
+        ref: JobRef,
         *,
         follow: bool = False,
         index: int | None = None,
         tail_lines: int | None = None,
     ) -> Iterator[LogLine]:
-        job = self._get_locked(name, namespace)
+        job = self._get_locked(ref.name, ref.namespace)
         position = 0
         if tail_lines is not None:
             with self._changed:
@@ -235,52 +236,59 @@ class LocalBackend(Backend, JobOutputs):
             if not follow or (finished and position >= len(job.lines)):
                 return
 
-    def events(self, name: str, namespace: str) -> list[Event]:
+    def events(self, ref: JobRef) -> list[Event]:
         with self._changed:
-            return list(self._get(name, namespace).events)
+            return list(self._get(ref.name, ref.namespace).events)
 
-    def delete(self, name: str, namespace: str) -> None:
+    def delete(self, ref: JobRef, *, missing_ok: bool = False, volumes: bool = False) -> None:
+        name, namespace = ref.name, ref.namespace
         with self._changed:
             job = self._jobs.get((namespace, name))
             if job is None:
-                return
+                if missing_ok:
+                    return
+                self._get(name, namespace)  # raises JobNotFound (a NotFound, as kubectl says)
             job.stopping = True
         self._stop_processes(job)
         if job.thread is not None:
             job.thread.join(timeout=self.max_grace_s + 5)
         with self._changed:
             self._jobs.pop((namespace, name), None)
+            if volumes:  # the claims the job's pods mount: their folders and records go
+                for volume in job.manifest["spec"]["template"]["spec"].get("volumes") or []:
+                    claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+                    if claim:
+                        self._objects.pop(("PersistentVolumeClaim", namespace, claim), None)
+                        shutil.rmtree(self._pvc_dir(namespace, claim), ignore_errors=True)
             self._changed.notify_all()
 
-    def progress(self, name: str, namespace: str) -> tuple[int, int] | None:
+    def progress(self, ref: JobRef) -> tuple[int, int] | None:
         with self._changed:
-            return self._get(name, namespace).progress
+            return self._get(ref.name, ref.namespace).progress
 
     def close(self) -> None:
         for namespace, name in list(self._jobs):
-            self.delete(name, namespace)
+            self.delete(JobRef(name, namespace), missing_ok=True)
 
     # Disruptions, as the cluster deals them out (lessons on preemption and fault recovery).
-    def preempt(self, name: str, namespace: str = "default", *, index: int | None = None) -> str:
+    def preempt(self, ref: JobRef, *, index: int | None = None) -> str:
         """What the scheduler does to a pod it preempts or drains: the pod gets the DisruptionTarget
         condition, SIGTERM, and SIGKILL after its grace period. Returns the pod's name."""
-        return self._disrupt(name, namespace, index, signal.SIGTERM, reason="Preempted")
+        return self._disrupt(ref, index, signal.SIGTERM, reason="Preempted")
 
     def kill(
         self,
-        name: str,
-        namespace: str = "default",
+        ref: JobRef,
         *,
         index: int | None = None,
         sig: int = signal.SIGKILL,
     ) -> str:
         """A crash: the pod's processes get `sig` (default SIGKILL, as the OOM killer sends it)
         and no DisruptionTarget, so the failure counts against backoffLimit. Returns the pod name."""
-        return self._disrupt(name, namespace, index, sig, reason="")
+        return self._disrupt(ref, index, sig, reason="")
 
-    def _disrupt(
-        self, name: str, namespace: str, index: int | None, sig: int, *, reason: str
-    ) -> str:
+    def _disrupt(self, ref: JobRef, index: int | None, sig: int, *, reason: str) -> str:
+        name, namespace = ref.name, ref.namespace
         with self._changed:
             job = self._get(name, namespace)
             running = [
@@ -338,16 +346,14 @@ class LocalBackend(Backend, JobOutputs):
         with self._changed:
             return [copy.deepcopy(self._objects.get(self._object_key(o))) for o in objects]
 
-    def worker_pids(
-        self, name: str, namespace: str = "default", *, index: int | None = None
-    ) -> dict[int, int]:
+    def worker_pids(self, ref: JobRef, *, index: int | None = None) -> dict[int, int]:
         """{global rank: pid} of the torchrun workers running in a pod (Linux: read from /proc).
 
         A pod's process is the torchrun agent (labs/launch.sh execs it); its children are the
         workers, each with RANK in its environment. Killing one of them (not the pod) is a worker
         crash that torchrun's elastic agent answers by restarting the worker group."""
         with self._changed:
-            job = self._get(name, namespace)
+            job = self._get(ref.name, ref.namespace)
             roots = [
                 p.pid
                 for pod in job.pods
@@ -364,15 +370,15 @@ class LocalBackend(Backend, JobOutputs):
 
     def kill_worker(
         self,
-        name: str,
-        namespace: str = "default",
+        ref: JobRef,
         *,
         rank: int | None = None,
         index: int | None = None,
     ) -> dict:
         """SIGKILL one torchrun worker of a running pod (the highest rank when rank is None), as
         the OOM killer would: the elastic agent restarts the worker group. Returns rank and pid."""
-        workers = self.worker_pids(name, namespace, index=index)
+        name, namespace = ref.name, ref.namespace
+        workers = self.worker_pids(ref, index=index)
         if not workers or (rank is not None and rank not in workers):
             raise Conflict(
                 f"job {namespace}/{name} has no running torchrun worker"
@@ -388,9 +394,9 @@ class LocalBackend(Backend, JobOutputs):
         return {"rank": victim, "pid": workers[victim]}
 
     # Outputs and volumes (kubecourse.backends.outputs): a PVC is a folder.
-    def workload_manifest(self, name: str, namespace: str) -> Manifest:
+    def workload_manifest(self, ref: JobRef) -> Manifest:
         with self._changed:
-            return copy.deepcopy(self._get(name, namespace).manifest)
+            return copy.deepcopy(self._get(ref.name, ref.namespace).manifest)
 
     def _volume_path(self, claim: str, namespace: str, path: str) -> Path:
         root = self._pvc_dir(namespace, claim).resolve()

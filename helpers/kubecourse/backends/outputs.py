@@ -23,6 +23,7 @@ from typing import Any
 from .. import constants as C
 from .. import contract
 from ..manifests import Manifest, pod_templates, trainer_container
+from ..types import JobRef
 
 _VAR_REF = re.compile(r"\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 _LABEL_REF = re.compile(r"^metadata\.labels\['([^']+)'\]$")
@@ -86,29 +87,29 @@ def _expand(text: str, env: dict[str, str]) -> str:
 class JobOutputs:
     """Mixed into every backend: result() and metrics() from the backend's primitives."""
 
-    def result(self, name: str, namespace: str) -> dict[str, Any] | None:
+    def result(self, ref: JobRef) -> dict[str, Any] | None:
         """The lab's result (what result.json holds); None while it has not finished."""
-        found = contract.last_result(line.text for line in self.logs(name, namespace))
+        found = contract.last_result(line.text for line in self.logs(ref))
         if found is not None:
             return found
-        data = self._out_file(name, namespace, contract.RESULT_FILE)
+        data = self._out_file(ref, contract.RESULT_FILE)
         return json.loads(data) if data else None
 
-    def metrics(self, name: str, namespace: str) -> list[dict[str, Any]]:
+    def metrics(self, ref: JobRef) -> list[dict[str, Any]]:
         """The records of the job's metrics.jsonl ([] before the first one is written)."""
-        data = self._out_file(name, namespace, contract.METRICS_FILE)
+        data = self._out_file(ref, contract.METRICS_FILE)
         return contract.parse_metrics(data.decode()) if data else []
 
-    def _out_file(self, name: str, namespace: str, filename: str) -> bytes | None:
-        location = out_dir_volume(self.workload_manifest(name, namespace))
+    def _out_file(self, ref: JobRef, filename: str) -> bytes | None:
+        location = out_dir_volume(self.workload_manifest(ref))
         if location is None:
             return None
         claim, inside = location
-        return self.read_volume(claim, namespace, posixpath.join(inside, filename))
+        return self.read_volume(claim, ref.namespace, posixpath.join(inside, filename))
 
     # Primitives each backend implements ------------------------------------------------------
 
-    def workload_manifest(self, name: str, namespace: str) -> Manifest:
+    def workload_manifest(self, ref: JobRef) -> Manifest:
         """The submitted workload (Job, JobSet...) as stored."""
         raise NotImplementedError(f"the {self.name} backend cannot read workloads")
 
@@ -124,16 +125,16 @@ class JobOutputs:
         """Delete everything under subpath of a PVC (the whole claim's content when empty)."""
         raise NotImplementedError(f"the {self.name} backend cannot reset volumes")
 
-    def kill(self, name: str, namespace: str, *, index: int | None = None) -> str:
+    def kill(self, ref: JobRef, *, index: int | None = None) -> str:
         """Crash a running pod of the job (no DisruptionTarget: counts against backoffLimit)."""
         raise NotImplementedError(f"the {self.name} backend cannot kill pods")
 
-    def preempt(self, name: str, namespace: str, *, index: int | None = None) -> str:
+    def preempt(self, ref: JobRef, *, index: int | None = None) -> str:
         """Evict a running pod (DisruptionTarget, SIGTERM, grace period); returns its name."""
         raise NotImplementedError(f"the {self.name} backend cannot preempt pods")
 
     def kill_worker(
-        self, name: str, namespace: str, *, rank: int | None = None, index: int | None = None
+        self, ref: JobRef, *, rank: int | None = None, index: int | None = None
     ) -> dict[str, Any]:
         """SIGKILL one torchrun worker process inside a pod (highest rank when rank is None)."""
         raise NotImplementedError(f"the {self.name} backend cannot kill worker processes")
