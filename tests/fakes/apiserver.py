@@ -60,7 +60,13 @@ KNOWN_DIFFERENCES = """\
   create as if every CRD had a status subresource.
 - Field selectors accept the common per-resource fields (metadata.*, pods status.phase and
   spec.nodeName, events involvedObject.*/reason/type/source, ...); others get 400 as for real.
-- run_job runs every pod at once and never retries a failed pod (no backoffLimit accounting).
+- run_job runs every pod at once and never retries a failed pod (no backoffLimit accounting);
+  tests/fakes/cluster.py adds a real Job controller, scheduler and kubelet (see its
+  CLUSTER_DIFFERENCES).
+- pods/eviction sets the DisruptionTarget condition and deletes the pod (PodDisruptionBudgets are
+  not checked); a deleted pod's DELETED event carries deletionGracePeriodSeconds (the request's,
+  else the pod's terminationGracePeriodSeconds) but the pod is gone at once.
+- pods/exec, attach, portforward and binding are not served.
 - Pod logs ignore timestamps, previous, sinceSeconds and limitBytes.
 """
 

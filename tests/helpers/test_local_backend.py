@@ -9,6 +9,7 @@ import pytest
 
 from kubecourse import Conflict, JobTimeout, render
 from kubecourse import constants as C
+from kubecourse.types import JobRef
 
 from .jobs import PRINT_ARGV_ENV, job
 
@@ -276,3 +277,21 @@ def test_disruptions_follow_the_pod_failure_policy(
     assert status.pods[0].reason == reason
     with pytest.raises(Conflict, match="no running pod"):
         local_backend.kill(ref)
+
+
+@pytest.mark.parametrize("kind", ["JobSet", "PyTorchJob", "TrainJob"])
+def test_kinds_the_local_backend_does_not_run_are_refused_by_name(local_backend, kind):
+    from kubecourse.multinode import MultiNodeSpec, render_variant
+
+    objects = render_variant(kind, MultiNodeSpec(nodes=2, procs_per_node=1, gpus=0))
+    workload = next(o for o in objects if o["kind"] == kind)
+    with pytest.raises(NotImplementedError, match=f"not {workload['apiVersion']} {kind}/"):
+        local_backend.submit(objects)
+    with pytest.raises(Exception, match="no local job"):
+        local_backend.status(JobRef(workload["metadata"]["name"], "default", kind))
+
+
+def test_a_volcano_job_is_not_mistaken_for_a_batch_job(local_backend):
+    volcano = {**job("vc", "print(1)"), "apiVersion": "batch.volcano.sh/v1alpha1"}
+    with pytest.raises(NotImplementedError, match="not batch.volcano.sh/v1alpha1 Job/vc"):
+        local_backend.submit([volcano])

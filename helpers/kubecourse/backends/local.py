@@ -123,10 +123,20 @@ class LocalBackend(Backend, JobOutputs):
 
     def submit(self, objects: list[Manifest], *, dry_run: bool = False) -> JobRef:
         workloads = [o for o in objects if o.get("kind") in C.WORKLOAD_KINDS]
-        if len(workloads) != 1 or workloads[0]["kind"] != "Job":
+        unsupported = [
+            o for o in workloads if (o.get("kind"), o.get("apiVersion")) != ("Job", "batch/v1")
+        ]
+        if unsupported:  # never a silent no-op: a JobSet, PyTorchJob, TrainJob or Volcano Job
+            found = ", ".join(f"{o.get('apiVersion')} {object_id(o)}" for o in unsupported)
+            raise NotImplementedError(
+                f"the local backend runs batch/v1 Jobs only, not {found}: submit it with "
+                'backend="kubernetes" to a cluster that has its controller, or render the Job '
+                "variant (multinode.render_variant('Job', spec))"
+            )
+        if len(workloads) != 1:
             raise NotImplementedError(
                 "the local backend runs exactly one batch/v1 Job per submit "
-                f"(got {[object_id(o) for o in workloads]})"
+                f"(got {[object_id(o) for o in workloads] or 'none'})"
             )
         job_manifest = workloads[0]
         name = job_manifest["metadata"]["name"]
