@@ -10,8 +10,9 @@ write objects, as kube-controller-manager, kube-scheduler and the kubelet do:
   * controllers.JobControllers: batch/v1 Jobs, with the local backend's controller code;
   * scheduler.Scheduler: node capacity (cpu, memory, nvidia.com/gpu), nodeSelector, taints;
   * kubelet.Kubelet: the local backend's pod runtime; PVCs are folders under `root/volumes`.
-The default node is one "GPU node" (label nvidia.com/gpu.present=true, 8 cpu, 64Gi, 4 GPUs, no
-taint unless `taint=True`): the lessons' manifests schedule on it; its processes run on the CPU.
+The default node is one big "GPU node" (label nvidia.com/gpu.present=true, 64 cpu, 512Gi, 8 GPUs,
+no taint unless `taint=True`): the lessons' jobs (4 cpu, 16Gi, 1 GPU each) fit several at once, as
+they run at once on the local backend; its processes run on the CPU.
 What the cluster leaves out is listed in CLUSTER_DIFFERENCES (and KNOWN_DIFFERENCES).
 """
 
@@ -36,7 +37,9 @@ CLUSTER_DIFFERENCES = """\
   proxied (pod DNS under a headless Service maps to 127.0.0.1 with a per-job port, as on the local
   backend), images are never pulled, resource limits are not enforced (no OOM kill).
 - Deleting a pod removes it at once (no job-tracking finalizer): its processes get SIGTERM and
-  SIGKILL after the grace period, but its final status is not written back.
+  SIGKILL after the grace period, but its final status is not written back, and the Job
+  controller makes the replacement pod at once (podReplacementPolicy is not modelled: on a
+  cluster a Job with a podFailurePolicy waits until the old pod has terminated).
 - The scheduler checks requests, nodeSelector and taints only; no affinity, spread or preemption.
 - PersistentVolumeClaims are folders shared by every pod (any access mode works everywhere).
 - No exec/attach/port-forward (pods/exec is not served).
@@ -45,9 +48,9 @@ CLUSTER_DIFFERENCES = """\
 
 def gpu_node(
     name: str = "fake-gpu-node",
-    cpu: str = "8",
-    memory: str = "64Gi",
-    gpus: int = 4,
+    cpu: str = "64",
+    memory: str = "512Gi",
+    gpus: int = 8,
     taint: bool = False,
 ) -> dict:
     allocatable = {"cpu": cpu, "memory": memory, "nvidia.com/gpu": str(gpus), "pods": "110"}

@@ -74,8 +74,8 @@ def test_jobs_end_the_same_on_both_backends(backend, code, spec, expected, reque
 def test_a_pod_that_does_not_fit_stays_pending_with_the_schedulers_reason(cluster_client, cluster):
     manifest = job("greedy", "print('never')")
     manifest["spec"]["template"]["spec"]["containers"][0]["resources"] = {
-        "requests": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": 8},
-        "limits": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": 8},
+        "requests": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": 9},
+        "limits": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": 9},
     }
     ref = cluster_client.submit([manifest])
     api = cluster.api
@@ -95,6 +95,12 @@ def test_a_pod_that_does_not_fit_stays_pending_with_the_schedulers_reason(cluste
 
 def test_outputs_and_volumes_through_a_reader_pod(cluster_client, cluster):
     client = cluster_client
+    # A claim that does not exist: answered without a reader pod (it would wait Pending for it).
+    client.reset_volume("training-checkpoints", "outputs")
+    assert (
+        client.list_volume("absent-claim") == [] and client.read_volume("absent-claim", "x") is None
+    )
+    assert cluster.api.objects("pods") == []
     ref = client.submit(_lab_job("outputs", print_result=False))
     assert client.wait(ref, timeout_s=60, progress=False).phase == "Succeeded"
     assert client.result(ref) == {"steps": 1, "final_loss": 2.0}  # result.json via the reader pod

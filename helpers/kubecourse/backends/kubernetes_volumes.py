@@ -23,7 +23,7 @@ import secrets
 from typing import Any
 
 from .. import constants as C
-from ..errors import Conflict, JobTimeout
+from ..errors import Conflict, JobTimeout, NotFound
 from ..manifests import Manifest
 from ..types import JobRef
 
@@ -66,14 +66,28 @@ class KubernetesOutputs:
         return self._get_job(ref.name, ref.namespace)
 
     def read_volume(self, claim: str, namespace: str, path: str) -> bytes | None:
+        if not self._claim_exists(claim, namespace):
+            return None
         data = self._volume_pod(claim, namespace, "read", path)
         return None if data is None else base64.b64decode(data)
 
     def list_volume(self, claim: str, namespace: str, subpath: str = "") -> list[str]:
+        if not self._claim_exists(claim, namespace):
+            return []
         return self._volume_pod(claim, namespace, "list", subpath)
 
     def reset_volume(self, claim: str, namespace: str, subpath: str = "") -> None:
-        self._volume_pod(claim, namespace, "reset", subpath)
+        if self._claim_exists(claim, namespace):  # no claim yet: nothing to reset
+            self._volume_pod(claim, namespace, "reset", subpath)
+
+    def _claim_exists(self, claim: str, namespace: str) -> bool:
+        """A reader pod of a claim that does not exist would wait Pending for it: ask first."""
+        path = resource_path("v1", "PersistentVolumeClaim", namespace, claim)
+        try:
+            self._call(f"get PersistentVolumeClaim/{claim}", self._request, "GET", path)
+        except NotFound:
+            return False
+        return True
 
     def _volume_pod(self, claim: str, namespace: str, op: str, subpath: str) -> Any:
         if ".." in subpath.split("/"):
