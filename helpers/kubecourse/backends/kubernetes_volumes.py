@@ -52,18 +52,13 @@ print("kubecourse-volume: " + json.dumps(out), flush=True)
 
 
 class KubernetesOutputs:
-    """Mixed into KubernetesBackend (needs its _call, _request, _get_job, pod_objects,
+    """Mixed into KubernetesBackend (needs its _call, _request, _get_workload, _kind, pod_objects,
     api_client and pod_start_timeout_s)."""
 
     volume_image = VOLUME_IMAGE
 
     def workload_manifest(self, ref: JobRef) -> Manifest:
-        if ref.kind != "Job":
-            raise NotImplementedError(
-                f"finding the out-dir volume of a {ref.kind} is not supported: "
-                "read its files with read_volume(claim, path)"
-            )
-        return self._get_job(ref.name, ref.namespace)
+        return self._get_workload(ref, self._kind(ref))
 
     def read_volume(self, claim: str, namespace: str, path: str) -> bytes | None:
         if not self._claim_exists(claim, namespace):
@@ -97,8 +92,8 @@ class KubernetesOutputs:
         path = resource_path("v1", "Pod", namespace)
         self._call(f"create Pod/{name}", self._request, "POST", path, body=pod)
         try:
-            phase = self._wait_pod_done(name, namespace, timeout_s=self.pod_start_timeout_s)
-            text = self._pod_log(name, namespace)
+            phase = self._wait_reader_done(name, namespace, timeout_s=self.pod_start_timeout_s)
+            text = self._reader_log(name, namespace)
         finally:
             self._call(
                 f"delete Pod/{name}",
@@ -116,7 +111,7 @@ class KubernetesOutputs:
             )
         return json.loads(answers[-1])
 
-    def _wait_pod_done(self, name: str, namespace: str, *, timeout_s: float) -> str:
+    def _wait_reader_done(self, name: str, namespace: str, *, timeout_s: float) -> str:
         from kubernetes import watch
         from kubernetes.client import CoreV1Api
 
@@ -136,7 +131,7 @@ class KubernetesOutputs:
             f"volume reader pod {namespace}/{name} did not finish in {timeout_s:.0f} s"
         )
 
-    def _pod_log(self, name: str, namespace: str) -> str:
+    def _reader_log(self, name: str, namespace: str) -> str:
         from kubernetes.client import CoreV1Api
 
         core = CoreV1Api(self.api_client)
@@ -146,7 +141,7 @@ class KubernetesOutputs:
 
     # -- disruptions ------------------------------------------------------------------------------
 
-    def _running_pod(self, ref: JobRef, index: int | None) -> str:
+    def _running_pod_of(self, ref: JobRef, index: int | None) -> str:
         name, namespace = ref.name, ref.namespace
         for pod in self.pod_objects(ref):
             labels = pod["metadata"].get("annotations") or {}
@@ -162,7 +157,7 @@ class KubernetesOutputs:
         )
 
     def kill(self, ref: JobRef, *, index: int | None = None) -> str:
-        pod, namespace = self._running_pod(ref, index), ref.namespace
+        pod, namespace = self._running_pod_of(ref, index), ref.namespace
         self._call(
             f"delete Pod/{pod}",
             self._request,
@@ -173,7 +168,7 @@ class KubernetesOutputs:
         return pod
 
     def preempt(self, ref: JobRef, *, index: int | None = None) -> str:
-        pod, namespace = self._running_pod(ref, index), ref.namespace
+        pod, namespace = self._running_pod_of(ref, index), ref.namespace
         eviction = {
             "apiVersion": "policy/v1",
             "kind": "Eviction",
@@ -186,7 +181,7 @@ class KubernetesOutputs:
     def kill_worker(
         self, ref: JobRef, *, rank: int | None = None, index: int | None = None
     ) -> dict[str, Any]:
-        pod, namespace = self._running_pod(ref, index), ref.namespace
+        pod, namespace = self._running_pod_of(ref, index), ref.namespace
         raise NotImplementedError(
             "killing one worker process needs exec into the pod, which the kubernetes backend "
             f"does not do: kubectl exec -n {namespace} {pod} -- pkill -KILL -f labs."
