@@ -63,6 +63,7 @@ HELPER_RIGHTS = frozenset(
 )
 FAULT_RIGHTS = frozenset({Right("delete", "", "pods")})
 
+
 def resource_of(obj: Manifest) -> tuple[str, str]:
     """(API group, REST plural) of an object; a Volcano Job is `jobs` in batch.volcano.sh."""
     group = str(obj.get("apiVersion", "")).rpartition("/")[0]
