@@ -59,10 +59,13 @@ def _workshop(args: argparse.Namespace) -> int:
         verb = "create" if args.action == "up" else "delete"
         print(f"dry run: would {verb} {len(objects)} objects; add --apply to do it")
         return 0
+    from .backends.config import KubernetesBackendConfig
     from .client import make_backend
 
-    kwargs = {"kubeconfig": args.kubeconfig} if args.backend == "kubernetes" else {}
-    backend = make_backend(args.backend, **kwargs)
+    config = args.backend
+    if args.backend == "kubernetes":
+        config = KubernetesBackendConfig(kubeconfig=args.kubeconfig)
+    backend = make_backend(config)
     try:
         if args.action == "up":
             results = ws.up(

@@ -22,6 +22,7 @@ from kubecourse.access import (
     role_rights,
     rules_for,
 )
+from kubecourse.backends.config import KubernetesBackendConfig
 from kubecourse.backends.kubernetes import KubernetesBackend
 from kubecourse.manifests import load_lesson
 from kubecourse.workshop import Workshop
@@ -134,7 +135,11 @@ def test_helper_rights_are_what_the_kubernetes_backend_calls(api, tmp_path):
 
     api.on_create("Job", run)
     backend = KubernetesBackend(
-        kubeconfig=api.write_kubeconfig(tmp_path / "kubeconfig"), backoff_s=0.01, watch_chunk_s=5
+        KubernetesBackendConfig(
+            kubeconfig=api.write_kubeconfig(tmp_path / "kubeconfig"),
+            backoff_s=0.01,
+            watch_chunk_s=5,
+        )
     )
     objects = render("01", name="rights", namespace="learner-01", gpus=0)
     with TrainingClient(

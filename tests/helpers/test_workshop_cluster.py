@@ -11,6 +11,7 @@ import yaml
 
 from kubecourse import Forbidden, TrainingClient, render
 from kubecourse.access import LEARNER_LESSONS, is_workload
+from kubecourse.backends.config import KubernetesBackendConfig
 from kubecourse.backends.kubernetes import KubernetesBackend
 from kubecourse.cli import main
 from kubecourse.cluster import ClusterApi
@@ -37,7 +38,7 @@ def kubeconfig(api, tmp_path):
 
 @pytest.fixture
 def backend(kubeconfig):
-    backend = KubernetesBackend(kubeconfig=kubeconfig, backoff_s=0.01)
+    backend = KubernetesBackend(KubernetesBackendConfig(kubeconfig=kubeconfig, backoff_s=0.01))
     yield backend
     backend.close()
 
@@ -122,7 +123,9 @@ def test_a_learner_runs_the_multi_node_lesson_with_their_kubeconfig(
 ):
     """The failure the issue reports (`services is forbidden`) cannot come back."""
     row = workshop_up.credentials(ClusterApi(kubeconfig), tmp_path / "creds")[0]
-    learner = KubernetesBackend(kubeconfig=row["kubeconfig"], backoff_s=0.01)
+    learner = KubernetesBackend(
+        KubernetesBackendConfig(kubeconfig=row["kubeconfig"], backoff_s=0.01)
+    )
     objects = [
         o
         for o in render("02", namespace="learner-01")
