@@ -21,6 +21,7 @@ from pathlib import Path
 from . import display
 from .backends.base import Backend
 from .backends.config import CONFIGS, BackendConfig
+from .context import resolve_namespace
 from .errors import JobFailed, ManifestError, OptionError
 from .manifests import Manifest, object_id, repo_root, workload
 from .types import Event, JobRef, JobStatus, LogLine
@@ -62,7 +63,8 @@ class TrainingClient:
         rendered_dir: str | Path | None = None,
     ):
         self.backend = make_backend(backend)
-        self.namespace = namespace
+        # "": $KUBECOURSE_NAMESPACE, else the kubeconfig context, else the course namespace
+        self.namespace = namespace or resolve_namespace()
         self.show_kubectl = show_kubectl
         self.policy = policy
         self.rendered_dir = (

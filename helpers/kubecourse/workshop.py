@@ -33,6 +33,7 @@ import yaml
 from . import constants as C
 from .backends.base import Backend
 from .cluster import ClusterApi
+from .context import QUEUE_EXTENSION
 from .errors import NotFound, OptionError
 from .manifests import Manifest, load_lesson, object_id, sort_for_creation
 from .validation import Report, validate
@@ -435,7 +436,13 @@ def _kubeconfig(api: ClusterApi, namespace: str, token: str) -> str:
         "contexts": [
             {
                 "name": namespace,
-                "context": {"cluster": "workshop", "user": namespace, "namespace": namespace},
+                "context": {
+                    "cluster": "workshop",
+                    "user": namespace,
+                    "namespace": namespace,
+                    # the learner's LocalQueue (kubecourse.context.resolve_queue reads it)
+                    "extensions": [{"name": QUEUE_EXTENSION, "extension": {"queue": "default"}}],
+                },
             }
         ],
         "current-context": namespace,
