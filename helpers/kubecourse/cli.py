@@ -1,6 +1,7 @@
 """`kubecourse` command line: the facade's verbs for a terminal.
 
 kubecourse env                                   # what notebook 00 checks
+kubecourse doctor --namespace learner-01 --lesson 02   # preflight on the cluster, exit 1 on a failure
 kubecourse render 01 --set name=my-run --set gpus=0
 kubecourse validate 01                           # or a YAML file
 kubecourse submit 01 --set extra_args='["--smoke"]' --set env='{"DATASET":"synthetic"}' --follow
@@ -99,6 +100,25 @@ def _workshop_cluster(ws, args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from .cluster import ClusterApi
+    from .context import resolve_namespace, resolve_queue
+    from .doctor import run_doctor
+
+    api = ClusterApi(kubeconfig=args.kubeconfig)
+    try:
+        report = run_doctor(
+            api,
+            namespace=resolve_namespace(args.namespace or "", args.kubeconfig),
+            lessons=args.lesson or None,
+            queue=resolve_queue(args.queue or "", args.kubeconfig),
+        )
+    finally:
+        api.close()
+    print(report)
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kubecourse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -130,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
                 "--follow", action="store_true", help="follow logs and wait for the end"
             )
             command.add_argument("--timeout", type=float, default=3600, help="seconds to wait")
+    doctor = sub.add_parser("doctor", help="preflight: API, versions, CRDs, GPUs, storage, rights")
+    doctor.add_argument("--namespace", help="default: $KUBECOURSE_NAMESPACE, kubeconfig context")
+    doctor.add_argument(
+        "--lesson", action="append", help="manifest lesson number (repeatable; default: all)"
+    )
+    doctor.add_argument("--queue", help="LocalQueue to check (default: $KUBECOURSE_QUEUE)")
+    doctor.add_argument("--kubeconfig", help="kubeconfig file (default: what kubectl uses)")
     workshop = sub.add_parser("workshop", help="namespaces, quotas, queues, RBAC for N learners")
     workshop.add_argument(
         "action",
@@ -164,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "workshop":
             return _workshop(args)
+        if args.command == "doctor":
+            return _doctor(args)
         if args.command == "env":
             from .env import check_environment
 

@@ -150,4 +150,16 @@ def _status_of(error) -> tuple[str, str]:
         return str(error.reason or error), str(error.reason or "")
 
 
-__all__ = ["ClusterApi"]
+def pinned_versions(path: str | None = None) -> dict[str, str]:
+    """cluster/versions.env as a dict: the pinned chart versions and the minimum Kubernetes
+    version that the docs, scripts/cluster-up.sh, the tests and `kubecourse doctor` share."""
+    from pathlib import Path
+
+    from .manifests import repo_root
+
+    text = Path(path or repo_root() / "cluster" / "versions.env").read_text()
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs if not k.lstrip().startswith("#")}
+
+
+__all__ = ["ClusterApi", "pinned_versions"]
