@@ -114,9 +114,10 @@ def test_an_unreachable_server_is_one_failed_line(tmp_path):
         port = s.getsockname()[1]
     config = tmp_path / "k"
     config.write_text(
-        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:%d'}}]\n"
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
         "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
-        "current-context: x\n" % port
+        "current-context: x\n"
     )
     report = run_doctor(ClusterApi(str(config), timeout_s=2), namespace="kubecourse")
     assert [(c.name, c.result) for c in report.checks] == [("API server", FAIL)]
