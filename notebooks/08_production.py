@@ -266,7 +266,7 @@ for expected in (
     assert expected in insecure_fields, (expected, sorted(insecure_fields))
 assert admits == {"cifar10-queued": 4, "cifar10-ha": 8, "cifar10-gang": 4}, admits
 assert workshop_report.ok, str(workshop_report)
-assert len(workshop_objects) == 2 + 11 * LEARNERS
+assert len(workshop_objects) == 2 + 12 * LEARNERS
 assert present_after_up == (0 if dry_run else len(workshop_objects))
 assert present_after_down == 0
 if not dry_run:

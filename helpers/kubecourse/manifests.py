@@ -272,7 +272,30 @@ class Name(Option):
         )
 
     def apply(self, objects: list[Manifest]) -> None:
-        workload(objects)["metadata"]["name"] = self.value
+        target = workload(objects)
+        old = target["metadata"]["name"]
+        target["metadata"]["name"] = self.value
+        # The job's own NetworkPolicy (<name>-peers) selects its pods by the controller's
+        # job-name label: it follows the new name.
+        for obj in objects:
+            if obj.get("kind") == "NetworkPolicy":
+                _rename_job_selectors(obj, old, self.value)
+                if obj["metadata"].get("name") == f"{old}-peers":
+                    obj["metadata"]["name"] = f"{self.value}-peers"
+
+
+def _rename_job_selectors(node: Any, old: str, new: str) -> None:
+    if isinstance(node, dict):
+        labels = node.get("matchLabels")
+        if isinstance(labels, dict):
+            for key in C.JOB_NAME_LABELS:
+                if labels.get(key) == old:
+                    labels[key] = new
+        for value in node.values():
+            _rename_job_selectors(value, old, new)
+    elif isinstance(node, list):
+        for value in node:
+            _rename_job_selectors(value, old, new)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def parse_quantity(value: str | int | float) -> Decimal:
     return Decimal(match.group(1)) * _SUFFIX[match.group(2)]
 
 
-def _pods(obj: Manifest, base: str) -> int:
+def pod_count(obj: Manifest, base: str) -> int:
     """How many pods run at once for the pod template at `base`."""
     spec = obj.get("spec") or {}
     kind = obj.get("kind")
@@ -82,7 +82,7 @@ def job_requests(obj: Manifest) -> dict[str, Decimal]:
         totals["pods"] += nodes
         _add(totals, trainer.get("resourcesPerNode") or {}, nodes)
     for base, spec in pod_specs(obj):
-        pods = _pods(obj, base)
+        pods = pod_count(obj, base)
         totals["pods"] += pods
         for container in spec.get("containers") or []:
             _add(totals, container.get("resources") or {}, pods)
