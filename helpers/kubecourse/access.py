@@ -7,7 +7,8 @@
 
 A learner applies a lesson's manifests (one `create` per object; a server-side dry run needs the
 same verb), follows the workload (get/list/watch), reads its pods, logs and events, and deletes it
-at the end; the fault lessons also delete single pods. Objects labelled
+at the end with what its submit created (not the shared PVCs); the fault lessons also delete
+single pods. Objects labelled
 `course.kubecourse.dev/audience: admin` are the cluster admin's, not the learner's. `kubecourse
 doctor` asks the API server (SelfSubjectAccessReview) about each right; a test compares the
 learner Role of lesson 04 with this set, so a missing right and a surplus one both fail.
@@ -83,13 +84,17 @@ def is_admin_object(obj: Manifest) -> bool:
 
 
 def rights_for_objects(objects: Iterable[Manifest]) -> set[Right]:
-    """create for every learner object; the follow verbs for every workload."""
+    """create for every learner object; delete for what the facade's delete(job) removes with
+    the job (everything its submit created except the PVCs, whose data is shared); the follow
+    verbs for every workload."""
     rights: set[Right] = set()
     for obj in objects:
         if is_admin_object(obj):
             continue
         group, plural = resource_of(obj)
         rights.add(Right("create", group, plural))
+        if obj.get("kind") != "PersistentVolumeClaim":
+            rights.add(Right("delete", group, plural))
         if is_workload(obj):
             rights.update(Right(verb, group, plural) for verb in FOLLOW_VERBS)
     return rights

@@ -272,6 +272,19 @@ class TrainingClient:
         self.backend.delete(ref, missing_ok=missing_ok, volumes=volumes)
         self._submitted.pop((ref.namespace, ref.name), None)
 
+    # Plain objects that are not a job (the workshop's namespaces, quotas, queues, RBAC).
+    def apply_objects(self, objects: list[Manifest], *, dry_run: bool = False) -> list[str]:
+        """Create each object; one result per object: "created", "exists" or "dry run"."""
+        return self.backend.apply_objects(objects, dry_run=dry_run)
+
+    def delete_objects(self, objects: list[Manifest]) -> list[str]:
+        """Delete each object (idempotent); one result per object: "deleted" or "absent"."""
+        return self.backend.delete_objects(objects)
+
+    def get_objects(self, objects: list[Manifest]) -> list[Manifest | None]:
+        """The stored version of each object, None where it does not exist."""
+        return self.backend.get_objects(objects)
+
     def close(self) -> None:
         self.backend.close()
 

@@ -57,6 +57,7 @@ class Report:
     namespace: str
     lessons: list[str]
     checks: list[Check] = field(default_factory=list)
+    note: str = ""  # set when nothing could be checked (no kubeconfig): what would be checked
 
     @property
     def ok(self) -> bool:
@@ -67,6 +68,8 @@ class Report:
         self.checks.append(Check(name, result, found, "" if ok else fix))
 
     def __str__(self) -> str:
+        if self.note:
+            return self.note
         rows = [("check", "result", "found", "fix")]
         rows += [(c.name, c.result, c.found, c.fix) for c in self.checks]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -81,6 +84,9 @@ class Report:
 
     def _repr_html_(self) -> str:
         import html
+
+        if self.note:
+            return f"<p>{html.escape(self.note)}</p>"
 
         colour = {PASS: "#c8e6c9", FAIL: "#ffcdd2", SKIP: "#eeeeee"}
         rows = "".join(
@@ -291,4 +297,21 @@ def doctor_without_cluster() -> str:
     )
 
 
-__all__ = ["Check", "Report", "doctor_without_cluster", "lesson_groups", "run_doctor"]
+def preflight(namespace: str = "", lessons: Iterable[str] | None = None, queue: str = "") -> Report:
+    """What notebook 00 shows: the doctor's table on the kubeconfig's cluster, or, without a
+    kubeconfig, a note saying what it would check (nothing fails: the local backend needs none)."""
+    from .context import resolve_namespace, resolve_queue
+
+    namespace = resolve_namespace(namespace)
+    chosen = sorted(LEARNER_LESSONS) if lessons is None else [str(n).zfill(2) for n in lessons]
+    note = doctor_without_cluster()
+    if note:
+        return Report(namespace, chosen, note=note)
+    api = ClusterApi(timeout_s=5.0)
+    try:
+        return run_doctor(api, namespace=namespace, lessons=chosen, queue=resolve_queue(queue))
+    finally:
+        api.close()
+
+
+__all__ = ["Check", "Report", "doctor_without_cluster", "lesson_groups", "preflight", "run_doctor"]

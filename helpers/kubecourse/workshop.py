@@ -3,7 +3,7 @@
     from kubecourse.workshop import Workshop
     ws = Workshop(learners=3)                 # learner-01 .. learner-03
     print(ws.table())                         # what would be created (nothing is sent)
-    ws.up(backend, dry_run=False)             # create; ws.down(backend) removes it all again
+    ws.up(client, dry_run=False)              # create (a TrainingClient or a Backend); ws.down(client)
 
 or from a terminal (dry run unless --apply):
 
@@ -27,6 +27,7 @@ import copy
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -37,6 +38,9 @@ from .context import QUEUE_EXTENSION
 from .errors import NotFound, OptionError
 from .manifests import Manifest, load_lesson, object_id, sort_for_creation
 from .validation import Report, validate
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .client import TrainingClient
 
 WORKSHOP_LABEL = "course.kubecourse.dev/workshop"
 LEARNER_LABEL = "course.kubecourse.dev/learner"
@@ -235,7 +239,11 @@ class Workshop:
         return "\n".join(lines)
 
     def up(
-        self, backend: Backend, *, dry_run: bool = True, create_namespaces: bool = False
+        self,
+        backend: Backend | TrainingClient,
+        *,
+        dry_run: bool = True,
+        create_namespaces: bool = False,
     ) -> dict[str, str]:
         """Validate, then create every object through `backend`. Returns {"Kind/name@namespace":
         result}. dry_run=True sends a server-side dry run on Kubernetes; a dry run stores nothing,
@@ -269,13 +277,13 @@ class Workshop:
             out.setdefault(_key(obj), NOT_CHECKED)
         return {_key(o): out[_key(o)] for o in objects}
 
-    def down(self, backend: Backend) -> dict[str, str]:
+    def down(self, backend: Backend | TrainingClient) -> dict[str, str]:
         """Delete every object of the workshop (learner namespaces take their contents along)."""
         objects = self.render()
         results = backend.delete_objects(objects)
         return {_key(o): r for o, r in zip(objects, results, strict=True)}
 
-    def present(self, backend: Backend) -> list[Manifest]:
+    def present(self, backend: Backend | TrainingClient) -> list[Manifest]:
         """The workshop's objects that exist on the backend now."""
         return [o for o in backend.get_objects(self.render()) if o is not None]
 
