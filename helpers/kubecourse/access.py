@@ -36,6 +36,8 @@ LEARNER_LESSONS: dict[str, str | None] = {
 FAULT_LESSONS = ("01", "04")
 # What the helper does with a workload after creating it: follow (get/list/watch) and delete it.
 FOLLOW_VERBS = ("get", "list", "watch", "delete")
+# What it does with a workload's other objects, PVCs excepted (their data outlives the job).
+DEPENDENCY_VERBS = ("patch", "delete")
 
 
 class Right(NamedTuple):
@@ -59,6 +61,8 @@ HELPER_RIGHTS = frozenset(
         Right("watch", "", "pods"),
         Right("get", "", "pods/log"),
         Right("list", "", "events"),
+        # why a queued (suspended) job waits: Kueue's Workload for it
+        Right("list", "kueue.x-k8s.io", "workloads"),
         Right("get", "kueue.x-k8s.io", "localqueues"),
     }
 )
@@ -84,19 +88,20 @@ def is_admin_object(obj: Manifest) -> bool:
 
 
 def rights_for_objects(objects: Iterable[Manifest]) -> set[Right]:
-    """create for every learner object; delete for what the facade's delete(job) removes with
-    the job (everything its submit created except the PVCs, whose data is shared); the follow
-    verbs for every workload."""
+    """create for every learner object; the follow verbs for every workload; patch (owner) and
+    delete for the other objects except PVCs, whose data is shared by every run."""
     rights: set[Right] = set()
     for obj in objects:
         if is_admin_object(obj):
             continue
         group, plural = resource_of(obj)
         rights.add(Right("create", group, plural))
-        if obj.get("kind") != "PersistentVolumeClaim":
-            rights.add(Right("delete", group, plural))
         if is_workload(obj):
             rights.update(Right(verb, group, plural) for verb in FOLLOW_VERBS)
+        elif obj.get("kind") != "PersistentVolumeClaim":
+            # submit makes the workload their owner (a merge patch of ownerReferences), so
+            # deleting the job takes them along; delete(job) and a failed submit delete them
+            rights.update(Right(verb, group, plural) for verb in DEPENDENCY_VERBS)
     return rights
 
 

@@ -57,7 +57,7 @@ _PER_LEARNER_KINDS = (
 )
 _RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding")
 # The result of an object a server-side dry run could not send, and why.
-NOT_CHECKED = "not checked: namespace absent"
+NOT_CHECKED = "unchecked"  # the backends' word (Backend.apply_objects)
 DRY_RUN_NOTE = (
     "A server-side dry run stores nothing, not even a Namespace, so the API server cannot check "
     "objects inside a namespace that does not exist yet (it would answer 404 namespaces not found). "

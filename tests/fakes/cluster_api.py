@@ -14,8 +14,8 @@
   bound to that ServiceAccount in the request's namespace (403 with the real message otherwise).
   The kubeconfig token of `write_kubeconfig` stays the all-powerful admin.
 - SelfSubjectAccessReview answers from the same RBAC evaluation.
-- strict_namespaces: a namespaced create in a namespace that does not exist is a 404
-  (`namespaces "x" not found`), as on a real server, where a dry-run Namespace is not stored.
+(A namespaced create in a namespace that does not exist is a 404 in the fake itself, as on a
+real server, where a dry-run Namespace is not stored.)
 """
 
 from __future__ import annotations
@@ -70,7 +70,6 @@ class FakeCluster:
         ("standard", True, False),
         ("nfs", False, True),
     )
-    strict_namespaces: bool = True
     tokens: dict[str, dict] = field(default_factory=dict)
 
     def install(self) -> FakeCluster:
@@ -81,10 +80,6 @@ class FakeCluster:
     # -- seeded objects ----------------------------------------------------------------------------
 
     def _seed(self) -> None:
-        for name in ("kube-system", "kube-public"):
-            self.api.put_object(
-                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-            )
         for i in range(self.gpu_nodes):
             self.api.put_object(gpu_node(f"gpu-node-{i}", self.gpus_per_node))
         for i in range(self.cpu_nodes):
@@ -131,15 +126,6 @@ class FakeCluster:
         parts = [p for p in path.split("/") if p]
         if method == "POST" and parts[-1:] == ["token"] and "serviceaccounts" in parts:
             return self._token(parts, body or {})
-        if self.strict_namespaces and method == "POST" and "namespaces" in parts:
-            at = parts.index("namespaces")
-            if len(parts) > at + 2 and self.api.get("namespaces", parts[at + 1]) is None:
-                raise ApiError(
-                    404,
-                    "NotFound",
-                    f'namespaces "{parts[at + 1]}" not found',
-                    {"name": parts[at + 1], "kind": "namespaces"},
-                )
         return None
 
     def _token(self, parts: list[str], body: dict):

@@ -126,13 +126,17 @@ def test_helper_rights_are_what_the_kubernetes_backend_calls(api, tmp_path):
     """Run lesson 01 through the facade on the fake API server and record every request."""
 
     def run(server, job):
-        # The pods appear only once the helper watches for them (logs --follow right after submit).
+        # Kueue admits the queued job (unsuspends it) once the helper watches for its pods.
         def later():
             server.wait_for(lambda s: s.watch_count > 0, timeout=20)
-            server.run_job(job, logs={0: ["step 1/1 loss 1.0"]})
+            stored = server.get("jobs", job["metadata"]["name"], "learner-01", group="batch")
+            stored["spec"]["suspend"] = False
+            server.put_object(stored)
+            server.run_job(stored, logs={0: ["step 1/1 loss 1.0"]})
 
         threading.Thread(target=later, daemon=True).start()
 
+    api.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "learner-01"}})
     api.on_create("Job", run)
     backend = KubernetesBackend(
         KubernetesBackendConfig(
@@ -141,11 +145,12 @@ def test_helper_rights_are_what_the_kubernetes_backend_calls(api, tmp_path):
             watch_chunk_s=5,
         )
     )
-    objects = render("01", name="rights", namespace="learner-01", gpus=0)
+    objects = render("01", name="rights", namespace="learner-01", gpus=0, queue="default")
     with TrainingClient(
         backend=backend, show_kubectl=False, rendered_dir=tmp_path, namespace="learner-01"
     ) as client:
         job = client.submit(objects)
+        client.status(job)  # suspended: asks Kueue why
         client.logs(job, follow=True, echo=False)
         client.wait(job, timeout_s=30, progress=False)
         client.logs(job, echo=False)
