@@ -47,7 +47,9 @@ class TinySpec:
 
     vocab_size: int = 512  # BPE vocabulary incl. 256 byte tokens and the special tokens
     hidden_size: int = 128  # d_model
-    intermediate_size: int = 352  # SwiGLU width (~2.75 x hidden, as in Llama)
+    # SwiGLU width (3 x hidden; Llama uses ~2.7x). A multiple of 64, the bitsandbytes 4-bit block
+    # size: its CPU kernel for AVX512-BF16 machines cannot handle a partial block (measured).
+    intermediate_size: int = 384
     num_layers: int = 2
     num_heads: int = 4
     num_kv_heads: int = 2  # grouped-query attention, as in Llama 3 / Qwen 2.5
