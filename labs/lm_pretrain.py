@@ -1,9 +1,11 @@
 """Pretrain a small Llama-style language model: one process, DDP, FSDP2 or DeepSpeed ZeRO.
 
-What it does: builds `TinyLlama` (labs/common/tiny_llama.py: RMSNorm, RoPE, grouped-query
-attention, SwiGLU) from the config, trains it on a locally generated token corpus (a fixed random
-Markov chain over 256 byte-tokens: learnable, no download) with AdamW, warmup + cosine LR and
-gradient clipping, and writes sharded checkpoints with `torch.distributed.checkpoint` (DCP) that
+What it does: builds THE course model (a Hugging Face `LlamaForCausalLM` from
+labs/common/tiny_lm.llama_config: RMSNorm, RoPE, grouped-query attention, SwiGLU; the same
+definition the fine-tuning lab adapts) from the config, trains it on a locally generated corpus
+(`--corpus markov`: a fixed random Markov chain over 256 byte-tokens, learnable, no download;
+`--corpus text`: the course's sentences through the course tokenizer) with AdamW, warmup + cosine
+LR and gradient clipping, and writes sharded checkpoints with `torch.distributed.checkpoint` (DCP) that
 resume at ANY world size. Strategies:
 
 * `ddp`  (default): every rank holds the whole model; gradients are all-reduced (bucket size and
@@ -55,6 +57,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -66,7 +69,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from labs.common.checkpoint import COMPLETE_MARKER, list_complete
+from labs.common.checkpoint import COMPLETE_MARKER, list_complete, save_dir_atomic
 from labs.common.checkpoint_io import load_sharded
 from labs.common.config import ConfigError, param
 from labs.common.distributed import (
@@ -80,10 +83,13 @@ from labs.common.distributed import (
     wrap_ddp,
 )
 from labs.common.entry import EXIT_CONFIG, EXIT_OK, StopFlag, run_main
-from labs.common.tiny_llama import LlamaConfig, TinyLlama, count_parameters
+from labs.common.instructions import corpus_lines
+from labs.common.tiny_lm import build_llama, llama_config, load_tokenizer
 from labs.common.trainer import CoreConfig, Task, Trainer, warmup_cosine
 
-__all__ = ["COMPLETE_MARKER", "LMConfig", "LMTask", "list_complete", "load_dcp", "main"]
+__all__ = [
+    "COMPLETE_MARKER", "LMConfig", "LMTask", "build_model", "list_complete", "load_dcp", "main"
+]  # fmt: skip
 
 
 @dataclass
@@ -102,7 +108,20 @@ class LMConfig(CoreConfig):
     n_kv_heads: int = param(4, "key/value heads; < n_heads = grouped-query attention")
     seq_len: int = param(256, "tokens per training sequence (context length)")
     # -- data and schedule -------------------------------------------------------------------------
-    corpus_tokens: int = param(1_000_000, "tokens in the generated Markov-chain corpus")
+    corpus: Literal["markov", "text"] = param(
+        "markov",
+        "markov = a seeded Markov chain over 256 byte-tokens (entropy known: 1.1 nats); "
+        "text = the course's sentences in the course tokenizer (what the fine-tuning lab speaks)",
+    )
+    corpus_tokens: int = param(1_000_000, "tokens in the generated corpus")
+    model_cache: str = param(
+        ".course/models", "where the course tokenizer is built (--corpus text)"
+    )
+    export_hf: str = param(
+        "",
+        "folder: save the final weights (+ tokenizer with --corpus text) as a Hugging Face "
+        "model there; `labs.finetune --model-id FOLDER` fine-tunes it (empty = no export)",
+    )
     batch_size: int = param(
         16, "sequences per process per micro-batch; global = this x grad_accum x world_size"
     )
@@ -144,20 +163,34 @@ class LMConfig(CoreConfig):
             raise ConfigError("bucket_cap_mb", f"must be > 0 (got {self.bucket_cap_mb})")
         if self.corpus_tokens <= self.seq_len + 1:
             raise ConfigError("corpus_tokens", f"must exceed seq_len + 1 ({self.seq_len + 1})")
-        try:
-            self.model_config()
-        except ValueError as e:
-            raise ConfigError("n_heads", str(e)) from e
+        if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
+            raise ConfigError("n_heads", f"dim {self.dim} / n_heads {self.n_heads} must be even")
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError("n_kv_heads", f"must divide n_heads {self.n_heads}")
 
-    def model_config(self) -> LlamaConfig:
-        return LlamaConfig(
-            vocab_size=256,
-            dim=self.dim,
-            n_layers=self.n_layers,
-            n_heads=self.n_heads,
-            n_kv_heads=self.n_kv_heads,
-            max_seq_len=self.seq_len,
+    def model_config(self, vocab_size: int = 256) -> Any:
+        """The course model's `LlamaConfig` at this lab's size (SwiGLU width ~8/3 x dim, rounded
+        up to a multiple of 64: tensor-core and bitsandbytes-block friendly)."""
+        return llama_config(
+            vocab_size=vocab_size,
+            hidden_size=self.dim,
+            intermediate_size=64 * math.ceil(8 * self.dim / 3 / 64),
+            num_layers=self.n_layers,
+            num_heads=self.n_heads,
+            num_kv_heads=self.n_kv_heads,
+            max_positions=self.seq_len,
+            tie_word_embeddings=False,  # untied: the head is sharded on its own
         )
+
+
+def build_model(cfg: LMConfig, vocab_size: int = 256, seed: int | None = None) -> nn.Module:
+    """The seeded `LlamaForCausalLM` of the config (identical initial weights on every rank)."""
+    return build_llama(cfg.model_config(vocab_size), cfg.seed if seed is None else seed)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Parameters of the full (unsharded) model."""
+    return sum(p.numel() for p in model.parameters())
 
 
 SMOKE: dict[str, Any] = dict(
@@ -178,8 +211,9 @@ SMOKE: dict[str, Any] = dict(
 # Lab fields a resume may change without changing the result (the strategy and world size may
 # change too: DCP reshards).
 RUNTIME_FIELDS = (
-    "strategy bucket_cap_mb comm_hook device deepspeed_config num_threads smoke".split()
-)
+    "strategy bucket_cap_mb comm_hook device deepspeed_config num_threads smoke model_cache "
+    "export_hf"
+).split()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -199,6 +233,17 @@ def make_corpus(n_tokens: int, seed: int, vocab: int = 256, branching: int = 4) 
     for i in range(1, n_tokens):  # sequential by nature; ~0.1 s per 10^5 tokens
         tokens[i] = successors[tokens[i - 1], choices[i]]
     return torch.from_numpy(tokens)
+
+
+def text_corpus(tokenizer: Any, n_tokens: int, seed: int) -> torch.Tensor:
+    """The course's sentences (instructions.corpus_lines, seeded) in the course tokenizer, each
+    line as `<bos> tokens`, concatenated and repeated up to `n_tokens`."""
+    lines = corpus_lines(seed=12345 + seed, n=max(240, n_tokens // 24))
+    ids: list[int] = []
+    for row in tokenizer(lines, add_special_tokens=False)["input_ids"]:
+        ids += [tokenizer.bos_token_id, *row]
+    tokens = torch.tensor(ids, dtype=torch.int64)
+    return tokens.repeat(math.ceil(n_tokens / len(tokens)))[:n_tokens]
 
 
 def get_batch(
@@ -243,7 +288,7 @@ def deepspeed_skip_reason(device: torch.device) -> str | None:
     return None
 
 
-def shard_fsdp(model: TinyLlama, bf16: bool, log: Any) -> nn.Module:
+def shard_fsdp(model: nn.Module, bf16: bool, log: Any) -> nn.Module:
     """FSDP2: shard each transformer block, then the root (embedding, final norm, head)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -256,7 +301,7 @@ def shard_fsdp(model: TinyLlama, bf16: bool, log: Any) -> nn.Module:
             flush=True,
         )
         policy = MixedPrecisionPolicy()
-    for block in model.layers:
+    for block in model.model.layers:
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     return model
@@ -327,7 +372,7 @@ def load_dcp(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> 
 
 
 class LMTask(Task):
-    """Next-token pretraining of TinyLlama on the Markov corpus, replicated (DDP) or sharded."""
+    """Next-token pretraining of the course model, replicated (DDP) or sharded (FSDP2)."""
 
     name = "lm_pretrain"
     checkpoint_format = "dcp"
@@ -336,9 +381,14 @@ class LMTask(Task):
 
     def __init__(self, cfg: LMConfig, info: DistInfo, device: torch.device, bf16: bool, log):
         self.cfg, self.info, self.device, self.bf16, self.print = cfg, info, device, bf16, log
-        self.corpus = make_corpus(cfg.corpus_tokens, cfg.seed)
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.model = TinyLlama(cfg.model_config()).to(device)
+        self.tokenizer = None
+        if cfg.corpus == "text":
+            self.tokenizer = load_tokenizer(cfg.model_cache, log=lambda m: log(m, flush=True))
+            self.corpus = text_corpus(self.tokenizer, cfg.corpus_tokens, cfg.seed)
+        else:
+            self.corpus = make_corpus(cfg.corpus_tokens, cfg.seed)
+        vocab = len(self.tokenizer) if self.tokenizer is not None else 256
+        self.model = build_model(cfg, vocab).to(device)
         self.n_params = count_parameters(self.model)
         self.net = self.model
         if cfg.strategy == "fsdp" and info.is_distributed:
@@ -373,7 +423,7 @@ class LMTask(Task):
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
-        return F.cross_entropy(self.net(x).float().flatten(0, 1), y.flatten())
+        return F.cross_entropy(self.net(x).logits.float().flatten(0, 1), y.flatten())
 
     def autocast(self):
         # DDP computes in bf16 via autocast; FSDP2 does it with its MixedPrecisionPolicy instead.
@@ -391,7 +441,7 @@ class LMTask(Task):
             )
 
     def nan_module(self) -> nn.Module:
-        return self.model.output
+        return self.model.lm_head
 
     def flops_per_sample(self) -> float:
         return 6.0 * self.n_params * self.cfg.seq_len  # forward + backward, per sequence
@@ -427,7 +477,28 @@ class LMTask(Task):
             )
         return f"weights {full_weights_digest(self.net)} saved {meta.get('weights_digest')}"
 
+    def export(self, folder: str) -> Path:
+        """The final weights as a Hugging Face model folder (every rank joins the gather)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        full = get_model_state_dict(self.net, options=options)
+        if self.info.is_main:
+            plain = build_llama(self.model.config, self.cfg.seed)
+            plain.load_state_dict(full)
+
+            def write(d: Path) -> None:
+                plain.save_pretrained(d, safe_serialization=True)
+                if self.tokenizer is not None:
+                    self.tokenizer.save_pretrained(d)
+
+            save_dir_atomic(folder, write)
+            self.print(f"exported Hugging Face model to {folder}", flush=True)
+        return Path(folder)
+
     def finish(self, trainer: Trainer, completed: bool):
+        if self.cfg.export_hf:
+            self.export(self.cfg.export_hf)
         digests = None
         if self.cfg.strategy != "fsdp" or not self.info.is_distributed:
             digests = all_gather_object(weights_digest(self.model), self.info)
@@ -444,6 +515,8 @@ class LMTask(Task):
             "strategy": self.cfg.strategy,
             "comm_hook": self.cfg.comm_hook,
             "bucket_cap_mb": self.cfg.bucket_cap_mb,
+            "corpus": self.cfg.corpus,
+            "export_hf": self.cfg.export_hf or None,
         }
         done = [
             ("steps", str(trainer.step)),
@@ -491,7 +564,7 @@ def train_deepspeed(cfg: LMConfig, info: DistInfo, device: torch.device, log: An
     torch.cuda.set_device(device)
     corpus = make_corpus(cfg.corpus_tokens, cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = TinyLlama(cfg.model_config())
+    model = build_model(cfg)
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=ds_config
     )
@@ -507,7 +580,7 @@ def train_deepspeed(cfg: LMConfig, info: DistInfo, device: torch.device, log: An
             group["lr"] = lr_at(step, cfg)
         for micro in range(cfg.grad_accum_steps):
             x, y = (t.to(device) for t in get_batch(corpus, cfg, step, info.rank, micro))
-            loss = F.cross_entropy(engine(x).float().flatten(0, 1), y.flatten())
+            loss = F.cross_entropy(engine(x).logits.float().flatten(0, 1), y.flatten())
             engine.backward(loss)
             engine.step()
         step += 1
