@@ -221,7 +221,7 @@ def run_course(out_dir: Path, only: str | None = None, lang: str | None = None) 
     figures = [f for o in outcomes.values() for f in o.get("figures", [])]
     if figures:
         lines += ["", _("## Plots"), ""] + [f"![{f}](outcomes/{f})" for f in figures]
-    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out_dir / "summary.json").write_text(
         json.dumps({"notebooks": rows, "outcomes": outcomes}, indent=2, default=str)
     )

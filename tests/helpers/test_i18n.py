@@ -215,7 +215,10 @@ def test_gettext_reads_the_helpers_catalog():
 def test_course_summary_headings_follow_the_language(tmp_path):
     from kubecourse.course import run_course
 
+    (tmp_path / "zh").mkdir()
+    (tmp_path / "en").mkdir()
     chinese = run_course(tmp_path / "zh", only="^no-notebook$", lang="zh_CN").read_text()
     english = run_course(tmp_path / "en", only="^no-notebook$").read_text()
     assert chinese.startswith("# 课程运行结果（本地后端）") and "| 笔记本 |" in chinese
     assert english.startswith("# Course run (local backend)")
+    assert chinese.encode("utf-8") == (tmp_path / "zh" / "summary.md").read_bytes()
