@@ -3,6 +3,7 @@
     python -m kubecourse.i18n update    # English notebooks -> catalogs: new cells untranslated, changed ones fuzzy
     python -m kubecourse.i18n status    # per notebook: translated / fuzzy / untranslated, naming each stale cell
     python -m kubecourse.i18n build     # catalogs -> notebooks/zh_CN/NN_topic.py and .ipynb (`make notebooks`)
+    python -m kubecourse.i18n record docs/zh_CN/runbook.md   # a translated document is current again
 
 The English jupytext notebooks (notebooks/NN_topic.py) are the only source. Each notebook has one
 catalog, notebooks/locale/<lang>/LC_MESSAGES/NN_topic.po, with one entry per markdown cell and one
@@ -22,6 +23,9 @@ After editing an English cell:
     python -m kubecourse.i18n update && python -m kubecourse.i18n status   # what is stale
     # edit the msgstr of each listed entry in its .po file and delete its `#, fuzzy` line
     make notebooks                                                        # rebuild, then commit all
+
+Documents (docs/zh_CN/*.md) are translated whole; their first line records the git blob of the
+English file they were translated from, and `status` (and a test) flags one whose source changed.
 """
 
 from __future__ import annotations
@@ -429,6 +433,7 @@ def translate_notebook(source: Path, lang: str = DEFAULT_LANGUAGE):
         "catalog": str(catalog_path(source, lang).relative_to(repo_root())),
         "generated_by": "python -m kubecourse.i18n build (edit the catalog, not this file)",
     }
+    notebook.metadata.setdefault("jupytext", {})["notebook_metadata_filter"] = "kubecourse_i18n"
     return notebook
 
 
@@ -481,6 +486,11 @@ def drift(lang: str = DEFAULT_LANGUAGE) -> list[str]:
     return problems
 
 
+def inline_code(text: str) -> set[str]:
+    """The `code spans` of a markdown text (outside fenced blocks)."""
+    return set(re.findall(r"`[^`]+`", _FENCE.sub(" ", text)))
+
+
 def commands(text: str) -> list[str]:
     """A markdown cell's fenced code blocks without their `#` comments (comments may be translated)."""
     return [
@@ -496,6 +506,67 @@ def code_without_comments(source: str) -> str:
     for row, col in cut:
         lines[row - 1] = lines[row - 1][:col].rstrip()
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Translated documents (docs/<lang>/*.md): one English source each, recorded by its git blob hash
+# --------------------------------------------------------------------------------------------------
+
+_DOC_HEADER = re.compile(
+    r"^<!-- i18n: source=(?P<source>\S+) source-blob=(?P<blob>[0-9a-f]{40}) .*?-->\n"
+)
+
+
+def git_blob(data: bytes) -> str:
+    """The id git gives a file's content (`git hash-object FILE`): `git show <id>` prints that text."""
+    import hashlib
+
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def doc_header(source: str, blob: str) -> str:
+    return (
+        f"<!-- i18n: source={source} source-blob={blob} (translated from this version of the English;"
+        " when it changes, update the translation and run"
+        " `python -m kubecourse.i18n record <this file>`) -->\n"
+    )
+
+
+def translated_docs(lang: str = DEFAULT_LANGUAGE) -> list[Path]:
+    return sorted((repo_root() / "docs" / lang).glob("*.md"))
+
+
+def stale_docs(lang: str = DEFAULT_LANGUAGE) -> list[str]:
+    """Translated documents whose English source changed since they were translated (or have no header)."""
+    root = repo_root()
+    problems = []
+    for path in translated_docs(lang):
+        name = path.relative_to(root)
+        match = _DOC_HEADER.match(path.read_text(encoding="utf-8"))
+        if match is None:
+            problems.append(f"{name}: no `<!-- i18n: source=... source-blob=... -->` first line")
+            continue
+        source = root / match["source"]
+        if not source.exists():
+            problems.append(f"{name}: its source {match['source']} no longer exists")
+        elif git_blob(source.read_bytes()) != match["blob"]:
+            problems.append(
+                f"{name}: {match['source']} changed since the translation; see what changed with "
+                f"`diff <(git show {match['blob']}) {match['source']}`, update the translation, then "
+                f"`python -m kubecourse.i18n record {name}`"
+            )
+    return problems
+
+
+def record(path: Path) -> str:
+    """Stamp a translated document with the current blob of its English source (after updating it)."""
+    text = path.read_text(encoding="utf-8")
+    match = _DOC_HEADER.match(text)
+    if match is None:
+        raise SystemExit(f"{path}: first line must be an i18n header naming its source")
+    blob = git_blob((repo_root() / match["source"]).read_bytes())
+    path.write_text(doc_header(match["source"], blob) + text[match.end() :], encoding="utf-8")
+    return blob
 
 
 # --------------------------------------------------------------------------------------------------
@@ -522,7 +593,8 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["update", "status", "build"])
+    parser.add_argument("command", choices=["update", "status", "build", "record"])
+    parser.add_argument("paths", nargs="*", type=Path, help="record: translated documents")
     parser.add_argument("--lang", default=DEFAULT_LANGUAGE, choices=LANGUAGES)
     args = parser.parse_args(argv)
     root = repo_root()
@@ -533,9 +605,14 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "build":
         for path in build(args.lang):
             print(f"wrote {path.relative_to(root)}")
+    elif args.command == "record":
+        for path in args.paths:
+            print(f"{path}: source-blob {record(path.resolve())}")
     else:
         print(status(args.lang))
-        if stale(args.lang):
+        documents = stale_docs(args.lang)
+        print("\n".join(["", "documents:"] + (documents or ["every document is current"])))
+        if stale(args.lang) or documents:
             raise SystemExit(1)
 
 
