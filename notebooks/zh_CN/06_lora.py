@@ -44,6 +44,9 @@ IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 MODEL_ID = ""  # "" = 极小的离线模型；在 GPU 机器上可用例如 "Qwen/Qwen2.5-0.5B-Instruct"
 METHOD = "lora"  # "lora" 或 "qlora"（笔记本 07）
 TIMEOUT_S = 600
+HF_ENDPOINT = ""  # "" = huggingface.co；无法访问 Hub 时可用例如 "https://hf-mirror.com"
+PIP_INDEX_URL = ""  # "" = PyPI；例如 "https://mirrors.aliyun.com/pypi/simple/"
+REGISTRY_PREFIX = ""  # "" = 按原名拉取镜像；例如 "m.daocloud.io"（镜像仓库的镜像站）
 
 # %%
 import json
@@ -98,6 +101,11 @@ options = {
     "namespace": NAMESPACE,
     "image": IMAGE,
     "env": {"MODEL_ID": MODEL_ID, "METHOD": METHOD},
+    "mirrors": {
+        "hf_endpoint": HF_ENDPOINT,
+        "pip_index_url": PIP_INDEX_URL,
+        "registry_prefix": REGISTRY_PREFIX,
+    },
 }
 if SMOKE:
     # The manifest's explicit --steps/--lr would win over --smoke, so replace the trainer's args.

@@ -37,11 +37,12 @@
 SMOKE = True  # 小型抢占实验（一个 30 步的运行被打断 2 次）
 BACKEND = "local"  # 该实验需要本地后端的 preempt()/kill()
 OFFER = "aws-p4d-a100"  # docs/gpu-prices.yaml 中的一个名称
+CURRENCY = "USD"  # "USD" 或 "CNY"：每个报价都按价格文件中带日期的 exchange_rates（汇率）换算
 COMPUTE_H = 100.0  # 无故障、无检查点时的训练小时数（测量方法：步数 x 每步秒数）
 GPUS = 8
 CHECKPOINT_S = 60.0  # 写一次检查点的秒数（大小 / 存储写入带宽）
 RESTART_S = 300.0  # 从回收到重新开始训练的秒数（新节点、镜像、数据、恢复）
-BUDGET = 2500.0  # 你愿意为这次运行花的钱
+BUDGET = 2500.0  # 你愿意为这次运行花的钱，以 CURRENCY 计
 CHECKPOINT_EVERY = 5  # 实验中实验程序两次检查点之间的步数
 SEED = 0
 
@@ -64,7 +65,7 @@ from kubecourse.cost import (
 from kubecourse.course import record_outcome
 from kubecourse.preemption import ha_job, run_preemption_experiment
 
-offers = load_prices()
+offers = load_prices(currency=CURRENCY)
 client = TrainingClient(backend=BACKEND)
 
 # %% [markdown]
