@@ -40,6 +40,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
+from . import apirules
+
 KNOWN_DIFFERENCES = """\
 - Strategic merge patch is applied as a JSON merge patch (lists are replaced, not merged by key).
 - Server-side apply (application/apply-patch+yaml) is a merge patch that creates when missing; no
@@ -778,7 +780,10 @@ class FakeApiServer:
         self._serve_thread: threading.Thread | None = None
         self.errors: list[str] = []  # tracebacks: on_create callbacks and the fake's own bugs
         self.deletions: list[dict] = []  # every DELETE with its options, in order
-        self.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
+        for namespace in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            self.put_object(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+            )
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -1442,6 +1447,32 @@ class FakeApiServer:
             "items": items,
         }
 
+    def _admit(self, t: _Target, body: Any, query: dict[str, str]) -> None:
+        """What the real server checks on create before storing (tests/fakes/apirules.py):
+        decoding (400), strict fields (400), the namespace's existence (404), validation (422)."""
+        if not isinstance(body, dict):
+            return
+        error = apirules.decode_error(t.res.kind, t.res.version, body)
+        if error:
+            raise _bad_request(error)
+        if query.get("fieldValidation") == "Strict":
+            unknown = apirules.unknown_fields(t.group, t.res.version, t.res.kind, body)
+            if unknown:
+                raise _bad_request(apirules.strict_error(unknown))
+        if t.namespace and t.res.namespaced:
+            with self._lock:
+                if ("", t.namespace) not in self._bucket("", "namespaces"):
+                    raise _not_found("", "namespaces", t.namespace)
+        found = apirules.causes(t.group, t.res.kind, body)
+        if found:
+            try:
+                _validate(t.res, body)
+            except ApiError as first:
+                found = [
+                    (c["reason"], c["field"], c["message"]) for c in first.details["causes"]
+                ] + found
+            raise _invalid(t.res, (body.get("metadata") or {}).get("name") or "", found)
+
     def _api_create(self, t: _Target, body: Any, dry_run: bool) -> dict:
         if not isinstance(body, dict):
             raise _bad_request("the body of the request was in an unknown format")
@@ -1746,12 +1777,14 @@ class FakeApiServer:
             with self._lock:
                 self._watch_tokens.pop(id(token), None)
 
-    def _log_lines(self, t: _Target, query: dict[str, str]) -> tuple[Iterator[bytes], str]:
+    def _log_lines(self, t: _Target, query: dict[str, str]) -> tuple[Iterator[bytes] | None, str]:
         """The pod's log (text) and, for follow, a generator of what follows; validates first."""
         with self._lock:
             pod = self._bucket("", "pods").get((t.namespace, t.name))
             if pod is None:
                 raise _not_found("", "pods", t.name)
+            if not (pod.get("spec") or {}).get("nodeName"):
+                return None, ""  # LogLocation is empty for a pod without a node: 204 No Content
             names = _container_names(pod)
             container = query.get("container")
             if container and container not in names:
@@ -1972,7 +2005,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._request.status = code
         self.send_response(code, _GO_STATUS_TEXT.get(code))
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
+        if code != 204:  # as Go's net/http: a 204 carries no Content-Length
+            self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache, private")
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -2082,13 +2116,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, api._api_list(t, query))
         elif method == "GET" and t.sub == "log":
             follow, text = api._log_lines(t, query)
-            if query.get("follow") in ("true", "1"):
+            if follow is None:  # no node yet: the kubelet has no log, the server answers 204
+                self._send(204, b"", "text/plain")
+            elif query.get("follow") in ("true", "1"):
                 self._stream("text/plain", follow, text.encode())
             else:
                 self._send(200, text.encode(), "text/plain")
         elif method == "GET":
             self._send_json(200, api._api_get(t))
         elif method == "POST" and t.name is None:
+            api._admit(t, body, query)
             self._send_json(201, api._api_create(t, body, dry_run))
         elif method == "PUT" and t.name is not None and t.sub != "log":
             metadata = (body.get("metadata") if isinstance(body, dict) else None) or {}
