@@ -2,6 +2,7 @@
 
     python -m kubecourse.i18n update    # English notebooks -> catalogs: new cells untranslated, changed ones fuzzy
     python -m kubecourse.i18n status    # per notebook: translated / fuzzy / untranslated, naming each stale cell
+    python -m kubecourse.i18n status --full   # ... and each stale entry's English, old English, old text
     python -m kubecourse.i18n build     # catalogs -> notebooks/zh_CN/NN_topic.py and .ipynb (`make notebooks`)
     python -m kubecourse.i18n record docs/zh_CN/runbook.md   # a translated document is current again
 
@@ -384,6 +385,34 @@ def stale(lang: str = DEFAULT_LANGUAGE, sources: list[Path] | None = None) -> li
     return found
 
 
+def stale_details(lang: str = DEFAULT_LANGUAGE) -> str:
+    """Each stale entry in full: its catalog, key, the English now, the English it was translated
+    from and that translation (what a translator needs, in the order `status` lists them)."""
+    blocks = []
+    for item in stale(lang):
+        source = repo_root() / "notebooks" / f"{item.notebook}.py"
+        entry = next(
+            (
+                e
+                for e in updated_catalog(source, lang)
+                if e.msgctxt == item.unit.key and e.msgid == item.unit.text
+            ),
+            None,
+        )
+        lines = [
+            f"=== {catalog_path(source, lang).relative_to(repo_root())} {item.unit.where()}: "
+            f"{item.state}",
+            "--- English now:",
+            item.unit.text,
+        ]
+        if entry is not None and entry.previous_msgid:
+            lines += ["--- English the translation was made from:", entry.previous_msgid]
+        if entry is not None and entry.msgstr:
+            lines += ["--- that translation:", entry.msgstr]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 def status(lang: str = DEFAULT_LANGUAGE) -> str:
     """A per-notebook table of translated/fuzzy/untranslated entries, then each stale one."""
     lines = [f"{'notebook':34s} {'entries':>7s} {'done':>5s} {'fuzzy':>5s} {'new':>5s}"]
@@ -595,6 +624,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("command", choices=["update", "status", "build", "record"])
     parser.add_argument("paths", nargs="*", type=Path, help="record: translated documents")
+    parser.add_argument(
+        "--full", action="store_true", help="status: print each stale entry's English and old text"
+    )
     parser.add_argument("--lang", default=DEFAULT_LANGUAGE, choices=LANGUAGES)
     args = parser.parse_args(argv)
     root = repo_root()
@@ -610,6 +642,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{path}: source-blob {record(path.resolve())}")
     else:
         print(status(args.lang))
+        if args.full and stale(args.lang):
+            print("\n" + stale_details(args.lang))
         documents = stale_docs(args.lang)
         print("\n".join(["", "documents:"] + (documents or ["every document is current"])))
         if stale(args.lang) or documents:

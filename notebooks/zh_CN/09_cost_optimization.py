@@ -70,7 +70,8 @@ client = TrainingClient(backend=BACKEND)
 
 # %% [markdown]
 # ## 1. 价格即数据
-# `docs/gpu-prices.yaml` 保存每 GPU 小时的价格，以及记录它们的日期和来源。它们是**需要刷新的示例**，不是报价单：在做任何决定之前，请打开来源并更新它们。
+# `docs/gpu-prices.yaml` 保存每 GPU 小时的价格，以及记录它们的日期和来源。它们是**需要刷新的示例**，
+# 不是报价单：在做任何决定之前，请打开来源并更新它们。
 
 # %%
 print(f"{'offer':<14} {'gpu':<10} {'on-demand':>9} {'spot':>6} {'reclaims/h':>10}  as of")

@@ -222,3 +222,17 @@ def test_course_summary_headings_follow_the_language(tmp_path):
     assert chinese.startswith("# 课程运行结果（本地后端）") and "| 笔记本 |" in chinese
     assert english.startswith("# Course run (local backend)")
     assert chinese.encode("utf-8") == (tmp_path / "zh" / "summary.md").read_bytes()
+
+
+def test_status_full_shows_what_a_translator_needs(repo):
+    i18n.update()
+    _translate_all(repo)
+    repo.write_text(ENGLISH.replace("Delete what you created.", "Delete all you created."))
+    details = i18n.stale_details()
+    assert "notebooks/locale/zh_CN/LC_MESSAGES/99_demo.po cell 4 [md/clean-up]: fuzzy" in details
+    assert "--- English now:\n## Clean up\nDelete all you created." in details
+    assert "--- English the translation was made from:\n## Clean up\nDelete what you created." in (
+        details
+    )
+    assert "--- that translation:\n" + CHINESE["md/clean-up"] in details
+    assert "every entry is translated" not in i18n.status()
