@@ -38,6 +38,9 @@ METHOD = "lora"  # "lora" or "qlora" (notebook 07)
 LORA_R = 8  # LoRA rank: the adapter's trainable parameters grow linearly with it
 STEPS = 0  # optimizer steps; 0: the lab's preset (smoke 50, full 300)
 TIMEOUT_S = 600
+HF_ENDPOINT = ""  # empty: huggingface.co; e.g. https://hf-mirror.com where the hub is out of reach
+PIP_INDEX_URL = ""  # empty: PyPI; e.g. https://mirrors.aliyun.com/pypi/simple/
+REGISTRY_PREFIX = ""  # empty: pull images as named; e.g. m.daocloud.io (a registry mirror)
 
 # %%
 import json
@@ -45,6 +48,7 @@ import json
 import torch
 
 from kubecourse import TrainingClient, load_lesson, render
+from kubecourse.contract import StartLine, records
 from kubecourse.course import record_outcome
 from kubecourse.display import diff_view, events_view, yaml_view
 
@@ -94,6 +98,11 @@ options = {
     "namespace": NAMESPACE,
     "image": IMAGE,
     "env": {"MODEL_ID": MODEL_ID, "METHOD": METHOD},
+    "mirrors": {
+        "hf_endpoint": HF_ENDPOINT,
+        "pip_index_url": PIP_INDEX_URL,
+        "registry_prefix": REGISTRY_PREFIX,
+    },
 }
 if SMOKE:
     # The manifest's explicit --steps/--lr would win over --smoke, so replace the trainer's args.
@@ -131,12 +140,7 @@ yaml_view(job_manifest)
 
 # %%
 print(client.validate(objects))
-if BACKEND == "local":  # a PVC outlives jobs: start from an empty output folder
-    import shutil
-
-    shutil.rmtree(
-        client.backend.pvc_dir("finetune-outputs", NAMESPACE) / JOB_NAME, ignore_errors=True
-    )
+client.reset_volume("finetune-outputs", JOB_NAME)  # a PVC outlives jobs: start from nothing
 job = client.submit(objects)
 logs = client.logs(job, follow=True)
 status = client.wait(job, timeout_s=TIMEOUT_S)
@@ -145,52 +149,43 @@ print(events_view(client.events(job)))
 # %% [markdown]
 # ## 4. What the run reports
 # The lab prints the eval loss before and after, the sample answers, and the results of the
-# adapter checks; on the local backend we can also read `result.json` and `metrics.jsonl` from the
-# outputs PVC (on a cluster: `kubectl cp` them from a pod that mounts it).
+# adapter checks. `client.result(job)` is its result.json (from the final `result` log line) and
+# `client.metrics(job)` its metrics.jsonl, read from the outputs PVC: on a cluster by a short-lived
+# pod that mounts it.
 
 # %%
 texts = [line.text for line in logs]
-
-
-def number_after(prefix: str, word: str) -> float:
-    line = next(t for t in texts if t.startswith(prefix))
-    return float(line.split(word)[1].split()[0].rstrip(";"))
-
-
-header = next(t for t in texts if t.startswith("finetune:"))
-loss_before = number_after("eval before:", "loss")
-loss_after = number_after("eval after:", "loss")
-reload_diff = number_after("adapter saved", "reloaded max |diff|")
-merge_diff = number_after("adapter saved", "merged vs unmerged max |diff|")
-trainable_pct = float(header.split("trainable_pct=")[1].split()[0])
+header = next(s for s in records(texts, StartLine) if s.lab == "finetune")
+result = client.result(job)
+loss_before = result["eval_before"]["loss"]
+loss_after = result["eval_after"]["loss"]
+reload_diff = result["reload_max_abs_diff"]
+merge_diff = result["merge_max_abs_diff"]
+trainable_pct = float(header.fields["trainable_pct"])
 print(header)
 print(
     f"eval loss {loss_before:.3f} -> {loss_after:.3f}; reload diff {reload_diff}; merge diff {merge_diff}"
 )
 
 # %%
-result, figure = None, None
-if BACKEND == "local":
-    out = client.backend.pvc_dir("finetune-outputs", NAMESPACE) / JOB_NAME
-    result = json.loads((out / "result.json").read_text())
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    from matplotlib.figure import Figure
+metrics = client.metrics(job)
+from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7, 3))
-    ax = figure.add_subplot()
-    train = [r for r in records if r["kind"] == "train"]
-    evals = [r for r in records if r["kind"] == "eval"]
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
-    ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o--", label="eval loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy (answer tokens)")
-    ax.legend()
-    ax.set_title(f"LoRA r={LORA_R} on {result['model']}")
-    print("adapter files:", result["adapter_files"], f"{result['adapter_bytes']:,} bytes")
-    for s in result["samples"]:
-        print(
-            f"Q: {s['question']}\n   expected {s['expected']!r}\n   before   {s['before']!r}\n   after    {s['after']!r}"
-        )
+figure = Figure(figsize=(7, 3))
+ax = figure.add_subplot()
+train = [r for r in metrics if r["kind"] == "train"]
+evals = [r for r in metrics if r["kind"] == "eval"]
+ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
+ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o--", label="eval loss")
+ax.set_xlabel("optimizer step")
+ax.set_ylabel("cross-entropy (answer tokens)")
+ax.legend()
+ax.set_title(f"LoRA r={LORA_R} on {result['model']}")
+print("adapter files:", result["adapter_files"], f"{result['adapter_bytes']:,} bytes")
+for s in result["samples"]:
+    print(
+        f"Q: {s['question']}\n   expected {s['expected']!r}\n   before   {s['before']!r}\n   after    {s['after']!r}"
+    )
 figure
 
 # %% [markdown]
@@ -251,11 +246,11 @@ assert reload_diff <= 1e-6, f"reloaded adapter differs from the trained one by {
 assert merge_diff <= 1e-3, f"merged model differs from adapter + base by {merge_diff}"
 assert not any(check_card(c, cards) for n, c in cards.items() if c["license"] == "Apache-2.0")
 assert len(risky_findings) >= 3 and exposure == [] and len(leaky_findings) >= 2, leaky_findings
-if result is not None:
-    assert result["merge_ok"] and "adapter_model.safetensors" in result["adapter_files"], result
+assert result["merge_ok"] and "adapter_model.safetensors" in result["adapter_files"], result
+assert train and evals and train[-1]["step"] == result["steps"], metrics[-3:]
 record_outcome(
     "06_lora",
-    figures={"loss": figure} if figure is not None else None,
+    figures={"loss": figure},
     backend=BACKEND,
     phase=status.phase,
     eval_loss_before=loss_before,
@@ -272,7 +267,8 @@ record_outcome(
 # `lora_params(config, r)` from a model's `config.json` fields (`hidden_size`, `intermediate_size`,
 # `num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`: with grouped-query attention
 # the k and v projections are narrower than q). The check compares it with peft's count for public
-# models. (A solution is filled in: change it and re-run the check.)
+# models and with what the lab counted for this run. (A solution is filled in: change it and re-run
+# the check.)
 
 
 # %%
@@ -289,7 +285,14 @@ def lora_params(config: dict, r: int) -> int:
 # %%
 from kubecourse.exercises import require
 
-require("06-lora-params", lora_params)
+run_config, reported = None, None
+if not MODEL_ID:  # this run's tiny model: its config.json from the model-cache PVC
+    config_file = next(
+        f for f in client.list_volume("model-cache", "tiny") if f.endswith("/config.json")
+    )
+    run_config = json.loads(client.read_volume("model-cache", f"tiny/{config_file}"))
+    reported = int(header.fields["trainable"])  # what the lab counted
+require("06-lora-params", lora_params, config=run_config, r=LORA_R, reported=reported)
 llama_7b = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
             "num_attention_heads": 32, "num_key_value_heads": 32}  # fmt: skip
 print(f"Llama-2-7B at r={LORA_R}: {lora_params(llama_7b, LORA_R):,} trainable parameters")
