@@ -292,11 +292,9 @@ def lora_params(config: dict, r: int) -> int:
 from kubecourse.exercises import require
 
 run_config, reported = None, None
-if not MODEL_ID:  # this run's tiny model: its config.json from the model-cache PVC
-    config_file = next(
-        f for f in client.list_volume("model-cache", "tiny") if f.endswith("/config.json")
-    )
-    run_config = json.loads(client.read_volume("model-cache", f"tiny/{config_file}"))
+if not MODEL_ID:  # this run's tiny model (named in the lab's start line) on the model-cache PVC
+    model_dir = header.fields["model"]
+    run_config = json.loads(client.read_volume("model-cache", f"tiny/{model_dir}/config.json"))
     reported = int(header.fields["trainable"])  # what the lab counted
 require("06-lora-params", lora_params, config=run_config, r=LORA_R, reported=reported)
 llama_7b = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
