@@ -473,9 +473,12 @@ def _check_slow_steps(
         return [f"expected a PromQL query over the step-time histogram, got {answer!r}"]
     h = "kubecourse_train_step_seconds"
     le = repr(float(threshold))  # how the exporter writes a bucket bound: 0.1, 1.0, 10.0
+    # sum(): the bucket series carry an `le` label the count lacks, so `/` would match nothing
     reference = evaluate(
-        f'1 - max_over_time({h}_bucket{{le="{le}"}}[5m]) / max_over_time({h}_count[5m])'
+        f'1 - sum(max_over_time({h}_bucket{{le="{le}"}}[5m])) / sum(max_over_time({h}_count[5m]))'
     )
+    if reference is None:
+        return [f"the step-time histogram has no bucket le={le!r}: pick one of its bounds"]
     try:
         got = evaluate(answer)
     except Exception as error:  # noqa: BLE001 - a bad query is the learner's problem to see
