@@ -36,6 +36,9 @@ IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 MODEL_ID = ""  # "" = tiny offline model; e.g. "Qwen/Qwen2.5-0.5B-Instruct" on a GPU machine
 METHOD = "lora"  # "lora" or "qlora" (notebook 07)
 TIMEOUT_S = 600
+HF_ENDPOINT = ""  # "" = huggingface.co; e.g. "https://hf-mirror.com" where the hub is out of reach
+PIP_INDEX_URL = ""  # "" = PyPI; e.g. "https://mirrors.aliyun.com/pypi/simple/"
+REGISTRY_PREFIX = ""  # "" = pull images as named; e.g. "m.daocloud.io" (a registry mirror)
 
 # %%
 import json
@@ -93,6 +96,11 @@ options = {
     "namespace": NAMESPACE,
     "image": IMAGE,
     "env": {"MODEL_ID": MODEL_ID, "METHOD": METHOD},
+    "mirrors": {
+        "hf_endpoint": HF_ENDPOINT,
+        "pip_index_url": PIP_INDEX_URL,
+        "registry_prefix": REGISTRY_PREFIX,
+    },
 }
 if SMOKE:
     # The manifest's explicit --steps/--lr would win over --smoke, so replace the trainer's args.

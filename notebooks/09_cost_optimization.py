@@ -31,11 +31,12 @@
 SMOKE = True  # small preemption experiment (2 disruptions of a 30-step run)
 BACKEND = "local"  # "local" or "kubernetes": the experiment uses client.preempt()/client.kill()
 OFFER = "aws-p4d-a100"  # a name from docs/gpu-prices.yaml
+CURRENCY = "USD"  # "USD" or "CNY": every offer is converted with the file's dated exchange_rates
 COMPUTE_H = 100.0  # hours of training without failures or checkpoints (measure: steps x s/step)
 GPUS = 8
 CHECKPOINT_S = 60.0  # seconds to write one checkpoint (size / storage write bandwidth)
 RESTART_S = 300.0  # seconds from a reclaim to training again (new node, image, data, resume)
-BUDGET = 2500.0  # money you are willing to spend on this run
+BUDGET = 2500.0  # money you are willing to spend on this run, in CURRENCY
 CHECKPOINT_EVERY = 5  # steps between the lab's checkpoints in the experiment
 SEED = 0
 
@@ -58,7 +59,7 @@ from kubecourse.cost import (
 from kubecourse.course import record_outcome
 from kubecourse.preemption import ha_job, run_preemption_experiment
 
-offers = load_prices()
+offers = load_prices(currency=CURRENCY)
 client = TrainingClient(backend=BACKEND)
 
 # %% [markdown]

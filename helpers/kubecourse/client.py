@@ -22,6 +22,7 @@ from typing import Any
 from . import display
 from .backends.base import Backend
 from .backends.config import CONFIGS, BackendConfig
+from .context import resolve_namespace
 from .errors import JobFailed, ManifestError, OptionError
 from .manifests import Manifest, object_id, repo_root, workload
 from .types import Event, JobRef, JobStatus, LogLine
@@ -63,7 +64,8 @@ class TrainingClient:
         rendered_dir: str | Path | None = None,
     ):
         self.backend = make_backend(backend)
-        self.namespace = namespace
+        # "": $KUBECOURSE_NAMESPACE, else the kubeconfig context, else the course namespace
+        self.namespace = namespace or resolve_namespace()
         self.show_kubectl = show_kubectl
         self.policy = policy
         self.rendered_dir = (
@@ -320,6 +322,19 @@ class TrainingClient:
         self._twin("delete", ref)
         self.backend.delete(ref, missing_ok=missing_ok, volumes=volumes)
         self._submitted.pop((ref.namespace, ref.name), None)
+
+    # Plain objects that are not a job (the workshop's namespaces, quotas, queues, RBAC).
+    def apply_objects(self, objects: list[Manifest], *, dry_run: bool = False) -> list[str]:
+        """Create each object; one result per object: "created", "exists" or "dry run"."""
+        return self.backend.apply_objects(objects, dry_run=dry_run)
+
+    def delete_objects(self, objects: list[Manifest]) -> list[str]:
+        """Delete each object (idempotent); one result per object: "deleted" or "absent"."""
+        return self.backend.delete_objects(objects)
+
+    def get_objects(self, objects: list[Manifest]) -> list[Manifest | None]:
+        """The stored version of each object, None where it does not exist."""
+        return self.backend.get_objects(objects)
 
     def close(self) -> None:
         self.backend.close()

@@ -813,6 +813,9 @@ class FakeApiServer:
         self._serve_thread: threading.Thread | None = None
         self.errors: list[str] = []  # tracebacks: on_create callbacks and the fake's own bugs
         self.deletions: list[dict] = []  # every DELETE with its options, in order
+        # Extra endpoints (tests/fakes/cluster_api.py): each hook(handler, method, path, query,
+        # body) answers (code, json) to serve the request itself, or None to pass it on.
+        self.routes: list[Callable[..., tuple[int, Any] | None]] = []
         for namespace in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.put_object(
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
@@ -2167,6 +2170,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, path: str, query: dict, body: Any, content_type: str) -> None:
         api = self.server.api
+        for hook in list(api.routes):
+            answer = hook(self, method, path, query, body)
+            if answer is not None:
+                self._send_json(*answer)
+                return
         if method == "GET" and path.rstrip("/") in _DISCOVERY_PATHS:
             self._discovery(path.rstrip("/"))
             return
