@@ -697,8 +697,76 @@ class BackoffLimit(Option):
         job["spec"]["backoffLimit"] = self.value
 
 
+# Working where the Hugging Face hub, PyPI or Docker Hub are out of reach (e.g. from mainland China).
+MIRROR_KEYS = {
+    "hf_endpoint": "HF_ENDPOINT",
+    "pip_index_url": "PIP_INDEX_URL",
+    "registry_prefix": "",
+}
+
+
+def with_registry_prefix(image: str, prefix: str) -> str:
+    """`pytorch/pytorch:2.5` -> `<prefix>/docker.io/pytorch/pytorch:2.5` (the full reference under a
+    mirror that proxies every registry by path, e.g. `m.daocloud.io`); tag and digest unchanged."""
+    prefix = prefix.rstrip("/")
+    if not prefix or image.startswith(prefix + "/"):
+        return image
+    first, _, rest = image.partition("/")
+    if not rest:  # "busybox:1.36": an official Docker Hub image
+        image = f"docker.io/library/{image}"
+    elif not ("." in first or ":" in first or first == "localhost"):  # "user/repo": Docker Hub
+        image = f"docker.io/{image}"
+    return f"{prefix}/{image}"
+
+
+@dataclass(frozen=True)
+class Mirrors(Option):
+    """Mirrors: HF_ENDPOINT and PIP_INDEX_URL in every container, a registry prefix on every image."""
+
+    value: tuple[tuple[str, str], ...]
+    field = "mirrors"
+
+    def check(self) -> None:
+        for key, val in self.value:
+            _require(
+                key in MIRROR_KEYS,
+                f"mirrors.{key}",
+                f"unknown mirror {key!r}; known: {', '.join(MIRROR_KEYS)}",
+            )
+            _require(isinstance(val, str), f"mirrors.{key}", "the value must be a string")
+            if key == "registry_prefix":
+                _require(
+                    "://" not in val and " " not in val,
+                    f"mirrors.{key}",
+                    f"{val!r} must be a registry host (and path), like 'm.daocloud.io', no scheme",
+                )
+            elif val:
+                _require(
+                    bool(re.match(r"^https?://[^\s/]+", val)),
+                    f"mirrors.{key}",
+                    f"{val!r} must be an http(s) URL, like 'https://hf-mirror.com'",
+                )
+
+    def apply(self, objects: list[Manifest]) -> None:
+        values = dict(self.value)
+        env = tuple((MIRROR_KEYS[k], v) for k, v in values.items() if MIRROR_KEYS[k] and v)
+        if env:
+            Env(env).apply(objects)
+        prefix = values.get("registry_prefix", "")
+        if prefix:
+            obj = workload(objects)
+            if obj.get("kind") == "TrainJob":
+                for trainer in trainers(objects):
+                    if trainer.get("image"):
+                        trainer["image"] = with_registry_prefix(trainer["image"], prefix)
+            for spec in pod_templates(obj):
+                for container in all_containers(spec):
+                    if container.get("image"):
+                        container["image"] = with_registry_prefix(container["image"], prefix)
+
+
 _LIST_OPTIONS = {"command": Command, "args": Args, "extra_args": ExtraArgs}
-_MAP_OPTIONS = {"env": Env, "volumes": Volumes}
+_MAP_OPTIONS = {"env": Env, "volumes": Volumes, "mirrors": Mirrors}
 _SCALAR_OPTIONS = {
     "name": Name,
     "namespace": Namespace,
@@ -810,6 +878,8 @@ __all__ = [
     "Priority",
     "Deadline",
     "BackoffLimit",
+    "Mirrors",
+    "with_registry_prefix",
     "apply_options",
     "load_lesson",
     "options_from_dict",
