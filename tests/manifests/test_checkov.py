@@ -54,7 +54,7 @@ def _report(*failed):
         (
             [("CKV_1", "a/job.yaml")],
             [{"check": "CKV_1", "files": ["*"], "reason": " "}],
-            "unreasoned",
+            {"unreasoned"},
         ),
         ([], [{"check": "CKV_1", "files": ["*"], "reason": "r"}], {"stale"}),
     ],
