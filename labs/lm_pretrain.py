@@ -71,13 +71,11 @@ import torch.nn.functional as F
 
 from labs.common.checkpoint import COMPLETE_MARKER, list_complete, save_dir_atomic
 from labs.common.checkpoint_io import load_sharded
-from labs.common.config import ConfigError, param
+from labs.common.config import ConfigError, check_bounds, param
 from labs.common.distributed import (
     DistInfo,
     all_gather_object,
-    cleanup,
     exit_process,
-    init_distributed,
     pick_device,
     set_threads,
     wrap_ddp,
@@ -85,7 +83,7 @@ from labs.common.distributed import (
 from labs.common.entry import EXIT_CONFIG, EXIT_OK, StopFlag, run_main
 from labs.common.instructions import corpus_lines
 from labs.common.tiny_lm import build_llama, llama_config, load_tokenizer
-from labs.common.trainer import CoreConfig, Task, Trainer, warmup_cosine
+from labs.common.trainer import CoreConfig, Task, Trainer, train_task, warmup_cosine
 
 __all__ = [
     "COMPLETE_MARKER", "LMConfig", "LMTask", "build_model", "list_complete", "load_dcp", "main"
@@ -150,13 +148,11 @@ class LMConfig(CoreConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive = "dim n_layers n_heads n_kv_heads seq_len corpus_tokens batch_size steps".split()
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1 (got {getattr(self, name)})")
-        for name in ("warmup_steps", "num_threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"must be >= 0 (got {getattr(self, name)})")
+        check_bounds(
+            self,
+            positive="dim n_layers n_heads n_kv_heads seq_len corpus_tokens batch_size steps",
+            non_negative="warmup_steps num_threads",
+        )
         if not self.lr > 0:
             raise ConfigError("lr", f"must be > 0 (got {self.lr})")
         if not self.bucket_cap_mb > 0:
@@ -538,12 +534,7 @@ def train(cfg: LMConfig, info: DistInfo, stop: StopFlag) -> int:
             print(f"deepspeed: skipped: {reason}", flush=True)
             return EXIT_CONFIG
         return train_deepspeed(cfg, info, device, log)
-    init_distributed(info, device)
-    try:
-        task = LMTask(cfg, info, device, bf16, log)
-        return Trainer(cfg, info, stop, task, device).run()
-    finally:
-        cleanup(info)
+    return train_task(cfg, info, stop, device, lambda: LMTask(cfg, info, device, bf16, log))
 
 
 def train_deepspeed(cfg: LMConfig, info: DistInfo, device: torch.device, log: Any) -> int:
