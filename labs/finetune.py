@@ -28,6 +28,8 @@ and on SIGTERM checkpoints and exits 143. Exit code 2 = configuration error.
 One process (CPU smoke run: builds the tiny model into .course/models on first use):
 
     python -m labs.finetune --out-dir runs/lora --smoke
+    python -m labs.finetune --model-id runs/lm/hf --out-dir runs/lora-own --smoke   # the model
+        # labs.lm_pretrain --corpus text --export-hf runs/lm/hf pretrained (lessons 03-05)
     python -m labs.finetune --out-dir runs/qlora --smoke --method qlora --memory-table
 
 Several processes (DDP over the adapters; each rank gets its own micro-batches):

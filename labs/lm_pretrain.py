@@ -39,7 +39,14 @@ Several nodes (each node; the launch script derives rank and master from the Kub
 
     labs/launch.sh --nnodes 2 --nproc-per-node 2 --master-addr HOST -- -m labs.lm_pretrain ...
 
-Rerunning with the same `--out-dir` resumes from the newest complete checkpoint.
+The model fine-tuned in lessons 06-07 (pretrain on the course text, export, fine-tune it):
+
+    python -m labs.lm_pretrain --out-dir runs/lm-text --smoke --corpus text --export-hf runs/lm/hf
+    python -m labs.finetune --model-id runs/lm/hf --out-dir runs/lora-own --smoke
+
+Rerunning with the same `--out-dir` resumes from the newest complete checkpoint (weights,
+optimizer, schedule, RNGs: bitwise, tests/labs/test_resume_bitwise.py); the loop, stops,
+checkpoints, NaN policy, watchdog, fault injection and metrics are labs/common/trainer.py's.
 Exit codes: 0 done, 2 configuration error (includes: DeepSpeed requested where it cannot run),
 143 stopped by SIGTERM after a checkpoint.
 
