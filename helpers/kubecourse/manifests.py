@@ -272,29 +272,58 @@ class Name(Option):
         )
 
     def apply(self, objects: list[Manifest]) -> None:
-        workload(objects)["metadata"]["name"] = self.value
+        target = workload(objects)
+        old = target["metadata"]["name"]
+        target["metadata"]["name"] = self.value
+        # The job's own NetworkPolicy (<name>-peers) selects its pods by the controller's
+        # job-name label: it follows the new name.
+        for obj in objects:
+            if obj.get("kind") == "NetworkPolicy":
+                _rename_job_selectors(obj, old, self.value)
+                if obj["metadata"].get("name") == f"{old}-peers":
+                    obj["metadata"]["name"] = f"{self.value}-peers"
+
+
+def _rename_job_selectors(node: Any, old: str, new: str) -> None:
+    if isinstance(node, dict):
+        labels = node.get("matchLabels")
+        if isinstance(labels, dict):
+            for key in C.JOB_NAME_LABELS:
+                if labels.get(key) == old:
+                    labels[key] = new
+        for value in node.values():
+            _rename_job_selectors(value, old, new)
+    elif isinstance(node, list):
+        for value in node:
+            _rename_job_selectors(value, old, new)
 
 
 @dataclass(frozen=True)
 class Namespace(Option):
-    """metadata.namespace of every namespaced object."""
+    """metadata.namespace of every namespaced object ("": resolved by kubecourse.context:
+    $KUBECOURSE_NAMESPACE, else the kubeconfig context's namespace, else the course namespace)."""
 
     value: str
     field = "namespace"
 
+    @property
+    def resolved(self) -> str:
+        from .context import resolve_namespace
+
+        return resolve_namespace(self.value) if self.value == "" else self.value
+
     def check(self) -> None:
+        value = self.resolved if isinstance(self.value, str) else self.value
         _require(
-            isinstance(self.value, str)
-            and len(self.value) <= 63
-            and bool(_DNS_LABEL.match(self.value)),
+            isinstance(value, str) and len(value) <= 63 and bool(_DNS_LABEL.match(value)),
             "namespace",
-            f"{self.value!r} is not a valid namespace: a DNS-1123 label (lower-case letters, digits, '-'; at most 63 characters)",
+            f"{value!r} is not a valid namespace: a DNS-1123 label (lower-case letters, digits, '-'; at most 63 characters)",
         )
 
     def apply(self, objects: list[Manifest]) -> None:
         for obj in objects:
             if C.RESOURCES.get(obj.get("kind", ""), ("", True))[1]:
-                obj.setdefault("metadata", {})["namespace"] = self.value
+                obj.setdefault("metadata", {})["namespace"] = self.resolved
 
 
 @dataclass(frozen=True)
@@ -803,8 +832,18 @@ def apply_options(
 
 
 def render(lesson: str | int, options: Iterable[Option] = (), **values: Any) -> list[Manifest]:
-    """Load a lesson's manifests and apply options: `render("01", name="my-run", gpus=0)`."""
-    return apply_options(load_lesson(lesson), options, **values)
+    """Load a lesson's manifests and apply options: `render("01", name="my-run", gpus=0)`.
+    Without a queue option the job goes to the configured LocalQueue, if any
+    ($KUBECOURSE_QUEUE or the workshop kubeconfig's; see kubecourse.context)."""
+    from .context import resolve_queue
+
+    options = list(options)
+    objects = load_lesson(lesson)
+    given = "queue" in values or any(isinstance(o, Queue) for o in options)
+    single = sum(o.get("kind") in C.WORKLOAD_KINDS for o in objects) == 1
+    if not given and single and resolve_queue():
+        values["queue"] = resolve_queue()
+    return apply_options(objects, options, **values)
 
 
 def option_fields() -> dict[str, str]:
