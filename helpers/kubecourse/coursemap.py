@@ -43,7 +43,7 @@ LESSONS = [
     Lesson("00", 'setup', "basics", 5, lab='-', manifests='-', cpu='yes', gpu='-', cluster='detects one'),
     Lesson("01", 'CIFAR-10 on one GPU', "basics", 15, lab='`labs/cifar10.py`, `labs/prepare_data.py`', manifests='-', cpu='yes (synthetic data)', gpu='bf16 autocast, channels_last', cluster='-'),
     Lesson("02", 'a Job on Kubernetes', "basics", 20, lab='same lab in `labs/Dockerfile`', manifests='set 01: `manifests/01-cifar10-job/`', cpu='yes (local backend)', gpu='yes', cluster='`BACKEND="kubernetes"`'),
-    Lesson("03", 'DDP on one node', "distributed", 15, lab='`labs/lm_pretrain.py` (TinyLlama), `labs/common/distributed.py`', manifests='-', cpu='yes (2 gloo processes)', gpu='NCCL, bf16 autocast', cluster='-'),
+    Lesson("03", 'DDP on one node', "distributed", 15, lab='`labs/lm_pretrain.py` (the course Llama), `labs/common/distributed.py`', manifests='-', cpu='yes (2 gloo processes)', gpu='NCCL, bf16 autocast', cluster='-'),
     Lesson("04", 'multi-node, four ways', "distributed", 30, lab='`labs/launch.sh` + `labs/lm_pretrain.py`', manifests='set 02: `manifests/02-multinode/` (Indexed Job + Service, JobSet, PyTorchJob, TrainJob)', cpu='yes (2 local nodes x 2 processes, elastic restart)', gpu='yes', cluster='`BACKEND="kubernetes"`'),
     Lesson("05", 'FSDP2, DCP, DeepSpeed, comm tuning', "distributed", 30, lab='`labs/lm_pretrain.py --strategy fsdp/deepspeed`, `labs/ddp_comm_sweep.py`, `labs/deepspeed/`', manifests='set 02: `manifests/02-multinode/`', cpu='yes (DeepSpeed skipped with its reason)', gpu='bf16 FSDP2, DeepSpeed ZeRO-2/3', cluster="via lesson 04's manifests"),
     Lesson("06", 'LoRA fine-tuning as a Job', "finetune", 20, lab='`labs/finetune.py` (`labs/common/tiny_lm.py`, `labs/common/instructions.py`)', manifests='set 03: `manifests/03-finetune/`', cpu='yes (tiny offline model, local backend)', gpu='bf16 compute, peak step memory', cluster='`BACKEND="kubernetes"`, `MODEL_ID=...`'),
@@ -56,6 +56,7 @@ LESSONS = [
 
 # manifest set -> (folder, the lessons that use it)
 MANIFEST_SETS = {
+    "00": ("00-course", ("00",)),  # the course namespace, before any lesson on a cluster
     "01": ("01-cifar10-job", ("02", "11")),
     "02": ("02-multinode", ("03", "04", "05")),
     "03": ("03-finetune", ("06", "07")),

@@ -20,28 +20,28 @@
 # ---
 
 # %% [markdown]
-# # 08 · Production: quotas, queues, gang scheduling, security and a workshop for N learners
+# # 08 · 生产环境：配额、队列、成组调度、安全，以及一个供 N 名学员使用的工作坊
 #
-# **What you will do:** read lesson 04's two manifest sets (`admin/` for the cluster admin, `jobs/`
-# for the team), validate them against the Kubernetes and CRD schemas, check them against the
-# course's security policy (and watch the policy catch a deliberately insecure job), work out what
-# the team's ResourceQuota admits, and give three learners an isolated, quota-bounded slice of a
-# cluster with the workshop tooling (dry run, apply, list, clean up), with the preflight
-# (`kubecourse doctor`), per-learner credentials and the progress board.
+# **你将做什么：** 阅读第 04 课的两组清单（给集群管理员的 `admin/`，给团队的 `jobs/`），对照 Kubernetes 和
+# CRD 模式校验它们，用课程的安全策略检查它们（并看策略抓住一个故意写得不安全的作业），算出团队的
+# [资源配额（ResourceQuota）](../../docs/glossary.md#resourcequota)能接纳什么，再用工作坊工具给三名学员
+# 各分配一份隔离的、受配额约束的集群资源（试运行、应用、列出、清理），并配上预检（`kubecourse doctor`）、
+# 每名学员的凭据和进度看板。
 #
-# **Why:** on a shared GPU cluster the questions change from "does it train?" to "who may run
-# what, how much, in which order, and what happens when it is preempted?" Kubernetes answers with
-# namespaces, Pod Security Admission, quotas, RBAC and NetworkPolicies; Kueue and Volcano add
-# queueing, borrowing, preemption and all-or-nothing (gang) scheduling.
+# **为什么：** 在共享 GPU 集群上，问题从“它能训练吗？”变成了“谁可以运行什么、用多少、按什么顺序、被抢占时
+# 会怎样？”Kubernetes 的回答是[名字空间（namespace）](../../docs/glossary.md#namespace)、
+# Pod 安全准入（Pod Security Admission）、配额、[RBAC](../../docs/glossary.md#rbac) 和网络策略
+# （NetworkPolicy）；Kueue 和 Volcano 在此之上增加了排队、借用、[抢占（preemption）](../../docs/glossary.md#preemption)
+# 以及全有或全无的[成组调度（gang scheduling）](../../docs/glossary.md#gang-scheduling)。
 #
-# **Prerequisites:** 02. **Time:** 30 minutes (smoke: well under a minute; nothing trains here,
-# notebook 09 preempts a real run).
+# **前置条件：** 02。**用时：** 30 分钟（冒烟规模：远不到一分钟；这里不训练任何东西，笔记本 09 会抢占
+# 一次真实的运行）。
 
 # %% tags=["parameters"]
 SMOKE = True  # 这里没有任何东西依赖它：检查在任何规模下都相同
 BACKEND = "local"  # "local" (objects recorded in memory) or "kubernetes" (cluster admin)
 LEARNERS = 3  # 工作坊的人数
-GPUS_PER_LEARNER = 2  # the multi-node lessons run 2 pods with 1 GPU each
+GPUS_PER_LEARNER = 2  # 多节点课程运行 2 个 Pod，每个 1 块 GPU
 SERVER_DRY_RUN = True  # kubernetes: send the workshop as a server-side dry run (stores nothing)
 
 # %%
@@ -137,7 +137,7 @@ print(findings_table(insecure_findings))
 # 内存和一块 GPU；团队配额允许 64 个 CPU、256 GiB 和 8 块 GPU。
 
 # %%
-quota = next(o for o in admin if o["kind"] == "ResourceQuota")
+quota = next(o for o in admin if o["metadata"]["name"] == "team-a-quota")
 print("quota:", quota["spec"]["hard"])
 admits = {}
 for job in [o for o in jobs if o["kind"] == "Job"]:
@@ -179,9 +179,8 @@ workshop_report = workshop.validate(workshop_objects)
 print(workshop_report)
 
 # %% [markdown]
-# Each learner's Role is exactly what the lessons use (`kubecourse.access` derives it from every
-# lesson's manifests and the helper's calls; a test fails on a missing or a surplus right), and the
-# quota is sized so the largest lesson fits:
+# 每名学员的 Role 恰好是各课所用的权限（`kubecourse.access` 从每一课的清单和辅助包的调用中推导出它；缺少或多出
+# 一项权限，测试就会失败），配额的大小保证最大的一课也放得下：
 
 # %%
 print("learner quota (largest lesson):", lesson_sized_quota())
@@ -189,12 +188,11 @@ learner_role = next(o for o in workshop_objects if o["kind"] == "Role")
 print("learner rights:", len(role_rights(learner_role)), "=", len(lesson_rights()), "needed")
 
 # %% [markdown]
-# Now through the client. The local backend only records the objects (nothing locally enforces a
-# quota or a NetworkPolicy); on Kubernetes this creates them. `SERVER_DRY_RUN` sends `dryRun=All`
-# first: admission and validation without storing, and since a dry run stores no Namespace either,
-# the objects inside the learner namespaces are reported as not checked (twin:
-# `kubecourse workshop up --learners 3 --apply --backend kubernetes --server-dry-run`, add
-# `--create-namespaces` to create the namespaces for real and dry-run the rest).
+# 现在通过客户端来做。本地后端只记录这些对象（本地没有任何东西会强制执行配额或网络策略）；在 Kubernetes 上
+# 则会创建它们。`SERVER_DRY_RUN` 先发送 `dryRun=All`：经过准入和校验但不存储；由于试运行也不会存储
+# Namespace，学员名字空间中的对象会被报告为未检查（对应命令：
+# `kubecourse workshop up --learners 3 --apply --backend kubernetes --server-dry-run`，加上
+# `--create-namespaces` 则真正创建名字空间，其余对象试运行）。
 
 # %%
 dry_run = BACKEND == "kubernetes" and SERVER_DRY_RUN
@@ -206,14 +204,12 @@ present_after_up = len(workshop.present(client))
 print(f"{present_after_up} of {len(workshop_objects)} objects present")
 
 # %% [markdown]
-# ## 6. Preflight, credentials and the progress board
-# `kubecourse doctor` checks a namespace before a lesson (API and version, the operators' API
-# groups, GPU nodes, storage classes, the LocalQueue, and every right through
-# SelfSubjectAccessReview); `kubecourse workshop creds --learners 3` writes one kubeconfig per
-# learner with a ServiceAccount token from the TokenRequest API (expiring after a day, the
-# learner's namespace and queue in its context); `kubecourse workshop status --learners 3` is the
-# board: per learner, which lessons' jobs ran and how they ended (from the jobs' lesson labels).
-# Without a cluster the doctor says what it would check and the board is empty.
+# ## 6. 预检、凭据和进度看板
+# `kubecourse doctor` 在一课开始前检查一个名字空间（API 及其版本、Operator 的 API 组、GPU 节点、存储类、
+# LocalQueue，以及通过 SelfSubjectAccessReview 检查每一项权限）；`kubecourse workshop creds --learners 3`
+# 为每名学员写一个 kubeconfig，其中是通过 TokenRequest API 获得的服务账号令牌（一天后过期，上下文中带有该学员
+# 的名字空间和队列）；`kubecourse workshop status --learners 3` 就是看板：每名学员运行了哪些课的作业、结果
+# 如何（依据作业的课程标签）。没有集群时，doctor 说明它将检查什么，看板为空。
 
 # %%
 doctor = preflight(namespace=workshop.namespaces()[0], queue="default")
@@ -286,7 +282,7 @@ for expected in (
     assert expected in insecure_fields, (expected, sorted(insecure_fields))
 assert admits == {"cifar10-queued": 4, "cifar10-ha": 8, "cifar10-gang": 4}, admits
 assert workshop_report.ok, str(workshop_report)
-assert len(workshop_objects) == 2 + 12 * LEARNERS
+assert len(workshop_objects) == 2 + 13 * LEARNERS
 assert present_after_up == (0 if dry_run else len(workshop_objects))
 assert role_rights(learner_role) == lesson_rights()
 assert set(board.cells) == set(workshop.namespaces())
@@ -354,26 +350,26 @@ def slices(nodes: int, gpus_per_node: int, profile: str) -> int:
 require("08-gpu-slices", slices, sharing=sharing)
 
 # %% [markdown]
-# ## On a real cluster
-# As a cluster admin, with Kueue and Volcano installed:
+# ## 在真实集群上
+# 以集群管理员身份，在已安装 Kueue 和 Volcano 的集群上：
 #
 # ```bash
 # kubectl apply -k manifests/04-production/admin/
 # kubectl apply -k manifests/04-production/jobs/ --as=system:serviceaccount:ml-team-a:learner
-# kubectl get workloads -n ml-team-a -w            # Kueue: pending -> admitted (QuotaReserved, Admitted)
-# kubectl describe clusterqueue team-a             # borrowed quota, pending workloads
-# kubectl get vcjob,podgroup -n ml-team-a          # Volcano: the gang starts whole or not at all
+# kubectl get workloads -n ml-team-a -w            # Kueue：pending -> admitted（QuotaReserved、Admitted）
+# kubectl describe clusterqueue team-a             # 借用的配额、待处理的工作负载
+# kubectl get vcjob,podgroup -n ml-team-a          # Volcano：整组一起启动，否则都不启动
 # kubectl auth can-i create secrets -n ml-team-a --as=system:serviceaccount:ml-team-a:learner   # no
 # kubecourse workshop up --learners 20 --apply --backend kubernetes
-# kubecourse workshop creds --learners 20 --out kubeconfigs/   # hand learner-07.kubeconfig to learner 7
-# KUBECONFIG=kubeconfigs/learner-07.kubeconfig kubecourse doctor --lesson 02   # as that learner
-# kubecourse workshop status --learners 20                      # the progress board
-# kubecourse workshop down --learners 20 --apply --backend kubernetes   # idempotent
+# kubecourse workshop creds --learners 20 --out kubeconfigs/   # 把 learner-07.kubeconfig 交给第 7 名学员
+# KUBECONFIG=kubeconfigs/learner-07.kubeconfig kubecourse doctor --lesson 02   # 以该学员的身份
+# kubecourse workshop status --learners 20                      # 进度看板
+# kubecourse workshop down --learners 20 --apply --backend kubernetes   # 幂等
 # ```
-# Run this notebook with `BACKEND = "kubernetes"` to send the workshop (server-side dry run by
-# default; set `SERVER_DRY_RUN = False` to create it, the cleanup cell removes it).
+# 以 `BACKEND = "kubernetes"` 运行本笔记本即可发送工作坊（默认是服务器端试运行；设置
+# `SERVER_DRY_RUN = False` 才会真正创建，清理单元格会删除它）。
 #
-# ## Clean up
+# ## 清理
 
 # %%
 removed = workshop.down(client)

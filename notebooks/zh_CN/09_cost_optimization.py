@@ -35,7 +35,7 @@
 
 # %% tags=["parameters"]
 SMOKE = True  # 小型抢占实验（一个 30 步的运行被打断 2 次）
-BACKEND = "local"  # "local" or "kubernetes": the experiment uses client.preempt()/client.kill()
+BACKEND = "local"  # "local" 或 "kubernetes"：该实验使用 client.preempt()/client.kill()
 OFFER = "aws-p4d-a100"  # docs/gpu-prices.yaml 中的一个名称
 CURRENCY = "USD"  # "USD" 或 "CNY"：每个报价都按价格文件中带日期的 exchange_rates（汇率）换算
 COMPUTE_H = 100.0  # 无故障、无检查点时的训练小时数（测量方法：步数 x 每步秒数）
@@ -158,22 +158,20 @@ spot_accepted = budget_guard(spot, BUDGET)
 print("accepted:", spot_accepted)
 
 # %% [markdown]
-# ## 6. Preemption for real
-# The model says a reclaim at a random moment loses, on average, half a checkpoint interval. Let
-# us check on a real run: lesson 04's HA Job (`manifests/04-production/jobs/job-ha.yaml`) trains
-# the CIFAR lab at smoke size, checkpointing every `CHECKPOINT_EVERY` steps.
-# At random steps we disrupt the running pod:
+# ## 6. 真实的抢占
+# 模型认为：在随机时刻发生的一次回收，平均损失半个检查点间隔。让我们在一次真实运行上检验：第 04 课的 HA
+# Job（`manifests/04-production/jobs/job-ha.yaml`）以冒烟规模训练 CIFAR 实验程序，每
+# `CHECKPOINT_EVERY` 步做一次检查点。我们在随机的步上干扰正在运行的 Pod：
 #
-# * **SIGTERM** (`client.preempt`, what a preemption, drain or spot reclaim does): the pod gets the
-#   `DisruptionTarget` condition and SIGTERM; the lab finishes its step, writes a final checkpoint
-#   and exits 143; the podFailurePolicy ignores it and a new pod resumes. Predicted loss: 0.
-# * **SIGKILL** (`client.kill`, a crash or a grace period too short): nothing is saved; the new
-#   pod resumes from the last periodic checkpoint. Predicted loss: `CHECKPOINT_EVERY / 2` on
-#   average, at most `CHECKPOINT_EVERY`.
+# * **SIGTERM**（`client.preempt`，即抢占、腾空节点或抢占式实例回收时发生的事）：Pod 获得
+#   `DisruptionTarget` 状况和 SIGTERM；实验程序完成当前步、写最后一个检查点并以 143 退出；
+#   podFailurePolicy 忽略这次失败，新的 Pod 接着恢复。预测损失：0。
+# * **SIGKILL**（`client.kill`，即崩溃或宽限期太短）：什么都没保存；新的 Pod 从最近一个周期性检查点恢复。
+#   预测损失：平均 `CHECKPOINT_EVERY / 2`，最多 `CHECKPOINT_EVERY`。
 #
-# Twin on a cluster: `kubectl delete pod <pod>` (graceful) or
-# `kubectl drain <node> --ignore-daemonsets --delete-emptydir-data` for SIGTERM;
-# `kubectl delete pod <pod> --grace-period=0 --force` comes close to SIGKILL.
+# 在集群上对应的操作：`kubectl delete pod <pod>`（优雅终止）或
+# `kubectl drain <node> --ignore-daemonsets --delete-emptydir-data` 对应 SIGTERM；
+# `kubectl delete pod <pod> --grace-period=0 --force` 接近 SIGKILL。
 
 # %%
 disruptions = ["SIGTERM", "SIGKILL"] if SMOKE else ["SIGTERM", "SIGKILL"] * 4

@@ -37,7 +37,7 @@
 
 # %% tags=["parameters"]
 SMOKE = True  # 极小的运行（每个 20 个优化器步，在一个 CPU 线程上约训练 3 秒）
-BACKEND = "local"  # "local" (processes on this machine) or "kubernetes" ($KUBECONFIG)
+BACKEND = "local"  # "local"（本机上的进程）或 "kubernetes"（$KUBECONFIG）
 NAMESPACE = "default"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 KILL_SEED = 11  # 决定 Pod 在哪些步被杀掉和被抢占
@@ -135,11 +135,10 @@ for name, objects in faulty.items():
     jobs[name] = client.submit(objects)
 
 # %% [markdown]
-# ## 2. Kill -9 one job at a random step, preempt another
-# `client.kill(job)` crashes a running pod: SIGKILL, no chance to checkpoint, what the OOM killer or
-# a node crash does (on a cluster: the pod is force-deleted). `client.preempt(job)` evicts it: the
-# DisruptionTarget condition, SIGTERM, and SIGKILL after the grace period (the lab checkpoints on
-# SIGTERM and exits 143). Each call prints its kubectl twin.
+# ## 2. 在随机的步上 kill -9 一个作业，抢占另一个
+# `client.kill(job)` 让一个正在运行的 Pod 崩溃：SIGKILL，没有机会写检查点，就像 OOM killer 或节点崩溃那样
+# （在集群上：强制删除该 Pod）。`client.preempt(job)` 驱逐它：DisruptionTarget 状况、SIGTERM，宽限期后再
+# SIGKILL（实验程序在收到 SIGTERM 时写检查点并以 143 退出）。每个调用都会打印对应的 kubectl 命令。
 
 # %%
 rng = random.Random(KILL_SEED)
