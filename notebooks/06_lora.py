@@ -87,7 +87,8 @@ assert torch.equal(adapted(x), base_layer(x)), "B = 0: the adapter starts as a n
 # ## 2. The fine-tuning Job
 # `manifests/03-finetune/job.yaml` runs `python -m labs.finetune`. The model comes from `MODEL_ID`
 # (downloaded once into the `model-cache` PVC), the adapter goes to the `finetune-outputs` PVC, and
-# the Hugging Face token comes from a Secret through `secretKeyRef`: never written in the YAML.
+# the Hugging Face token is a file mounted from a Secret (`HF_TOKEN_PATH`): never in the YAML, never
+# in an environment variable.
 # `hf-token-secret.example.yaml` shows the Secret's shape with a placeholder; it is marked
 # `config.kubernetes.io/local-config`, so `kubectl apply -k` (and `load_lesson`) leave it out.
 # For smoke size we point `MODEL_ID` at nothing (the tiny offline model) and use the `--smoke` preset.
@@ -127,9 +128,10 @@ diff_view(base, objects)
 # %%
 job_manifest = next(o for o in objects if o["kind"] == "Job")
 trainer = job_manifest["spec"]["template"]["spec"]["containers"][0]
-token_env = next(e for e in trainer["env"] if e["name"] == "HF_TOKEN")
-print("HF_TOKEN comes from:", json.dumps(token_env["valueFrom"]))
-assert "value" not in token_env, "the token must come from a Secret, not the manifest"
+env = {e["name"]: e for e in trainer["env"]}
+pod_volumes = {v["name"]: v for v in job_manifest["spec"]["template"]["spec"]["volumes"]}
+print("the hub token is the file", env["HF_TOKEN_PATH"]["value"], "from", pod_volumes["hf-token"])
+assert "HF_TOKEN" not in env, "the token must come from a Secret, not the manifest"
 print([o["kind"] for o in objects], "(the example Secret is not among them)")
 yaml_view(job_manifest)
 

@@ -84,7 +84,7 @@ def weights_exposure(objects: list[Manifest], dockerfile: str | None = None) -> 
                 f"{mount['mountPath']}: a hostPath volume: any pod on the node reads it"
             )
     for env in trainer_container(spec).get("env") or []:
-        if "TOKEN" in env["name"] and "value" in env:
+        if env["name"].endswith(("TOKEN", "API_KEY", "SECRET")) and "value" in env:
             problems.append(f"env {env['name']}: an inline token (use a Secret by reference)")
     text = (
         dockerfile if dockerfile is not None else (repo_root() / "labs" / "Dockerfile").read_text()

@@ -91,12 +91,14 @@ print(f"= {100 * trainable / base_layer.weight.numel():.2f}% of the layer")
 assert torch.equal(adapted(x), base_layer(x)), "B = 0: the adapter starts as a no-op"
 
 # %% [markdown]
-# ## 2. 微调 Job
-# `manifests/03-finetune/job.yaml` 运行 `python -m labs.finetune`。模型来自 `MODEL_ID`（只下载一次，存入
-# `model-cache` PVC），适配器写到 `finetune-outputs` PVC，Hugging Face 令牌通过 `secretKeyRef` 来自一个
-# Secret：绝不写在 YAML 中。`hf-token-secret.example.yaml` 用占位符展示了该 Secret 的结构；它带有
-# `config.kubernetes.io/local-config` 标记，所以 `kubectl apply -k`（以及 `load_lesson`）会忽略它。
-# 在冒烟规模下，我们让 `MODEL_ID` 为空（使用极小的离线模型），并使用 `--smoke` 预设。
+# ## 2. The fine-tuning Job
+# `manifests/03-finetune/job.yaml` runs `python -m labs.finetune`. The model comes from `MODEL_ID`
+# (downloaded once into the `model-cache` PVC), the adapter goes to the `finetune-outputs` PVC, and
+# the Hugging Face token is a file mounted from a Secret (`HF_TOKEN_PATH`): never in the YAML, never
+# in an environment variable.
+# `hf-token-secret.example.yaml` shows the Secret's shape with a placeholder; it is marked
+# `config.kubernetes.io/local-config`, so `kubectl apply -k` (and `load_lesson`) leave it out.
+# For smoke size we point `MODEL_ID` at nothing (the tiny offline model) and use the `--smoke` preset.
 
 # %%
 options = {
@@ -133,9 +135,10 @@ diff_view(base, objects)
 # %%
 job_manifest = next(o for o in objects if o["kind"] == "Job")
 trainer = job_manifest["spec"]["template"]["spec"]["containers"][0]
-token_env = next(e for e in trainer["env"] if e["name"] == "HF_TOKEN")
-print("HF_TOKEN comes from:", json.dumps(token_env["valueFrom"]))
-assert "value" not in token_env, "the token must come from a Secret, not the manifest"
+env = {e["name"]: e for e in trainer["env"]}
+pod_volumes = {v["name"]: v for v in job_manifest["spec"]["template"]["spec"]["volumes"]}
+print("the hub token is the file", env["HF_TOKEN_PATH"]["value"], "from", pod_volumes["hf-token"])
+assert "HF_TOKEN" not in env, "the token must come from a Secret, not the manifest"
 print([o["kind"] for o in objects], "(the example Secret is not among them)")
 yaml_view(job_manifest)
 
