@@ -124,8 +124,8 @@ status_view(client.status(job))
 # %% [markdown]
 # ## 5. 断言结果
 # Job 成功了，训练程序保存了检查点并报告了准确率。日志行遵循同一个约定（`kubecourse.contract`）；
-# `client.result(job)` 就是实验程序的 result.json，从它最后一行 `result` 日志中读出；
-# `client.list_volume` 列出 PVC 上的文件。
+# `client.result(job)` 就是实验程序的 result.json，从它最后一行 `result` 日志中读出，`client.list_volume`
+# 则列出 PVC 上的文件。
 
 # %%
 texts = [line.text for line in logs]

@@ -162,7 +162,7 @@ job = client.submit(objects)
 # torchrun 代理（agent）察觉后，停止自己的另一个工作进程，并重新进入 c10d 汇合；另一个节点的代理看到
 # 新一轮汇合，也重启自己的工作进程。每个工作进程都从头开始，实验程序从最新的完整检查点恢复。
 # `client.kill_worker(job)` 向 rank 最高的工作进程发送 SIGKILL（对应的 kubectl 命令
-# `kubectl exec ... -- pkill -KILL -f labs.lm_pretrain` 打印在它的输出上方）。
+# `kubectl exec ... -- pkill -KILL -f labs.lm_pretrain` 打印在其输出上方）。
 
 # %%
 killed = None

@@ -147,9 +147,9 @@ print(events_view(client.events(job)))
 
 # %% [markdown]
 # ## 4. 运行报告了什么
-# 实验程序打印微调前后的评估损失、示例回答以及适配器检查的结果。`client.result(job)` 是它的
-# result.json（来自最后一行 `result` 日志），`client.metrics(job)` 是它的 metrics.jsonl，从输出 PVC
-# 读取：在集群上由一个挂载该 PVC 的短命 Pod 读取。
+# 实验程序打印微调前后的评估损失、示例回答以及适配器检查的结果。`client.result(job)` 是它的 result.json
+# （来自最后一行 `result` 日志），`client.metrics(job)` 是它的 metrics.jsonl，从输出 PVC 中读取：在集群上
+# 由一个挂载该 PVC 的短时 Pod 读取。
 
 # %%
 texts = [line.text for line in logs]

@@ -136,9 +136,9 @@ for name, objects in faulty.items():
 
 # %% [markdown]
 # ## 2. 在随机的步上 kill -9 一个作业，抢占另一个
-# `client.kill(job)` 让一个正在运行的 Pod 崩溃：SIGKILL，没有机会写检查点，就像 OOM killer 或节点崩溃
-# （在集群上：强制删除该 Pod）。`client.preempt(job)` 驱逐它：DisruptionTarget 状况、SIGTERM，宽限期后
-# 再发 SIGKILL（实验程序在收到 SIGTERM 时写检查点并以 143 退出）。每次调用都会打印对应的 kubectl 命令。
+# `client.kill(job)` 让一个正在运行的 Pod 崩溃：SIGKILL，没有机会写检查点，就像 OOM killer 或节点崩溃那样
+# （在集群上：强制删除该 Pod）。`client.preempt(job)` 驱逐它：DisruptionTarget 状况、SIGTERM，宽限期后再
+# SIGKILL（实验程序在收到 SIGTERM 时写检查点并以 143 退出）。每个调用都会打印对应的 kubectl 命令。
 
 # %%
 rng = random.Random(KILL_SEED)
