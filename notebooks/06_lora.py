@@ -167,7 +167,7 @@ if BACKEND == "local":
     out = client.backend.pvc_dir("finetune-outputs", NAMESPACE) / JOB_NAME
     result = json.loads((out / "result.json").read_text())
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    from matplotlib.figure import Figure
+    from kubecourse.figures import Figure  # a matplotlib Figure that always shows as a PNG
 
     figure = Figure(figsize=(7, 3))
     ax = figure.add_subplot()
@@ -178,7 +178,9 @@ if BACKEND == "local":
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (answer tokens)")
     ax.legend()
-    ax.set_title(f"LoRA r=8 on {result['model']}")
+    ax.set_title(  # from what the run reported, not from what we think we asked for
+        f"{result['method']} on {result['model']}: {result['trainable_pct']:.2f}% of weights trained"
+    )
     print("adapter files:", result["adapter_files"], f"{result['adapter_bytes']:,} bytes")
     for s in result["samples"]:
         print(

@@ -39,10 +39,10 @@ import shutil
 
 import bitsandbytes.functional as bnbf
 import torch
-from matplotlib.figure import Figure
 
 from kubecourse import TrainingClient, render
 from kubecourse.course import record_outcome
+from kubecourse.figures import Figure  # a matplotlib Figure that always shows as a PNG
 from kubecourse.lab import run_lab
 from kubecourse.manifests import repo_root
 

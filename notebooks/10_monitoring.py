@@ -126,10 +126,9 @@ def job_finished() -> bool:
 
 
 dashboard = LiveDashboard(prom, window_s=120)
-dashboard.show()
+dashboard.show()  # one picture, replaced by a fresh PNG at every update
 figure = dashboard.run(until=job_finished, every_s=2.0, timeout_s=TIMEOUT_S)
 status = client.wait(job, timeout_s=TIMEOUT_S, progress=False)
-figure
 
 # %% [markdown]
 # What Prometheus read from the trainer: one scrape of `/metrics` taken during the run (on a pod:

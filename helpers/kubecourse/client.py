@@ -21,6 +21,7 @@ from . import display
 from .backends.base import Backend
 from .errors import JobFailed, ManifestError, OptionError
 from .manifests import Manifest, object_id, repo_root, workload
+from .progress import JobBar
 from .types import Event, JobRef, JobStatus, LogLine
 from .validation import Report, validate
 
@@ -64,6 +65,7 @@ class TrainingClient:
         self.backend = make_backend(backend, **backend_kwargs)
         self.namespace = namespace
         self.show_kubectl = show_kubectl
+        self._twins_shown: tuple[object, set[str]] = (None, set())
         self.policy = policy
         self.rendered_dir = (
             Path(rendered_dir) if rendered_dir else repo_root() / ".course" / "rendered"
@@ -72,9 +74,24 @@ class TrainingClient:
     # ---------------------------------------------------------------------------------------------
 
     def _twin(self, verb: str, ref: JobRef | None = None, **kwargs) -> None:
-        if self.show_kubectl:
-            name, ns = (ref.name, ref.namespace) if ref else ("", self.namespace)
-            print("$", display.kubectl(verb, name, ns, **kwargs))
+        """Print the kubectl command of a call, once per notebook cell (a polling loop calls
+        status() many times; its twin is one command to type)."""
+        if not self.show_kubectl:
+            return
+        name, ns = (ref.name, ref.namespace) if ref else ("", self.namespace)
+        command = display.kubectl(verb, name, ns, **kwargs)
+        cell = display.current_cell()
+        seen_in, seen = self._twins_shown
+        if cell is None:  # outside a notebook: leave out only an immediate repeat
+            if seen_in is None and seen == {command}:
+                return
+            self._twins_shown = (None, {command})
+        else:
+            seen = seen if seen_in == cell else set()
+            if command in seen:
+                return
+            self._twins_shown = (cell, seen | {command})
+        print("$", command)
 
     def _ref(self, job: JobRef | str) -> JobRef:
         return job if isinstance(job, JobRef) else JobRef(job, self.namespace)
@@ -145,23 +162,12 @@ class TrainingClient:
         """Block until the job ends (progress bar in notebooks); JobTimeout after timeout_s."""
         ref = self._ref(job)
         self._twin("wait", ref, timeout_s=timeout_s)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=None, desc=ref.name, unit="step")
+        bar = JobBar(ref.name) if progress else None
+        final = None
 
         def on_update(status: JobStatus) -> None:
-            if bar is None:
-                return
-            steps = self.backend.progress(ref.name, ref.namespace)
-            if steps is not None:
-                bar.total = steps[1]
-                bar.n = steps[0]
-            bar.set_postfix_str(
-                status.phase + (f" ({status.reason})" if status.reason else ""), refresh=False
-            )
-            bar.refresh()
+            if bar is not None:
+                bar.update(status, self.backend.progress(ref.name, ref.namespace))
 
         try:
             final = self.backend.wait(
@@ -169,7 +175,7 @@ class TrainingClient:
             )
         finally:
             if bar is not None:
-                bar.close()
+                bar.finish(final)
         print(display.status_view(final))
         if raise_on_failure and final.phase != "Succeeded":
             raise JobFailed(

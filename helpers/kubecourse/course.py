@@ -21,8 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from .manifests import repo_root
+from .nbcheck import check_executed
 
 OUTCOME_DIR_ENV = "KUBECOURSE_OUTCOME_DIR"
+# The kernelspec every notebook names: exactly what ipykernel installs, so JupyterLab finds nothing to
+# rewrite when a notebook opens (a different display name marks it unsaved at once).
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+LEGACY_KERNEL = "kubecourse"  # a second kernelspec older versions installed for the same venv
 
 
 def notebook_dir() -> Path:
@@ -72,11 +77,7 @@ def sync(paths: list[Path] | None = None) -> list[Path]:
     written = []
     for source in paths or sorted(notebook_dir().glob("[0-9][0-9]_*.py")):
         notebook = jupytext.read(source)
-        notebook.metadata["kernelspec"] = {
-            "name": "python3",
-            "display_name": "Python 3",
-            "language": "python",
-        }
+        notebook.metadata["kernelspec"] = dict(KERNELSPEC)
         notebook.metadata.pop("jupytext", None)
         for position, cell in enumerate(notebook.cells):
             if cell.cell_type == "code":
@@ -153,21 +154,19 @@ def execute(
 
 
 def _kernel_name() -> str:
-    """A kernelspec that runs *this* interpreter (the course venv), installed on first use."""
-    from jupyter_client.kernelspec import KernelSpecManager
+    """The kernel papermill starts: ipykernel's own `python3`, which jupyter_client runs with
+    *this* interpreter (its argv is `python`, replaced by sys.executable), so JupyterLab offers one
+    kernel for the course's environment. Removes the duplicate spec older versions installed."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-    name = "kubecourse"
     manager = KernelSpecManager()
     try:
-        spec = manager.get_kernel_spec(name)
-        if spec.argv and spec.argv[0] == sys.executable:
-            return name
-    except Exception:  # noqa: BLE001 - NoSuchKernel: install it below
-        pass
-    from ipykernel.kernelspec import install
-
-    install(user=False, kernel_name=name, display_name="Python (kubecourse)", prefix=sys.prefix)
-    return name
+        legacy = manager.get_kernel_spec(LEGACY_KERNEL)
+    except NoSuchKernel:
+        legacy = None
+    if legacy is not None and Path(legacy.resource_dir).is_relative_to(sys.prefix):
+        manager.remove_kernel_spec(LEGACY_KERNEL)
+    return KERNELSPEC["name"]
 
 
 def run_course(out_dir: Path, only: str | None = None) -> Path:
@@ -181,7 +180,10 @@ def run_course(out_dir: Path, only: str | None = None) -> Path:
         start = time.monotonic()
         error = ""
         try:
-            execute(notebook, out_dir, outcome_dir=outcomes_dir)
+            executed = execute(notebook, out_dir, outcome_dir=outcomes_dir)
+            problems = check_executed(executed, outcomes_dir)  # pictures saved as pictures
+            if problems:
+                raise AssertionError("; ".join(problems))
         except Exception as exc:  # noqa: BLE001 - report every notebook, then fail at the end
             error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
             failures += 1

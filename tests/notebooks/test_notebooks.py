@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kubecourse.course import drift, execute, notebooks
+from kubecourse.nbcheck import check_executed
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "build" / "test-notebooks"
@@ -48,6 +49,8 @@ def test_notebook_executes_and_its_asserts_pass(notebook):
 
     outcome = json.loads((OUT / "outcomes" / f"{notebook.stem}.json").read_text())
     assert outcome["numbers"], f"{notebook.name} recorded no outcome"
+    # What a learner would see: every figure an image, no output only inside a widget (nbcheck).
+    assert check_executed(executed, OUT / "outcomes") == []
 
 
 def test_drift_detects_outputs_and_changed_cells(tmp_path):
