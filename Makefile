@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
-setup: $(STAMP)  ## create .venv, install the course (torch CPU, helpers, labs, test tools), Prometheus
+setup: $(STAMP)  ## create .venv, install the course (torch CPU, helpers, labs, test tools), Prometheus, Chromium
 	@scripts/ensure-prometheus.sh
+	@scripts/ensure-chromium.sh
 
 course: setup  ## execute every notebook on the local backend -> build/course/ (+ summary.md)
 	$(PY) -m kubecourse.course --out build/course

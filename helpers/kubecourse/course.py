@@ -140,7 +140,7 @@ def execute(
             str(notebook_path),
             str(target),
             parameters=parameters or {},
-            kernel_name=_kernel_name(),
+            kernel_name=kernel_name(),
             cwd=str(notebook_path.parent),
             execution_timeout=cell_timeout_s,
             progress_bar=False,
@@ -153,7 +153,7 @@ def execute(
     return target
 
 
-def _kernel_name() -> str:
+def kernel_name() -> str:
     """The kernel papermill starts: ipykernel's own `python3`, which jupyter_client runs with
     *this* interpreter (its argv is `python`, replaced by sys.executable), so JupyterLab offers one
     kernel for the course's environment. Removes the duplicate spec older versions installed."""
