@@ -69,6 +69,15 @@ def _code_cells(notebook) -> list[tuple[str, str]]:
     return [(c.cell_type, c.source.strip()) for c in notebook.cells]
 
 
+def language_info() -> dict[str, Any]:
+    """What the kernel reports about its language when JupyterLab connects (ipykernel's own
+    dict: the Python version is the course environment's). A notebook that already holds it is
+    not marked unsaved on open; one without it is, as JupyterLab writes it in."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    return json.loads(json.dumps(IPythonKernel.language_info))
+
+
 def sync(paths: list[Path] | None = None) -> list[Path]:
     """Write NN_topic.ipynb (no outputs) from each NN_topic.py source."""
     import jupytext
@@ -78,6 +87,7 @@ def sync(paths: list[Path] | None = None) -> list[Path]:
     for source in paths or sorted(notebook_dir().glob("[0-9][0-9]_*.py")):
         notebook = jupytext.read(source)
         notebook.metadata["kernelspec"] = dict(KERNELSPEC)
+        notebook.metadata["language_info"] = language_info()
         notebook.metadata.pop("jupytext", None)
         for position, cell in enumerate(notebook.cells):
             if cell.cell_type == "code":

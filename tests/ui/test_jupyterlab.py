@@ -118,7 +118,7 @@ def _assert_nothing_broken(page) -> None:
 
 
 def _assert_bars_full_and_green(page, shot: str) -> None:
-    bars = page.locator(".jp-OutputArea-output .widget-progress")
+    bars = page.locator(".jp-OutputArea-output .widget-hprogress")
     assert bars.count() >= 1, "client.wait showed no progress bar"
     for i in range(bars.count()):
         track, fill = bars.nth(i).locator(".progress"), bars.nth(i).locator(".progress-bar")
