@@ -179,6 +179,19 @@ def kernel_name() -> str:
     return KERNELSPEC["name"]
 
 
+def screenshot_lines(out_dir: Path, ui_dir: Path | None = None) -> list[str]:
+    """Markdown for the browser test's screenshots (build/ui/, tests/ui), linked from out_dir."""
+    shots = sorted((ui_dir or repo_root() / "build" / "ui").glob("*.png"))
+    if not shots:
+        return []
+    return [
+        "",
+        "## In JupyterLab (the browser test's screenshots, Chromium)",
+        "",
+        *(f"![{p.stem}]({os.path.relpath(p, out_dir)})" for p in shots),
+    ]
+
+
 def run_course(out_dir: Path, only: str | None = None) -> Path:
     """Execute every notebook in order; write summary.md and summary.json beside the copies."""
     outcomes_dir = out_dir / "outcomes"
@@ -221,6 +234,7 @@ def run_course(out_dir: Path, only: str | None = None) -> Path:
     figures = [f for o in outcomes.values() for f in o.get("figures", [])]
     if figures:
         lines += ["", "## Plots", ""] + [f"![{f}](outcomes/{f})" for f in figures]
+    lines += screenshot_lines(out_dir)
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     (out_dir / "summary.json").write_text(
         json.dumps({"notebooks": rows, "outcomes": outcomes}, indent=2, default=str)

@@ -254,3 +254,14 @@ def test_static_check_wants_every_outcome_figure_saved_as_png(tmp_path):
     ]
     (outcomes / "01_demo-b.png").write_bytes(png_bytes(figure))
     assert check_tree(tmp_path) == []
+
+
+def test_course_summary_links_the_browser_screenshots(tmp_path):
+    from kubecourse.course import screenshot_lines
+
+    ui, course = tmp_path / "build" / "ui", tmp_path / "build" / "course"
+    assert screenshot_lines(course, ui) == []
+    ui.mkdir(parents=True)
+    (ui / "10_monitoring-dashboard.png").write_bytes(PNG_SIGNATURE)
+    lines = screenshot_lines(course, ui)
+    assert lines[-1] == "![10_monitoring-dashboard](../ui/10_monitoring-dashboard.png)"
