@@ -133,14 +133,25 @@ def loopback_only(route) -> None:
 
 # JavaScript run in the page -------------------------------------------------------------------
 
-# The open notebook's cells as the model holds them: type, execution count, outputs.
-CELLS_JS = """() => {
-  const panel = window.jupyterapp.shell.currentWidget;
-  const cells = panel.content.model.cells;
-  const out = [];
+# The notebook panel open on `path` (every test opens its notebook in a fresh workspace, but a
+# restored tab must never be mistaken for it).
+PANEL_JS = """(path) => [...window.jupyterapp.shell.widgets('main')]
+  .find((w) => w.context?.path === path)"""
+
+# Activate that panel and run all its cells.
+RUN_ALL_JS = f"""(path) => {{
+  const panel = ({PANEL_JS})(path);
+  window.jupyterapp.shell.activateById(panel.id);
+  return window.jupyterapp.commands.execute('notebook:run-all-cells');
+}}"""
+
+# Its cells as the model holds them (type, execution count, outputs) and its kernel's status.
+CELLS_JS = f"""(path) => {{
+  const panel = ({PANEL_JS})(path);
+  const cells = panel.content.model.cells, out = [];
   for (let i = 0; i < cells.length; i++) out.push(cells.get(i).toJSON());
-  return {cells: out, kernel: panel.sessionContext.session?.kernel?.status ?? 'none'};
-}"""
+  return {{cells: out, kernel: panel.sessionContext.session?.kernel?.status ?? 'none'}};
+}}"""
 
 # For each <pre> of a side-by-side view: is it left-aligned, are its lines unwrapped, and does
 # each line's first visible character sit where its leading spaces put it?

@@ -19,6 +19,8 @@ from tests.ui.jupyterlab import (
     CELLS_JS,
     COLUMN_LAYOUT_JS,
     MISSING_GLYPHS_JS,
+    PANEL_JS,
+    RUN_ALL_JS,
     LabServer,
     find_chromium,
     loopback_only,
@@ -81,28 +83,30 @@ def page(browser, lab):
 
 
 def _open(page, lab, path: str) -> None:
-    page.goto(f"{lab.url}/lab/tree/{path}?token={lab.token}")
+    """Open `path` alone in a fresh workspace and wait for its kernel to be idle."""
+    workspace = path.replace("/", "-").removesuffix(".ipynb")
+    page.goto(f"{lab.url}/lab/workspaces/{workspace}/tree/{path}?reset&token={lab.token}")
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
     page.wait_for_function(
-        "() => window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel?.status"
-        " === 'idle'",
+        f"(path) => ({PANEL_JS})(path)?.sessionContext?.session?.kernel?.status === 'idle'",
+        arg=path,
         timeout=120_000,
     )
 
 
-def _run_all(page) -> list[dict]:
+def _run_all(page, path: str) -> list[dict]:
     """Run every cell; wait until every code cell ran (or one failed); returns the cells."""
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.evaluate(RUN_ALL_JS, path)
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while time.monotonic() < deadline:
         time.sleep(2)
-        state = page.evaluate(CELLS_JS)
+        state = page.evaluate(CELLS_JS, path)
         code = [c for c in state["cells"] if c["cell_type"] == "code"]
         errors = [o for c in code for o in c.get("outputs", []) if o["output_type"] == "error"]
         assert not errors, f"a cell failed: {errors[0]['ename']}: {errors[0]['evalue']}"
         if state["kernel"] == "idle" and all(c.get("execution_count") for c in code):
             return state["cells"]
-    raise AssertionError(f"the notebook did not finish within {RUN_TIMEOUT_S} s")
+    raise AssertionError(f"{path} did not finish within {RUN_TIMEOUT_S} s")
 
 
 def _assert_nothing_broken(page) -> None:
@@ -159,7 +163,7 @@ def test_notebook_renders_in_jupyterlab(page, lab, name):
     SHOTS.mkdir(parents=True, exist_ok=True)
     _open(page, lab, f"{name}.ipynb")
     assert not page.locator(".jp-mod-dirty").count(), "the notebook is marked unsaved on open"
-    _run_all(page)
+    _run_all(page, f"{name}.ipynb")
     _assert_nothing_broken(page)
     if name == "02_job_on_kubernetes":
         _assert_bars_full_and_green(page, f"{name}-progress.png")
