@@ -69,6 +69,7 @@ def lab(tmp_path_factory):
     if ZH_DIR.is_dir():
         shutil.copytree(ZH_DIR, root / "zh_CN")
     server = LabServer(root, tmp_path_factory.mktemp("lab-state")).start()
+    server.kernelspecs = server.api("kernelspecs")["kernelspecs"]  # what the launcher offers
     yield server
     server.stop()
 
@@ -150,8 +151,9 @@ def _assert_columns_readable(page) -> None:
             assert abs(line["left"] - expected) < 2, (
                 f"line not where its indentation puts it: {line}"
             )
-    page.locator(".kc-columns").first.scroll_into_view_if_needed()
-    page.locator(".kc-columns").first.screenshot(path=SHOTS / "04_multi_node-side-by-side.png")
+    # Taller than the window: a window-sized shot from its top, as a learner scrolls to it.
+    page.locator(".kc-columns").first.evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.screenshot(path=SHOTS / "04_multi_node-side-by-side.png")
 
 
 def _screenshot(page, name: str) -> None:
@@ -181,7 +183,7 @@ def test_notebook_renders_in_jupyterlab(page, lab, name):
 
 
 def test_one_kernel_for_the_environment(lab):
-    specs = lab.api("kernelspecs")["kernelspecs"]
+    specs = lab.kernelspecs
     python = [s for s in specs.values() if s["spec"]["language"] == "python"]
     assert [s["spec"]["display_name"] for s in python] == ["Python 3 (ipykernel)"], specs.keys()
 
