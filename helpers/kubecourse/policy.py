@@ -138,7 +138,7 @@ def _pod_findings(base: str, spec: Manifest, bad) -> None:
     for section, i, container in containers:
         where = f"{base}.{section}[{i}]"
         image = container.get("image") or ""
-        if not image_pinned(image):
+        if image and not image_pinned(image):  # no image at all: kubecourse.semantic says so
             bad(
                 f"{where}.image",
                 f"image {image!r} is not pinned: use a version tag or digest, never ':latest' or no tag",
