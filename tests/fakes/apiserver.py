@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import collections
 import copy
+import dataclasses
 import json
 import os
 import random
@@ -70,7 +71,13 @@ KNOWN_DIFFERENCES = """\
   create as if every CRD had a status subresource.
 - Field selectors accept the common per-resource fields (metadata.*, pods status.phase and
   spec.nodeName, events involvedObject.*/reason/type/source, ...); others get 400 as for real.
-- run_job runs every pod at once and never retries a failed pod (no backoffLimit accounting).
+- run_job runs every pod at once and never retries a failed pod (no backoffLimit accounting);
+  tests/fakes/cluster.py adds a real Job controller, scheduler and kubelet (see its
+  CLUSTER_DIFFERENCES).
+- pods/eviction sets the DisruptionTarget condition and deletes the pod (PodDisruptionBudgets are
+  not checked); a deleted pod's DELETED event carries deletionGracePeriodSeconds (the request's,
+  else the pod's terminationGracePeriodSeconds) but the pod is gone at once.
+- pods/exec, attach, portforward and binding are not served.
 - Pod logs ignore timestamps, previous, sinceSeconds and limitBytes. The log of a pod without
   spec.nodeName is answered 204 No Content with no body (follow too), as a real server does; a
   scheduled pod that is still Pending gets 400 "is waiting to start".
@@ -785,12 +792,16 @@ class FakeApiServer:
         self._watch_tokens: dict[int, _WatchToken] = {}
         self._watch_count = 0
         self._callbacks: dict[str, list[Callable[[FakeApiServer, dict], None]]] = {}
+        self._listeners: list[Callable[[str, str, str, dict], None]] = []  # see subscribe()
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._httpd: _HTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
         self.errors: list[str] = []  # tracebacks: on_create callbacks and the fake's own bugs
         self.deletions: list[dict] = []  # every DELETE with its options, in order
+        # Extra endpoints (tests/fakes/cluster_api.py): each hook(handler, method, path, query,
+        # body) answers (code, json) to serve the request itself, or None to pass it on.
+        self.routes: list[Callable[..., tuple[int, Any] | None]] = []
         for namespace in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.put_object(
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
@@ -943,6 +954,13 @@ class FakeApiServer:
                     return False
                 self._cond.wait(min(remaining, 0.05))
             return True
+
+    def subscribe(self, listener: Callable[[str, str, str, dict], None]) -> None:
+        """listener(type, group, plural, obj) for every stored change, in order: the fake
+        cluster's controllers, scheduler and kubelet (tests/fakes/cluster.py) watch through it.
+        It is called with the server's lock held: hand the event to a queue, do nothing slow."""
+        with self._lock:
+            self._listeners.append(listener)
 
     def on_create(self, kind: str, callback: Callable[[FakeApiServer, dict], None]) -> None:
         """Run callback(api, obj) in a background thread after each object of `kind` is created."""
@@ -1330,6 +1348,8 @@ class FakeApiServer:
         )
         while len(self._history) > self._history_limit:
             self._min_rv = self._history.popleft().rv
+        for listener in self._listeners:
+            listener(type_, group, plural, self._history[-1].obj)
         self._cond.notify_all()
 
     def _insert(self, res: Resource, obj: dict, keep_status: bool) -> dict:
@@ -1651,7 +1671,7 @@ class FakeApiServer:
             marked = copy.deepcopy(obj)
             meta = marked["metadata"]
             meta["deletionTimestamp"] = meta.get("deletionTimestamp") or _now()
-            meta["deletionGracePeriodSeconds"] = 0
+            meta["deletionGracePeriodSeconds"] = _grace_period(t, obj, query, options)
             gc_finalizer = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}.get(policy)
             returns_object = t.group not in _BUILTIN_GROUPS or t.plural == "pods"
             success = _status(
@@ -1698,8 +1718,28 @@ class FakeApiServer:
                 final["metadata"].pop("finalizers")  # the garbage collector is done
                 self._remove(t.res, final, "Orphan")
                 return response, headers
-            gone = self._remove(t.res, obj, policy)
+            # A pod's DELETED event carries its grace period: the fake kubelet stops it with that.
+            gone = self._remove(t.res, marked if t.plural == "pods" else obj, policy)
             return (gone if returns_object else success), headers
+
+    def _api_evict(self, t: _Target, body: Any) -> dict:
+        """POST pods/<name>/eviction (policy/v1 Eviction): the DisruptionTarget condition, then a
+        graceful delete, as the eviction API does (PodDisruptionBudgets are not checked)."""
+        with self._lock:
+            pod = self._bucket("", "pods").get((t.namespace or "", t.name))
+            if pod is None:
+                raise _not_found("", "pods", t.name)
+            conditions = [
+                c
+                for c in (pod.get("status") or {}).get("conditions") or []
+                if c.get("type") != "DisruptionTarget"
+            ]
+            message = "Eviction API: evicting"
+            conditions.append(_condition("DisruptionTarget", "EvictionByEvictionAPI", message))
+            self.patch_status("pods", t.name, {"conditions": conditions}, t.namespace or "")
+        options = (body or {}).get("deleteOptions") if isinstance(body, dict) else None
+        self._api_delete(dataclasses.replace(t, sub=None), {}, options or {}, dry_run=False)
+        return _status("Success", 201)
 
     def _api_delete_collection(self, t: _Target, query: dict, dry_run: bool) -> dict:
         label = parse_label_selector(query.get("labelSelector"))
@@ -1847,6 +1887,16 @@ class FakeApiServer:
                     return
 
         return follow(), text
+
+
+def _grace_period(t: _Target, obj: dict, query: dict, options: dict) -> int:
+    """deletionGracePeriodSeconds: the request's, else a pod's terminationGracePeriodSeconds."""
+    asked = query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
+    if asked is not None:
+        return int(asked)
+    if t.plural == "pods":
+        return int((obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+    return 0
 
 
 def _container_names(pod: dict) -> list[str]:
@@ -2106,6 +2156,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, path: str, query: dict, body: Any, content_type: str) -> None:
         api = self.server.api
+        for hook in list(api.routes):
+            answer = hook(self, method, path, query, body)
+            if answer is not None:
+                self._send_json(*answer)
+                return
         if method == "GET" and path.rstrip("/") in _DISCOVERY_PATHS:
             self._discovery(path.rstrip("/"))
             return
@@ -2118,6 +2173,9 @@ class _Handler(BaseHTTPRequestHandler):
         dry_run = query.get("dryRun") == "All"
         if query.get("dryRun") not in (None, "All"):
             raise _bad_request(f"dryRun: Unsupported value: {query['dryRun']!r}")
+        if method == "POST" and t.sub == "eviction" and t.plural == "pods" and t.name:
+            self._send_json(201, api._api_evict(t, body))
+            return
         if t.sub not in (None, "status", "log") or (t.sub == "log" and t.plural != "pods"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if method == "GET" and t.name is None:

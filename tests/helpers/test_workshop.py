@@ -8,7 +8,7 @@ from kubecourse import OptionError
 from kubecourse.backends.config import KubernetesBackendConfig
 from kubecourse.backends.kubernetes import KubernetesBackend
 from kubecourse.cli import main
-from kubecourse.workshop import LEARNER_LABEL, WORKSHOP_LABEL, Workshop
+from kubecourse.workshop import LEARNER_LABEL, NOT_CHECKED, WORKSHOP_LABEL, Workshop
 from tests.fakes.apiserver import FakeApiServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -21,7 +21,7 @@ PER_LEARNER = {
     "ServiceAccount": 1,
     "Role": 1,
     "RoleBinding": 1,
-    "NetworkPolicy": 4,
+    "NetworkPolicy": 5,
 }
 
 
@@ -97,23 +97,20 @@ def test_up_list_down_against_the_fake_api_server(api, backend):
     objects = ws.render()
 
     dry = ws.up(backend, dry_run=True)
-    # The server checks the namespaces; what lives in them it cannot (a dry run stores nothing).
-    checked = [o for o in objects if not o["metadata"].get("namespace")]  # cluster-scoped
-    assert sorted(k for k, v in dry.items() if v == "dry run") == sorted(
-        f"{o['kind']}/{o['metadata']['name']}@" for o in checked
-    )
-    assert set(dry.values()) == {"dry run", "unchecked"}
+    # a dry run stores no Namespace: what lives inside one is reported, not sent
+    assert {r for k, r in dry.items() if "@learner" not in k} == {"dry run"}
+    assert {r for k, r in dry.items() if "@learner" in k} == {NOT_CHECKED}
     assert api.objects("namespaces") == [] or all(
         n["metadata"]["name"] not in ws.namespaces() for n in api.objects("namespaces")
     )
     assert ws.present(backend) == []
 
     created = ws.up(backend, dry_run=False)
-    assert set(created.values()) == {"created"} and len(created) == len(objects) == 2 + 3 * 11
+    assert set(created.values()) == {"created"} and len(created) == len(objects) == 2 + 3 * 12
     for namespace in ws.namespaces():
         assert api.get("namespaces", namespace) is not None
         assert api.get("resourcequotas", "learner-quota", namespace) is not None
-        assert len(api.objects("networkpolicies", namespace, group="networking.k8s.io")) == 4
+        assert len(api.objects("networkpolicies", namespace, group="networking.k8s.io")) == 5
         assert api.get("localqueues", "default", namespace, group="kueue.x-k8s.io")["spec"] == {
             "clusterQueue": "kubecourse-workshop"
         }
@@ -129,7 +126,7 @@ def test_up_list_down_against_the_fake_api_server(api, backend):
 def test_cli_is_a_dry_run_by_default_and_prints_the_table(capsys):
     assert main(["workshop", "up", "--learners", "3"]) == 0
     out = capsys.readouterr().out
-    assert "learner-03" in out and "ResourceQuota" in out and "would create 35 objects" in out
+    assert "learner-03" in out and "ResourceQuota" in out and "would create 38 objects" in out
 
 
 def test_cli_applies_and_cleans_up_on_the_local_backend(capsys):
@@ -139,14 +136,14 @@ def test_cli_applies_and_cleans_up_on_the_local_backend(capsys):
 
 def test_up_list_down_on_the_local_backend_keeps_a_record(local_backend):
     ws = Workshop(learners=3)
-    assert set(ws.up(local_backend, dry_run=True).values()) == {"dry run"}
+    assert set(ws.up(local_backend, dry_run=True).values()) == {"dry run", NOT_CHECKED}
     assert ws.present(local_backend) == []
     assert set(ws.up(local_backend, dry_run=False).values()) == {"created"}
-    assert len(ws.present(local_backend)) == 35
+    assert len(ws.present(local_backend)) == 38
     assert set(ws.down(local_backend).values()) == {"deleted"}
     assert ws.present(local_backend) == []
 
 
 def test_cli_down_without_apply_deletes_nothing(capsys):
     assert main(["workshop", "down", "--learners", "2"]) == 0
-    assert "would delete 24 objects" in capsys.readouterr().out
+    assert "would delete 26 objects" in capsys.readouterr().out

@@ -28,6 +28,8 @@ from ..types import Event, JobRef, JobStatus, LogLine
 from . import workloads as W
 from .base import Backend
 from .config import KubernetesBackendConfig
+from .kubernetes_volumes import KubernetesOutputs
+from .outputs import JobOutputs
 
 _RETRYABLE = (429, 500, 502, 503, 504)
 
@@ -59,7 +61,7 @@ def resource_path(
     return f"{base}/{name}" if name else base
 
 
-class KubernetesBackend(Backend):
+class KubernetesBackend(Backend, KubernetesOutputs, JobOutputs):
     """Submits and follows jobs on the cluster named by a kubeconfig (or the in-cluster config)."""
 
     name = "kubernetes"
