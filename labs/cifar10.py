@@ -65,13 +65,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
 from labs.common import data
-from labs.common.config import ConfigError, param
+from labs.common.config import ConfigError, check_bounds, param
 from labs.common.distributed import (
     DistInfo,
     all_reduce,
     barrier,
-    cleanup,
-    init_distributed,
     pick_device,
     set_threads,
     wrap_ddp,
@@ -79,7 +77,7 @@ from labs.common.distributed import (
 from labs.common.entry import StopFlag, run_main
 from labs.common.metrics import training_flops_per_sample
 from labs.common.state import seed_everything
-from labs.common.trainer import CoreConfig, Task, Trainer, warmup_cosine
+from labs.common.trainer import CoreConfig, Task, Trainer, train_task, warmup_cosine
 
 __all__ = ["TrainConfig", "CifarTask", "main", "train", "warmup_cosine", "StopFlag"]
 
@@ -166,14 +164,11 @@ class TrainConfig(CoreConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive = "epochs batch_size width".split()
-        non_negative = "train_subset test_subset num_workers num_threads weight_decay momentum"
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1 (got {getattr(self, name)})")
-        for name in non_negative.split():
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"must be >= 0 (got {getattr(self, name)})")
+        check_bounds(
+            self,
+            positive="epochs batch_size width",
+            non_negative="train_subset test_subset num_workers num_threads weight_decay momentum",
+        )
         if not self.lr > 0:
             raise ConfigError("lr", f"must be > 0 (got {self.lr})")
         if not self.bucket_cap_mb > 0:
@@ -573,15 +568,14 @@ def train(cfg: TrainConfig, dist: DistInfo, stop: StopFlag) -> int:
     device, amp_dtype = resolve_runtime(cfg, dist)
     set_threads(cfg.num_threads)
     check_data(cfg)
-    init_distributed(dist, device)
-    try:
+
+    def make_task() -> CifarTask:
         if cfg.prepare and cfg.dataset == "synthetic" and dist.local_rank == 0:
             data.prepare_synthetic(cfg.data_dir, log=lambda m: log(m, flush=True))
         barrier(dist)  # the others wait until local rank 0 has written the data
-        task = CifarTask(cfg, dist, device, amp_dtype)
-        return Trainer(cfg, dist, stop, task, device).run()
-    finally:
-        cleanup(dist)
+        return CifarTask(cfg, dist, device, amp_dtype)
+
+    return train_task(cfg, dist, stop, device, make_task)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,8 @@ and on SIGTERM checkpoints and exits 143. Exit code 2 = configuration error.
 One process (CPU smoke run: builds the tiny model into .course/models on first use):
 
     python -m labs.finetune --out-dir runs/lora --smoke
+    python -m labs.finetune --model-id runs/lm/hf --out-dir runs/lora-own --smoke   # the model
+        # labs.lm_pretrain --corpus text --export-hf runs/lm/hf pretrained (lessons 03-05)
     python -m labs.finetune --out-dir runs/qlora --smoke --method qlora --memory-table
 
 Several processes (DDP over the adapters; each rank gets its own micro-batches):
@@ -71,20 +73,18 @@ import torch
 
 from labs.common import instructions
 from labs.common.checkpoint import save_dir_atomic
-from labs.common.config import ConfigError, param
+from labs.common.config import ConfigError, check_bounds, param
 from labs.common.distributed import (
     DistInfo,
     all_reduce,
     barrier,
-    cleanup,
-    init_distributed,
     pick_device,
     set_threads,
     wrap_ddp,
 )
 from labs.common.entry import StopFlag, run_main
 from labs.common.state import seed_everything
-from labs.common.trainer import CoreConfig, Task, Trainer
+from labs.common.trainer import CoreConfig, Task, Trainer, train_task
 
 LLAMA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
@@ -161,16 +161,12 @@ class FinetuneConfig(CoreConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive = (
-            "train_examples eval_examples max_length lora_r lora_alpha steps batch_size "
-            "eval_batch_size max_new_tokens"
-        ).split()
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1 (got {getattr(self, name)})")
-        for name in "samples num_threads weight_decay eval_every".split():
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"must be >= 0 (got {getattr(self, name)})")
+        check_bounds(
+            self,
+            positive="train_examples eval_examples max_length lora_r lora_alpha steps batch_size "
+            "eval_batch_size max_new_tokens",
+            non_negative="samples num_threads weight_decay eval_every",
+        )
         if not self.lr > 0:
             raise ConfigError("lr", f"must be > 0 (got {self.lr})")
         for name in ("warmup_fraction", "lora_dropout"):
@@ -276,6 +272,8 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if quantize is None:
         model.to(device)
+    else:
+        same_4bit_math_everywhere(model)
     return model
 
 
@@ -515,6 +513,19 @@ def build_trainable(cfg: FinetuneConfig, path: str, device: torch.device, comput
         return get_peft_model(base, lora)
     except ValueError as e:
         raise ConfigError("target_modules", f"{targets!r} does not fit this model: {e}") from e
+
+
+def same_4bit_math_everywhere(model: Any) -> None:
+    """Keep bitsandbytes' 4-bit layers on one numeric path on every CPU.
+
+    On a CPU with AVX512-BF16, a 4-bit layer's first forward in eval mode without gradients
+    repacks its weight in place for a bf16 kernel, and every later forward (training too) then
+    computes differently (measured: logits move by ~4e-2). Whether that happens would depend on
+    the machine and on whether a run evaluated before training (a resumed run does not), so a
+    resume could never be bitwise and a reloaded adapter never equal. GPUs are unaffected."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def load_adapter(
@@ -776,12 +787,9 @@ def train(cfg: FinetuneConfig, dist: DistInfo, stop: StopFlag) -> int:
     device, compute = resolve_device(cfg, dist)
     set_threads(cfg.num_threads)
     quiet_transformers()
-    init_distributed(dist, device)
-    try:
-        task = FinetuneTask(cfg, dist, device, compute, log)
-        return Trainer(cfg, dist, stop, task, device).run()
-    finally:
-        cleanup(dist)
+    return train_task(
+        cfg, dist, stop, device, lambda: FinetuneTask(cfg, dist, device, compute, log)
+    )
 
 
 def check_adapter(

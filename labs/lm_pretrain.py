@@ -39,7 +39,14 @@ Several nodes (each node; the launch script derives rank and master from the Kub
 
     labs/launch.sh --nnodes 2 --nproc-per-node 2 --master-addr HOST -- -m labs.lm_pretrain ...
 
-Rerunning with the same `--out-dir` resumes from the newest complete checkpoint.
+The model fine-tuned in lessons 06-07 (pretrain on the course text, export, fine-tune it):
+
+    python -m labs.lm_pretrain --out-dir runs/lm-text --smoke --corpus text --export-hf runs/lm/hf
+    python -m labs.finetune --model-id runs/lm/hf --out-dir runs/lora-own --smoke
+
+Rerunning with the same `--out-dir` resumes from the newest complete checkpoint (weights,
+optimizer, schedule, RNGs: bitwise, tests/labs/test_resume_bitwise.py); the loop, stops,
+checkpoints, NaN policy, watchdog, fault injection and metrics are labs/common/trainer.py's.
 Exit codes: 0 done, 2 configuration error (includes: DeepSpeed requested where it cannot run),
 143 stopped by SIGTERM after a checkpoint.
 
@@ -71,13 +78,11 @@ import torch.nn.functional as F
 
 from labs.common.checkpoint import COMPLETE_MARKER, list_complete, save_dir_atomic
 from labs.common.checkpoint_io import load_sharded
-from labs.common.config import ConfigError, param
+from labs.common.config import ConfigError, check_bounds, param
 from labs.common.distributed import (
     DistInfo,
     all_gather_object,
-    cleanup,
     exit_process,
-    init_distributed,
     pick_device,
     set_threads,
     wrap_ddp,
@@ -85,7 +90,7 @@ from labs.common.distributed import (
 from labs.common.entry import EXIT_CONFIG, EXIT_OK, StopFlag, run_main
 from labs.common.instructions import corpus_lines
 from labs.common.tiny_lm import build_llama, llama_config, load_tokenizer
-from labs.common.trainer import CoreConfig, Task, Trainer, warmup_cosine
+from labs.common.trainer import CoreConfig, Task, Trainer, train_task, warmup_cosine
 
 __all__ = [
     "COMPLETE_MARKER", "LMConfig", "LMTask", "build_model", "list_complete", "load_dcp", "main"
@@ -150,13 +155,11 @@ class LMConfig(CoreConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive = "dim n_layers n_heads n_kv_heads seq_len corpus_tokens batch_size steps".split()
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1 (got {getattr(self, name)})")
-        for name in ("warmup_steps", "num_threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"must be >= 0 (got {getattr(self, name)})")
+        check_bounds(
+            self,
+            positive="dim n_layers n_heads n_kv_heads seq_len corpus_tokens batch_size steps",
+            non_negative="warmup_steps num_threads",
+        )
         if not self.lr > 0:
             raise ConfigError("lr", f"must be > 0 (got {self.lr})")
         if not self.bucket_cap_mb > 0:
@@ -538,12 +541,7 @@ def train(cfg: LMConfig, info: DistInfo, stop: StopFlag) -> int:
             print(f"deepspeed: skipped: {reason}", flush=True)
             return EXIT_CONFIG
         return train_deepspeed(cfg, info, device, log)
-    init_distributed(info, device)
-    try:
-        task = LMTask(cfg, info, device, bf16, log)
-        return Trainer(cfg, info, stop, task, device).run()
-    finally:
-        cleanup(info)
+    return train_task(cfg, info, stop, device, lambda: LMTask(cfg, info, device, bf16, log))
 
 
 def train_deepspeed(cfg: LMConfig, info: DistInfo, device: torch.device, log: Any) -> int:

@@ -117,6 +117,11 @@ class TrainingClient:
                     obj["metadata"].setdefault("namespace", self.namespace)
         report = self.validate(objects)
         report.raise_for_findings()
+        if self.backend.runs_images:
+            from .policy import image_warnings
+
+            for warning in image_warnings(objects):
+                print(f"warning: {warning.obj}: {warning.field}: {warning.message}")
         for reason in report.skipped:
             print(f"note: {reason}")
         target = workload(objects)

@@ -346,6 +346,12 @@ class Image(Option):
             "image",
             f"{self.value!r} is not pinned: give an explicit version tag or digest, never ':latest'",
         )
+        digest = self.value.partition("@sha256:")[2]
+        _require(
+            "@sha256:" not in self.value or bool(re.fullmatch(r"[0-9a-f]{64}", digest)),
+            "image",
+            f"{self.value!r}: a digest is @sha256: and 64 hex digits (what `make image` records)",
+        )
 
     def apply(self, objects: list[Manifest]) -> None:
         obj = workload(objects)

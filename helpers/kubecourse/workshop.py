@@ -175,7 +175,11 @@ class Workshop:
             meta["namespace"] = namespace
         self._labels(obj, namespace)
         kind = obj["kind"]
-        if kind == "ResourceQuota":
+        if kind == "ResourceQuota" and obj["spec"].get("scopeSelector"):
+            # learners get no pods at the preempting priority (a scoped quota of 0)
+            meta["name"] = "learner-priority-quota"
+            obj["spec"]["hard"] = {"pods": "0"}
+        elif kind == "ResourceQuota":
             hard = obj["spec"]["hard"]
             hard.update(
                 {
@@ -498,6 +502,14 @@ def _detail(obj: Manifest) -> str:
     if kind == "Namespace":
         return "pod-security=" + obj["metadata"]["labels"].get(
             "pod-security.kubernetes.io/enforce", "?"
+        )
+    if kind == "ResourceQuota" and spec.get("scopeSelector"):
+        return (
+            "pods at "
+            + ",".join(
+                v for e in spec["scopeSelector"]["matchExpressions"] for v in e.get("values", [])
+            )
+            + f": {spec.get('hard', {}).get('pods')}"
         )
     if kind == "ResourceQuota":
         hard = spec.get("hard", {})

@@ -38,8 +38,15 @@ import torch
 
 from labs.common import output
 from labs.common.checkpoint_io import DcpCheckpoints, PtCheckpoints
-from labs.common.config import ConfigError, config_diff, param
-from labs.common.distributed import DistInfo, all_gather_object, all_reduce, barrier
+from labs.common.config import check_bounds, config_diff, param
+from labs.common.distributed import (
+    DistInfo,
+    all_gather_object,
+    all_reduce,
+    barrier,
+    cleanup,
+    init_distributed,
+)
 from labs.common.entry import EXIT_OK, EXIT_SIGTERM, StopFlag
 from labs.common.faults import EXIT_NONFINITE, Watchdog, nan_hook
 from labs.common.metrics import MetricsLog, PrometheusExporter, truncate_metrics, write_json_atomic
@@ -107,16 +114,12 @@ class CoreConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("grad_accum_steps", "log_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1 (got {getattr(self, name)})")
-        non_negative = (
-            "max_steps checkpoint_every grad_clip deadline_s early_stop_patience stage "
-            "watchdog_s inject_nan_at_step inject_hang_at_step inject_slow_checkpoint_s"
-        ).split()
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"must be >= 0 (got {getattr(self, name)})")
+        check_bounds(
+            self,
+            positive="grad_accum_steps log_every keep_checkpoints",
+            non_negative="max_steps checkpoint_every grad_clip deadline_s early_stop_patience "
+            "stage watchdog_s inject_nan_at_step inject_hang_at_step inject_slow_checkpoint_s",
+        )
 
 
 # Core fields that may change between a run and its resume without changing the result.
@@ -651,6 +654,18 @@ class Trainer:
             self.log(output.result_line(result))
         barrier(self.dist)
         return EXIT_OK
+
+
+def train_task(
+    cfg: CoreConfig, dist: DistInfo, stop: StopFlag, device: torch.device, make_task: Any
+) -> int:
+    """What every lab's `train()` ends with: join the process group, build the lab's task
+    (`make_task()`), run the trainer, and always leave the group; returns the exit code."""
+    init_distributed(dist, device)
+    try:
+        return Trainer(cfg, dist, stop, make_task(), device).run()
+    finally:
+        cleanup(dist)
 
 
 def _job_name(out: Path) -> str:

@@ -64,6 +64,18 @@ if not report["cluster"]["reachable"]:
     print("no cluster:", report["cluster"]["why"], "-> the local backend runs every lesson")
 
 # %% [markdown]
+# ## 集群课程的预检：`kubecourse doctor`
+# 在集群上开始一课之前，`kubecourse doctor`（这个单元格对应的终端命令）会检查 API 服务器及其版本、各课用到的
+# Operator 的 API 组、GPU 节点、存储类、LocalQueue，以及各课需要的每一项权限（SelfSubjectAccessReview）：
+# 每项检查一行，并附上修复办法。没有 kubeconfig 时，它只说明将会检查什么；这里不会有任何失败。
+
+# %%
+from kubecourse.doctor import preflight
+
+doctor = preflight()
+print(doctor)
+
+# %% [markdown]
 # ## 各课需要什么
 #
 # | 课 | 笔记本 | CPU 冒烟测试 | GPU | 集群 |

@@ -40,9 +40,8 @@ IMAGE = "ghcr.io/kubecourse/labs:0.1.0"  # 用于真实集群时，先构建并�
 TIMEOUT_S = 600
 
 # %%
-import shutil
-
 from kubecourse import ManifestError, TrainingClient, load_lesson, render
+from kubecourse.contract import Checkpoint, Done, records
 from kubecourse.course import record_outcome
 from kubecourse.display import diff_view, events_view, status_view, yaml_view
 from kubecourse.manifests import repo_root
@@ -107,10 +106,7 @@ except ManifestError as error:
 # 路径（`/data`、`/checkpoints`）映射到这些文件夹上。
 
 # %%
-if BACKEND == "local":  # a PVC outlives jobs: start this lesson from an empty checkpoint folder
-    shutil.rmtree(
-        client.backend.pvc_dir("training-checkpoints", NAMESPACE) / JOB_NAME, ignore_errors=True
-    )
+client.reset_volume("training-checkpoints", JOB_NAME)  # a PVC outlives jobs: start from nothing
 job = client.submit(objects)
 logs = client.logs(job, follow=True)
 
@@ -127,24 +123,27 @@ status_view(client.status(job))
 
 # %% [markdown]
 # ## 5. 断言结果
-# Job 成功了，训练程序保存了检查点并报告了准确率。
+# Job 成功了，训练程序保存了检查点并报告了准确率。日志行遵循同一个约定（`kubecourse.contract`）；
+# `client.result(job)` 就是实验程序的 result.json，从它最后一行 `result` 日志中读出，`client.list_volume`
+# 则列出 PVC 上的文件。
 
 # %%
 texts = [line.text for line in logs]
-done = [t for t in texts if t.startswith("done")]
+done = records(texts, Done)
+result = client.result(job)
 assert status.phase == "Succeeded", f"job ended {status.phase}: {status.reason} {status.message}"
-assert any(t.startswith("checkpoint saved") for t in texts), "the trainer saved no checkpoint"
-assert done, "the trainer did not report its final accuracy"
-test_acc = float(done[-1].split("test_acc")[1].split()[0])
+assert records(texts, Checkpoint), "the trainer saved no checkpoint"
+assert done and result, "the trainer did not report its final accuracy"
+test_acc = result["test_acc"]
+assert abs(float(done[-1].fields["test_acc"]) - test_acc) <= 1e-4, (done[-1], result)
 assert test_acc >= 0.4, f"test accuracy {test_acc} is not far above chance"
-if BACKEND == "local":
-    checkpoints = sorted(
-        (client.backend.pvc_dir("training-checkpoints", NAMESPACE) / JOB_NAME / "checkpoints").glob(
-            "*.pt"
-        )
-    )
-    assert checkpoints, "no checkpoint file on the checkpoints PVC"
-    print("checkpoints on the PVC:", [p.name for p in checkpoints])
+checkpoints = [
+    f
+    for f in client.list_volume("training-checkpoints", f"{JOB_NAME}/checkpoints")
+    if f.endswith(".pt")
+]
+assert checkpoints, "no checkpoint file on the checkpoints PVC"
+print("checkpoints on the PVC:", checkpoints)
 record_outcome(
     "02_job_on_kubernetes",
     backend=BACKEND,

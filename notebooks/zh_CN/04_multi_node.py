@@ -47,13 +47,11 @@ TIMEOUT_S = 300
 
 # %%
 import dataclasses
-import json
 import os
-import shutil
-import signal
 import subprocess
 
 from kubecourse import TrainingClient
+from kubecourse.contract import Checkpoint, Resumed, StartLine, parse_line, records
 from kubecourse.course import record_outcome
 from kubecourse.display import events_view, status_view
 from kubecourse.manifests import repo_root
@@ -155,10 +153,7 @@ run_spec = dataclasses.replace(
     env=(("OMP_NUM_THREADS", "1"), ("MAX_RESTARTS", "2")),
 )
 objects = render_all(run_spec)["Job"]
-if BACKEND == "local":  # the checkpoint PVC outlives jobs: start from an empty folder
-    shutil.rmtree(
-        client.backend.pvc_dir("lm-checkpoints", NAMESPACE) / JOB_NAME, ignore_errors=True
-    )
+client.reset_volume("lm-checkpoints", JOB_NAME)  # the checkpoint PVC outlives jobs: start empty
 job = client.submit(objects)
 
 # %% [markdown]
@@ -166,7 +161,8 @@ job = client.submit(objects)
 # 第一个检查点一落盘，就向一个工作进程（不是 Pod）发送 SIGKILL，就像 OOM killer 会做的那样。它的
 # torchrun 代理（agent）察觉后，停止自己的另一个工作进程，并重新进入 c10d 汇合；另一个节点的代理看到
 # 新一轮汇合，也重启自己的工作进程。每个工作进程都从头开始，实验程序从最新的完整检查点恢复。
-# 对应的 kubectl 命令：`kubectl exec lm-multinode-1-xxxxx -- pkill -KILL -f "labs.lm_pretrain"`（或某个 pid）。
+# `client.kill_worker(job)` 向 rank 最高的工作进程发送 SIGKILL（对应的 kubectl 命令
+# `kubectl exec ... -- pkill -KILL -f labs.lm_pretrain` 打印在其输出上方）。
 
 # %%
 killed = None
@@ -174,19 +170,10 @@ lines = []
 for line in client.iter_logs(job, follow=True):
     lines.append(line)
     print(line.prefixed())
-    if killed is None and f"checkpoint saved step {CHECKPOINT_EVERY} " in line.text + " ":
-        if BACKEND == "local":
-            workers = client.backend.worker_pids(JOB_NAME, NAMESPACE)
-            victim_rank = max(workers)
-            os.kill(workers[victim_rank], signal.SIGKILL)
-            killed = {
-                "rank": victim_rank,
-                "pid": workers[victim_rank],
-                "after_step": CHECKPOINT_EVERY,
-            }
-            print(f"*** killed worker rank {victim_rank} (pid {workers[victim_rank]}) ***")
-        else:
-            killed = {"rank": None, "after_step": CHECKPOINT_EVERY}  # on a cluster: kubectl exec
+    saved = parse_line(line.text)
+    if killed is None and isinstance(saved, Checkpoint) and saved.step == CHECKPOINT_EVERY:
+        killed = {**client.kill_worker(job), "after_step": CHECKPOINT_EVERY}
+        print(f"*** killed worker rank {killed['rank']} (pid {killed['pid']}) ***")
 
 # %%
 status = client.wait(job, timeout_s=TIMEOUT_S)
@@ -202,15 +189,9 @@ print(events_view(client.events(job)))
 
 # %%
 texts = [line.text for line in lines]
-resumed = [
-    int(t.split("resumed from step ")[1].split()[0]) for t in texts if "resumed from step" in t
-]
-starts = [t for t in texts if "lm_pretrain: strategy=" in t]  # rank 0 prints it at each start
-result = {}
-if BACKEND == "local":
-    result = json.loads(
-        (client.backend.pvc_dir("lm-checkpoints", NAMESPACE) / JOB_NAME / "result.json").read_text()
-    )
+resumed = [r.step for r in records(texts, Resumed)]
+starts = [s for s in records(texts, StartLine) if s.lab == "lm_pretrain"]  # one per (re)start
+result = client.result(job) or {}
 print("killed:", killed, "| resumed from:", resumed, "| training starts:", len(starts))
 print(
     "result:",
@@ -218,11 +199,11 @@ print(
 )
 assert status.phase == "Succeeded", f"{status.phase}: {status.reason} {status.message}"
 assert killed is not None, "the run ended before the first checkpoint was seen"
-if BACKEND == "local":  # on a cluster, kill a worker with `kubectl exec` to see the same
-    assert len(starts) == 2, f"expected one start and one elastic restart, saw {len(starts)}"
-    assert resumed and resumed[0] >= CHECKPOINT_EVERY and resumed[0] % CHECKPOINT_EVERY == 0
-    assert result["steps"] == STEPS and result["resumed_from_step"] == resumed[-1]
-    assert result["world_size"] == NODES * PROCS_PER_NODE
+assert len(starts) == 2, f"expected one start and one elastic restart, saw {len(starts)}"
+assert resumed and resumed[0] >= CHECKPOINT_EVERY and resumed[0] % CHECKPOINT_EVERY == 0
+assert starts[-1].resumed_from == resumed[-1]
+assert result["steps"] == STEPS and result["resumed_from_step"] == resumed[-1]
+assert result["world_size"] == NODES * PROCS_PER_NODE
 
 # %% [markdown]
 # ## 练习：PyTorchJob 的 Pod 看到了什么
@@ -283,4 +264,4 @@ record_outcome(
 # %%
 assert all(r.ok for r in reports.values()) and len(reports) == len(KINDS)
 assert status.phase == "Succeeded"
-assert BACKEND != "local" or (resumed and len(starts) == 2)
+assert resumed and len(starts) == 2

@@ -54,6 +54,7 @@ import json
 import torch
 
 from kubecourse import TrainingClient, load_lesson, render
+from kubecourse.contract import StartLine, records
 from kubecourse.course import record_outcome
 from kubecourse.display import diff_view, events_view, yaml_view
 
@@ -138,12 +139,7 @@ yaml_view(job_manifest)
 
 # %%
 print(client.validate(objects))
-if BACKEND == "local":  # a PVC outlives jobs: start from an empty output folder
-    import shutil
-
-    shutil.rmtree(
-        client.backend.pvc_dir("finetune-outputs", NAMESPACE) / JOB_NAME, ignore_errors=True
-    )
+client.reset_volume("finetune-outputs", JOB_NAME)  # a PVC outlives jobs: start from nothing
 job = client.submit(objects)
 logs = client.logs(job, follow=True)
 status = client.wait(job, timeout_s=TIMEOUT_S)
@@ -151,52 +147,43 @@ print(events_view(client.events(job)))
 
 # %% [markdown]
 # ## 4. 运行报告了什么
-# 实验程序打印微调前后的评估损失、示例回答以及适配器检查的结果；在本地后端上，我们还可以从输出 PVC
-# 读取 `result.json` 和 `metrics.jsonl`（在集群上：从挂载了该 PVC 的 Pod 中用 `kubectl cp` 复制出来）。
+# 实验程序打印微调前后的评估损失、示例回答以及适配器检查的结果。`client.result(job)` 是它的 result.json
+# （来自最后一行 `result` 日志），`client.metrics(job)` 是它的 metrics.jsonl，从输出 PVC 中读取：在集群上
+# 由一个挂载该 PVC 的短时 Pod 读取。
 
 # %%
 texts = [line.text for line in logs]
-
-
-def number_after(prefix: str, word: str) -> float:
-    line = next(t for t in texts if t.startswith(prefix))
-    return float(line.split(word)[1].split()[0].rstrip(";"))
-
-
-header = next(t for t in texts if t.startswith("finetune:"))
-loss_before = number_after("eval before:", "loss")
-loss_after = number_after("eval after:", "loss")
-reload_diff = number_after("adapter saved", "reloaded max |diff|")
-merge_diff = number_after("adapter saved", "merged vs unmerged max |diff|")
-trainable_pct = float(header.split("trainable_pct=")[1].split()[0])
+header = next(s for s in records(texts, StartLine) if s.lab == "finetune")
+result = client.result(job)
+loss_before = result["eval_before"]["loss"]
+loss_after = result["eval_after"]["loss"]
+reload_diff = result["reload_max_abs_diff"]
+merge_diff = result["merge_max_abs_diff"]
+trainable_pct = float(header.fields["trainable_pct"])
 print(header)
 print(
     f"eval loss {loss_before:.3f} -> {loss_after:.3f}; reload diff {reload_diff}; merge diff {merge_diff}"
 )
 
 # %%
-result, figure = None, None
-if BACKEND == "local":
-    out = client.backend.pvc_dir("finetune-outputs", NAMESPACE) / JOB_NAME
-    result = json.loads((out / "result.json").read_text())
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    from matplotlib.figure import Figure
+metrics = client.metrics(job)
+from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7, 3))
-    ax = figure.add_subplot()
-    train = [r for r in records if r["kind"] == "train"]
-    evals = [r for r in records if r["kind"] == "eval"]
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
-    ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o--", label="eval loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy (answer tokens)")
-    ax.legend()
-    ax.set_title(f"LoRA r=8 on {result['model']}")
-    print("adapter files:", result["adapter_files"], f"{result['adapter_bytes']:,} bytes")
-    for s in result["samples"]:
-        print(
-            f"Q: {s['question']}\n   expected {s['expected']!r}\n   before   {s['before']!r}\n   after    {s['after']!r}"
-        )
+figure = Figure(figsize=(7, 3))
+ax = figure.add_subplot()
+train = [r for r in metrics if r["kind"] == "train"]
+evals = [r for r in metrics if r["kind"] == "eval"]
+ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
+ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o--", label="eval loss")
+ax.set_xlabel("optimizer step")
+ax.set_ylabel("cross-entropy (answer tokens)")
+ax.legend()
+ax.set_title(f"LoRA r=8 on {result['model']}")
+print("adapter files:", result["adapter_files"], f"{result['adapter_bytes']:,} bytes")
+for s in result["samples"]:
+    print(
+        f"Q: {s['question']}\n   expected {s['expected']!r}\n   before   {s['before']!r}\n   after    {s['after']!r}"
+    )
 figure
 
 # %% [markdown]
@@ -213,11 +200,11 @@ assert loss_after < 0.6 * loss_before, (
 )
 assert reload_diff <= 1e-6, f"reloaded adapter differs from the trained one by {reload_diff}"
 assert merge_diff <= 1e-3, f"merged model differs from adapter + base by {merge_diff}"
-if result is not None:
-    assert result["merge_ok"] and "adapter_model.safetensors" in result["adapter_files"], result
+assert result["merge_ok"] and "adapter_model.safetensors" in result["adapter_files"], result
+assert train and evals and train[-1]["step"] == result["steps"], metrics[-3:]
 record_outcome(
     "06_lora",
-    figures={"loss": figure} if figure is not None else None,
+    figures={"loss": figure},
     backend=BACKEND,
     phase=status.phase,
     eval_loss_before=loss_before,
@@ -236,11 +223,11 @@ record_outcome(
 
 # %%
 r = 8
-if BACKEND == "local" and not MODEL_ID:
-    model_dir = next(
-        (client.backend.pvc_dir("model-cache", NAMESPACE) / "tiny").glob("tiny-llama-*")
+if not MODEL_ID:  # the tiny model's config.json, read from the model-cache PVC
+    config_file = next(
+        f for f in client.list_volume("model-cache", "tiny") if f.endswith("/config.json")
     )
-    config = json.loads((model_dir / "config.json").read_text())
+    config = json.loads(client.read_volume("model-cache", f"tiny/{config_file}"))
     h, inter, layers = (
         config["hidden_size"],
         config["intermediate_size"],
@@ -251,11 +238,11 @@ if BACKEND == "local" and not MODEL_ID:
         (h + h) + (h + kv) + (h + kv) + (h + h) + 2 * (h + inter) + (inter + h)
     )  # YOUR CODE
     predicted = layers * per_layer
-    reported = int(header.split("trainable=")[1].split()[0])
+    reported = int(header.fields["trainable"])
     assert predicted == reported, f"predicted {predicted}, the lab reported {reported}"
     print(f"check passed: {layers} layers x {per_layer} = {predicted} trainable parameters")
 else:
-    print("exercise check skipped: it reads the tiny model's config from the local model cache")
+    print("exercise check skipped: it reads the tiny model's config from the model-cache PVC")
 
 # %% [markdown]
 # ## 在真实集群上

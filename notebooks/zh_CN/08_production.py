@@ -25,7 +25,8 @@
 # **你将做什么：** 阅读第 04 课的两组清单（给集群管理员的 `admin/`，给团队的 `jobs/`），对照 Kubernetes 和
 # CRD 模式校验它们，用课程的安全策略检查它们（并看策略抓住一个故意写得不安全的作业），算出团队的
 # [资源配额（ResourceQuota）](../../docs/glossary.md#resourcequota)能接纳什么，再用工作坊工具给三名学员
-# 各分配一份隔离的、受配额约束的集群资源（试运行、应用、列出、清理）。
+# 各分配一份隔离的、受配额约束的集群资源（试运行、应用、列出、清理），并配上预检（`kubecourse doctor`）、
+# 每名学员的凭据和进度看板。
 #
 # **为什么：** 在共享 GPU 集群上，问题从“它能训练吗？”变成了“谁可以运行什么、用多少、按什么顺序、被抢占时
 # 会怎样？”Kubernetes 的回答是[名字空间（namespace）](../../docs/glossary.md#namespace)、
@@ -42,7 +43,7 @@ BACKEND = (
     "local"  # "local"（对象记录在内存中）或 "kubernetes"（$KUBECONFIG，集群管理员）
 )
 LEARNERS = 3  # 工作坊的人数
-GPUS_PER_LEARNER = 1
+GPUS_PER_LEARNER = 2  # 多节点课程运行 2 个 Pod，每个 1 块 GPU
 SERVER_DRY_RUN = True  # kubernetes：以 dryRun=All 发送工作坊对象（不存储任何东西）
 
 # %%
@@ -54,7 +55,10 @@ from kubecourse.display import yaml_view
 from kubecourse.manifests import lesson_dir, object_id, repo_root
 from kubecourse.policy import check_policy, findings_table
 from kubecourse.quota import how_many_fit, job_requests
-from kubecourse.workshop import Workshop
+from kubecourse.access import lesson_rights, role_rights
+from kubecourse.cluster import ClusterApi
+from kubecourse.doctor import preflight
+from kubecourse.workshop import DRY_RUN_NOTE, NOT_CHECKED, Workshop, lesson_sized_quota
 
 ROOT = repo_root()
 client = TrainingClient(backend=BACKEND)
@@ -170,23 +174,58 @@ print(
 # `kubecourse workshop up --learners 3`。
 
 # %%
-workshop = Workshop(learners=LEARNERS, gpus=GPUS_PER_LEARNER)
+workshop = Workshop(learners=LEARNERS, gpus=GPUS_PER_LEARNER)  # cpu/memory: the largest lesson
 workshop_objects = workshop.render()
 print(workshop.table(workshop_objects))
 workshop_report = workshop.validate(workshop_objects)
 print(workshop_report)
 
 # %% [markdown]
-# 现在通过后端来做。本地后端只记录这些对象（本地没有任何东西会强制执行配额或网络策略）；在 Kubernetes 上
-# 则会创建它们（`SERVER_DRY_RUN` 先发送 `dryRun=All`：经过准入和校验但不存储）。对应命令：
-# `kubecourse workshop up --learners 3 --apply --backend kubernetes`。
+# 每名学员的 Role 恰好是各课所用的权限（`kubecourse.access` 从每一课的清单和辅助包的调用中推导出它；缺少或多出
+# 一项权限，测试就会失败），配额的大小保证最大的一课也放得下：
+
+# %%
+print("learner quota (largest lesson):", lesson_sized_quota())
+learner_role = next(o for o in workshop_objects if o["kind"] == "Role")
+print("learner rights:", len(role_rights(learner_role)), "=", len(lesson_rights()), "needed")
+
+# %% [markdown]
+# 现在通过客户端来做。本地后端只记录这些对象（本地没有任何东西会强制执行配额或网络策略）；在 Kubernetes 上
+# 则会创建它们。`SERVER_DRY_RUN` 先发送 `dryRun=All`：经过准入和校验但不存储；由于试运行也不会存储
+# Namespace，学员名字空间中的对象会被报告为未检查（对应命令：
+# `kubecourse workshop up --learners 3 --apply --backend kubernetes --server-dry-run`，加上
+# `--create-namespaces` 则真正创建名字空间，其余对象试运行）。
 
 # %%
 dry_run = BACKEND == "kubernetes" and SERVER_DRY_RUN
-created = workshop.up(client.backend, dry_run=dry_run)
+created = workshop.up(client, dry_run=dry_run)
 print(workshop.table(workshop_objects, created))
-present_after_up = len(workshop.present(client.backend))
+if NOT_CHECKED in created.values():
+    print("note:", DRY_RUN_NOTE)
+present_after_up = len(workshop.present(client))
 print(f"{present_after_up} of {len(workshop_objects)} objects present")
+
+# %% [markdown]
+# ## 6. 预检、凭据和进度看板
+# `kubecourse doctor` 在一课开始前检查一个名字空间（API 及其版本、Operator 的 API 组、GPU 节点、存储类、
+# LocalQueue，以及通过 SelfSubjectAccessReview 检查每一项权限）；`kubecourse workshop creds --learners 3`
+# 为每名学员写一个 kubeconfig，其中是通过 TokenRequest API 获得的服务账号令牌（一天后过期，上下文中带有该学员
+# 的名字空间和队列）；`kubecourse workshop status --learners 3` 就是看板：每名学员运行了哪些课的作业、结果
+# 如何（依据作业的课程标签）。没有集群时，doctor 说明它将检查什么，看板为空。
+
+# %%
+doctor = preflight(namespace=workshop.namespaces()[0], queue="default")
+print(doctor)
+on_cluster = BACKEND == "kubernetes" and not dry_run
+if on_cluster:
+    cluster = ClusterApi()
+    for row in workshop.credentials(cluster, ROOT / ".course" / "workshop-kubeconfigs"):
+        print(row["learner"], row["kubeconfig"], "expires", row["expires"])
+    board = workshop.board(workshop.jobs(cluster))
+    cluster.close()
+else:
+    board = workshop.board([])
+board
 
 # %% [markdown]
 # ## 练习：让不安全的作业通过策略检查
@@ -229,6 +268,10 @@ print("check passed: the fixed job complies with the course policy")
 # kubectl get vcjob,podgroup -n ml-team-a          # Volcano：整组一起启动，否则都不启动
 # kubectl auth can-i create secrets -n ml-team-a --as=system:serviceaccount:ml-team-a:learner   # no
 # kubecourse workshop up --learners 20 --apply --backend kubernetes
+# kubecourse workshop creds --learners 20 --out kubeconfigs/   # 把 learner-07.kubeconfig 交给第 7 名学员
+# KUBECONFIG=kubeconfigs/learner-07.kubeconfig kubecourse doctor --lesson 02   # 以该学员的身份
+# kubecourse workshop status --learners 20                      # 进度看板
+# kubecourse workshop down --learners 20 --apply --backend kubernetes   # 幂等
 # ```
 # 以 `BACKEND = "kubernetes"` 运行本笔记本即可发送工作坊（默认是服务器端试运行；设置
 # `SERVER_DRY_RUN = False` 才会真正创建，清理单元格会删除它）。
@@ -236,8 +279,8 @@ print("check passed: the fixed job complies with the course policy")
 # ## 清理
 
 # %%
-removed = workshop.down(client.backend)
-present_after_down = len(workshop.present(client.backend))
+removed = workshop.down(client)
+present_after_down = len(workshop.present(client))
 print(
     f"removed: {sum(r == 'deleted' for r in removed.values())}, still present: {present_after_down}"
 )
@@ -270,8 +313,10 @@ for expected in (
     assert expected in insecure_fields, (expected, sorted(insecure_fields))
 assert admits == {"cifar10-queued": 4, "cifar10-ha": 8, "cifar10-gang": 4}, admits
 assert workshop_report.ok, str(workshop_report)
-assert len(workshop_objects) == 2 + 11 * LEARNERS
+assert len(workshop_objects) == 2 + 12 * LEARNERS
 assert present_after_up == (0 if dry_run else len(workshop_objects))
 assert present_after_down == 0
+assert role_rights(learner_role) == lesson_rights()
+assert set(board.cells) == set(workshop.namespaces())
 if not dry_run:
     assert set(created.values()) == {"created"} and set(removed.values()) == {"deleted"}

@@ -35,7 +35,7 @@
 
 # %% tags=["parameters"]
 SMOKE = True  # 小型抢占实验（一个 30 步的运行被打断 2 次）
-BACKEND = "local"  # 该实验需要本地后端的 preempt()/kill()
+BACKEND = "local"  # "local" 或 "kubernetes"：该实验使用 client.preempt()/client.kill()
 OFFER = "aws-p4d-a100"  # docs/gpu-prices.yaml 中的一个名称
 CURRENCY = "USD"  # "USD" 或 "CNY"：每个报价都按价格文件中带日期的 exchange_rates（汇率）换算
 COMPUTE_H = 100.0  # 无故障、无检查点时的训练小时数（测量方法：步数 x 每步秒数）
@@ -159,13 +159,13 @@ print("accepted:", spot_accepted)
 # %% [markdown]
 # ## 6. 真实的抢占
 # 模型认为：在随机时刻发生的一次回收，平均损失半个检查点间隔。让我们在一次真实运行上检验：第 04 课的 HA
-# Job（`manifests/04-production/jobs/job-ha.yaml`）在本地后端上以冒烟规模训练 CIFAR 实验程序，每
+# Job（`manifests/04-production/jobs/job-ha.yaml`）以冒烟规模训练 CIFAR 实验程序，每
 # `CHECKPOINT_EVERY` 步做一次检查点。我们在随机的步上干扰正在运行的 Pod：
 #
-# * **SIGTERM**（`backend.preempt`，即抢占、腾空节点或抢占式实例回收时发生的事）：Pod 获得
+# * **SIGTERM**（`client.preempt`，即抢占、腾空节点或抢占式实例回收时发生的事）：Pod 获得
 #   `DisruptionTarget` 状况和 SIGTERM；实验程序完成当前步、写最后一个检查点并以 143 退出；
 #   podFailurePolicy 忽略这次失败，新的 Pod 接着恢复。预测损失：0。
-# * **SIGKILL**（`backend.kill`，即崩溃或宽限期太短）：什么都没保存；新的 Pod 从最近一个周期性检查点恢复。
+# * **SIGKILL**（`client.kill`，即崩溃或宽限期太短）：什么都没保存；新的 Pod 从最近一个周期性检查点恢复。
 #   预测损失：平均 `CHECKPOINT_EVERY / 2`，最多 `CHECKPOINT_EVERY`。
 #
 # 在集群上对应的操作：`kubectl delete pod <pod>`（优雅终止）或

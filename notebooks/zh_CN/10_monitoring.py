@@ -43,7 +43,6 @@ NAN_AT_STEP = 12  # 在这个优化器步注入一个 NaN 损失（0 = 不注入
 TIMEOUT_S = 600
 
 # %%
-import shutil
 import urllib.request
 
 from kubecourse import TrainingClient, render
@@ -108,10 +107,7 @@ print([r["name"] for r in prom.rules()])
 # + Grafana：`grafana-dashboard.yaml` 包含同样的面板）。运行期间我们还会观察 `/api/v1/alerts`。
 
 # %%
-if BACKEND == "local":  # a PVC outlives jobs: start from an empty checkpoint folder
-    shutil.rmtree(
-        client.backend.pvc_dir("training-checkpoints", NAMESPACE) / JOB_NAME, ignore_errors=True
-    )
+client.reset_volume("training-checkpoints", JOB_NAME)  # a PVC outlives jobs: start empty
 job = client.submit(objects)
 fired: dict[str, dict] = {}
 scrape_text = ""

@@ -632,6 +632,7 @@ def _default_new(res: Resource, obj: dict, keep_status: bool) -> None:
     meta = obj["metadata"]
     if not keep_status:
         obj.pop("status", None)
+    _canonical_quantities(obj.get("spec"))
     if (res.group, res.plural) == ("", "pods"):
         obj.setdefault("status", {}).setdefault("phase", "Pending")
         obj.setdefault("spec", {}).setdefault("restartPolicy", "Always")
@@ -657,6 +658,30 @@ def _default_new(res: Resource, obj: dict, keep_status: bool) -> None:
         template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
         template_meta["labels"] = {**(template_meta.get("labels") or {}), **labels}
         obj.setdefault("status", {})
+
+
+def _canonical_quantities(node: Any) -> None:
+    """Resource quantities as the apiserver stores them: strings (`1` -> "1", `0.5` -> "500m"),
+    in every `resources.requests/limits` of a spec (pods, templates of any workload)."""
+    if isinstance(node, list):
+        for item in node:
+            _canonical_quantities(item)
+        return
+    if not isinstance(node, dict):
+        return
+    resources = node.get("resources")
+    if isinstance(resources, dict):
+        for section in ("requests", "limits"):
+            values = resources.get(section)
+            if isinstance(values, dict):
+                for key, value in values.items():
+                    if isinstance(value, bool) or not isinstance(value, int | float):
+                        continue
+                    values[key] = (
+                        str(int(value)) if value == int(value) else f"{round(value * 1000)}m"
+                    )
+    for value in node.values():
+        _canonical_quantities(value)
 
 
 def _spec_part(obj: dict) -> dict:

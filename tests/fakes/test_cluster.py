@@ -144,6 +144,8 @@ def test_disruptions_follow_the_pod_failure_policy_on_the_cluster(
     assert api.wait_for(lambda api: api.get("pods", pod) is None, timeout=30)
     assert api.wait_for(lambda api: (api.get("jobs", "disrupted") or {}).get("status", {}).get("failed", 0) == failed
                         and len(api.objects("pods")) == 1, timeout=30)  # fmt: skip
+    expected = {"preempt": "Preempted", "kill": "Killed"}[verb]
+    assert expected in client.diagnose(ref).kinds  # from the Event the backend recorded
     client.delete(ref)
     with pytest.raises(NotFound):
         client.kill(ref)

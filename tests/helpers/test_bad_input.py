@@ -74,6 +74,10 @@ def _indexed(name_length: int, completions: int):
 
 S = "spec.template.spec"
 C0 = f"{S}.containers[0]"
+LESSON_POD = pod_spec(workload(load_lesson("01")))  # where appended items land
+NEXT_MOUNT = len(trainer_container(LESSON_POD)["volumeMounts"])
+NEXT_VOLUME = len(LESSON_POD["volumes"])
+NEXT_ENV = len(trainer_container(LESSON_POD)["env"])
 DUPLICATE_TRAINER = _edit(lambda job: _pod(job)["containers"].append(copy.deepcopy(_trainer(job))))
 FIELD_REF = {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.node"}}}
 
@@ -109,7 +113,7 @@ BAD_INPUTS = [
      f"{C0}.securityContext.allowPrivilegeEscalation", "allowPrivilegeEscalation: false"),
     ("inline secret",
      _edit(lambda job: _trainer(job)["env"].append({"name": "HF_TOKEN", "value": "hf_abc123"})),
-     f"{C0}.env[2].value", "looks like a secret"),
+     f"{C0}.env[{NEXT_ENV}].value", "looks like a secret"),
     ("wrong type", _edit(_set(lambda job: job["spec"], "completions", "three")), "spec.completions",
      "'three' is not of type 'integer'"),
     ("missing metadata name", _edit(lambda job: job["metadata"].pop("name")), "metadata.name",
@@ -122,7 +126,7 @@ BAD_INPUTS = [
      f"{S}.restartPolicy", "only Never is allowed"),
     ("mount of an undefined volume",
      _edit(lambda job: _trainer(job)["volumeMounts"].append({"name": "scratch", "mountPath": "/s"})),
-     f"{C0}.volumeMounts[3].name", "'scratch', which spec.volumes does not define"),
+     f"{C0}.volumeMounts[{NEXT_MOUNT}].name", "'scratch', which spec.volumes does not define"),
     ("duplicate container names", DUPLICATE_TRAINER, f"{S}.containers[1].name",
      "'trainer' is used twice"),
     ("backoffLimit -1", _edit(_set(lambda job: job["spec"], "backoffLimit", -1)), "spec.backoffLimit",
@@ -140,7 +144,7 @@ BAD_INPUTS = [
      _edit(lambda job: job["metadata"]["labels"].update({"-team": "a"})),
      "metadata.labels.-team", "label key '-team' is invalid"),
     ("bad downward-API fieldPath", _edit(lambda job: _trainer(job)["env"].append(FIELD_REF)),
-     f"{C0}.env[2].valueFrom.fieldRef.fieldPath", "'spec.node' is not a field an env var can read"),
+     f"{C0}.env[{NEXT_ENV}].valueFrom.fieldRef.fieldPath", "'spec.node' is not a field an env var can read"),
     ("quantity '4 cores'",
      _edit(lambda job: _trainer(job)["resources"]["requests"].update(cpu="4 cores")),
      f"{C0}.resources.requests.cpu", "'4 cores' is not a quantity"),
@@ -179,10 +183,10 @@ BAD_INPUTS = [
      f"{C0}.ports[0].name", "at most 15"),
     ("duplicate env names",
      _edit(lambda job: _trainer(job)["env"].append({"name": "DATASET", "value": "other"})),
-     f"{C0}.env[2].name", "'DATASET' is set twice"),
+     f"{C0}.env[{NEXT_ENV}].name", "'DATASET' is set twice"),
     ("duplicate volume names",
      _edit(lambda job: _pod(job)["volumes"].append({"name": "dshm", "emptyDir": {}})),
-     f"{S}.volumes[3].name", "'dshm' is used twice"),
+     f"{S}.volumes[{NEXT_VOLUME}].name", "'dshm' is used twice"),
     ("duplicate mountPath",
      _edit(lambda job: _trainer(job)["volumeMounts"][1].update(mountPath="/data")),
      f"{C0}.volumeMounts[1].mountPath", "'/data' is used twice"),

@@ -55,14 +55,14 @@ def _learner_workloads():
 @pytest.mark.parametrize("lesson, workload", _learner_workloads(), ids=lambda v: str(v)[:40])
 def test_the_default_quota_admits_every_lesson_workload(lesson, workload):
     objects = Workshop(learners=1).render()
-    quota = next(o for o in objects if o["kind"] == "ResourceQuota")
+    quota = next(o for o in objects if o["metadata"]["name"] == "learner-quota")
     answer = how_many_fit(quota, workload)
     assert answer["fits"] is None or answer["fits"] >= 1, (lesson, object_id(workload), answer)
 
 
 def test_the_default_quota_is_the_largest_lesson_not_more():
     ws = Workshop(learners=1)
-    hard = next(o for o in ws.render() if o["kind"] == "ResourceQuota")["spec"]["hard"]
+    hard = next(o for o in ws.render() if o["metadata"]["name"] == "learner-quota")["spec"]["hard"]
     # the multi-node lesson (2 pods x 8 cpu, 32Gi, 1 GPU) is the largest: it fits exactly once
     fits = [how_many_fit({"spec": {"hard": hard}}, w)["fits"] for _, w in _learner_workloads()]
     assert 1 in fits

@@ -155,3 +155,22 @@ def test_the_pretrained_model_is_the_one_the_finetuning_lab_loads(tmp_path, monk
         tuned["model"] == str(export) and tuned["eval_after"]["loss"] < tuned["eval_before"]["loss"]
     )
     assert tuned["reload_max_abs_diff"] == 0.0 and tuned["merge_ok"]
+
+
+def test_a_second_stage_resumes_with_a_longer_context_and_its_own_schedule(tmp_path):
+    """Staged training (a cost lever): short sequences first, then a new stage with a longer
+    context and a lower peak LR that continues from the stage-1 weights."""
+    out = tmp_path / "staged"
+    threads = torch.get_num_threads()
+    try:
+        base = ["--smoke", "--num-threads=1", f"--out-dir={out}", "--log-every=2"]
+        assert lm.main([*base, "--steps=10", "--seq-len=32"]) == 0
+        assert lm.main([*base, "--stage=1", "--steps=6", "--seq-len=64", "--lr=2e-3"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads((out / "result.json").read_text())
+    assert result["stages"] == [[0, 0], [1, 10]] and result["steps"] == 16
+    train = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    stage2 = [r for r in train if r["kind"] == "train" and r["step"] > 10]
+    assert [r["step"] for r in stage2] == [12, 14, 16] and max(r["lr"] for r in stage2) <= 2e-3
+    assert stage2[-1]["loss"] < result["first_loss"]

@@ -26,6 +26,8 @@ class Backend(abc.ABC):
     """
 
     name: str = "backend"
+    # Whether the backend pulls container images (the facade then warns on tag-only images).
+    runs_images: bool = False
 
     @abc.abstractmethod
     def submit(self, objects: list[Manifest], *, dry_run: bool = False) -> JobRef:

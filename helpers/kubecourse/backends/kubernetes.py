@@ -65,6 +65,7 @@ class KubernetesBackend(Backend, KubernetesOutputs, JobOutputs):
     """Submits and follows jobs on the cluster named by a kubeconfig (or the in-cluster config)."""
 
     name = "kubernetes"
+    runs_images = True
 
     def __init__(self, config: KubernetesBackendConfig | None = None):
         config = config or KubernetesBackendConfig()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from datetime import datetime, timezone
 from typing import Any
 
 from .. import constants as C
@@ -165,6 +166,7 @@ class KubernetesOutputs:
             resource_path("v1", "Pod", namespace, pod),
             query={"gracePeriodSeconds": "0"},
         )
+        self._record(ref, "Killed", f"sent SIGKILL to pod {pod} (force-deleted, grace period 0)")
         return pod
 
     def preempt(self, ref: JobRef, *, index: int | None = None) -> str:
@@ -176,7 +178,33 @@ class KubernetesOutputs:
         }
         path = resource_path("v1", "Pod", namespace, pod) + "/eviction"
         self._call(f"evict Pod/{pod}", self._request, "POST", path, body=eviction)
+        self._record(
+            ref,
+            "Evicted",
+            f"evicted pod {pod} through the Eviction API: DisruptionTarget, SIGTERM, grace period",
+        )
         return pod
+
+    def _record(self, ref: JobRef, reason: str, message: str) -> None:
+        """An Event about the workload, so `events()` and `diagnose()` show the disruption after
+        the pod is gone (a deleted pod's own events are no longer listed with the job)."""
+        kind = self._kind(ref)
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{ref.name}.{secrets.token_hex(8)}", "namespace": ref.namespace},
+            "involvedObject": {"kind": kind.kind, "name": ref.name, "namespace": ref.namespace},
+            "reason": reason,
+            "message": message,
+            "type": "Warning",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": "kubecourse"},
+        }
+        path = resource_path("v1", "Event", ref.namespace)
+        self._call(f"create Event {reason}", self._request, "POST", path, body=event)
 
     def kill_worker(
         self, ref: JobRef, *, rank: int | None = None, index: int | None = None
