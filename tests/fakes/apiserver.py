@@ -57,7 +57,8 @@ KNOWN_DIFFERENCES = """\
   restartPolicy, podFailurePolicy, volumes and mounts, container/volume names, resources and
   quantities, downward-API fieldPaths, ports, Indexed name length, backoffLimit & co.); other
   fields of built-in kinds, and every field of a custom resource, are accepted as sent.
-- An unparsable quantity fails decoding (400), as for real. fieldValidation=Strict rejects unknown
+- An unparsable quantity fails decoding (400), as for real; a valid one is stored as sent (a real
+  server answers with its canonical string: `nvidia.com/gpu: 1` comes back as "1"). fieldValidation=Strict rejects unknown
   fields (400) of built-in kinds only, checked against the OpenAPI schema data shipped with
   kubernetes-validate; CRD schemas are not checked. Without Strict, unknown fields are stored as
   sent (a real server drops them with a Warning header).

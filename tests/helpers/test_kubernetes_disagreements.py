@@ -113,7 +113,9 @@ def _pod(namespace: str, name: str, labels: dict, node: str | None = None) -> di
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {"containers": [{"name": "trainer", "image": "x:1"}],
+        # An int quantity, as a manifest may write it: the typed client models would refuse it.
+        "spec": {"containers": [{"name": "trainer", "image": "x:1",
+                                 "resources": {"limits": {"nvidia.com/gpu": 1}}}],
                  **({"nodeName": node} if node else {})},
         "status": {"phase": "Pending"},
     }  # fmt: skip
