@@ -23,7 +23,7 @@ from . import display
 from .backends.base import Backend
 from .backends.config import CONFIGS, BackendConfig
 from .context import resolve_namespace
-from .errors import JobFailed, ManifestError, OptionError
+from .errors import Finding, JobFailed, ManifestError, OptionError
 from .manifests import Manifest, object_id, repo_root, workload
 from .progress import JobBar
 from .types import Event, JobRef, JobStatus, LogLine
@@ -117,8 +117,10 @@ class TrainingClient:
         """Validate, then create the objects on the backend. Raises ManifestError naming each bad field."""
         if not isinstance(objects, list) or not objects:
             raise ManifestError(
-                [], summary="submit() needs a non-empty list of manifests (see render())"
-            )
+                Finding("submit", "objects", "submit() needs a non-empty list of manifests "
+                        "(see render())", "option"),
+                summary="nothing to submit",
+            )  # fmt: skip
         objects = copy.deepcopy(objects)  # the caller's dicts stay as they were
         for obj in objects:
             if isinstance(obj, dict):
