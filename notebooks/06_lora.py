@@ -30,7 +30,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # tiny offline model and the lab's --smoke preset
 BACKEND = "local"  # "local" (processes on this machine) or "kubernetes" ($KUBECONFIG)
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 JOB_NAME = "finetune-lora-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 MODEL_ID = ""  # "" = tiny offline model; e.g. "Qwen/Qwen2.5-0.5B-Instruct" on a GPU machine

@@ -28,7 +28,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # tiny offline model and the labs' --smoke presets
 BACKEND = "local"  # used for the "same run as a Job" section: "local" or "kubernetes"
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 DEVICE = "auto"  # "auto", "cpu" or "cuda": the QLoRA run; 4-bit matmuls run on both
 MODEL_ID = ""  # "" = tiny offline model; e.g. "Qwen/Qwen2.5-0.5B-Instruct" on a GPU machine
 TIMEOUT_S = 600

@@ -42,14 +42,14 @@ SERVER_DRY_RUN = True  # kubernetes: send the workshop with dryRun=All (nothing 
 import copy
 
 from kubecourse import TrainingClient, apply_options, load_lesson, validate
+from kubecourse.access import lesson_rights, role_rights
+from kubecourse.cluster import ClusterApi
 from kubecourse.course import record_outcome
 from kubecourse.display import yaml_view
+from kubecourse.doctor import preflight
 from kubecourse.manifests import lesson_dir, object_id, repo_root
 from kubecourse.policy import check_policy, findings_table
 from kubecourse.quota import how_many_fit, job_requests
-from kubecourse.access import lesson_rights, role_rights
-from kubecourse.cluster import ClusterApi
-from kubecourse.doctor import preflight
 from kubecourse.workshop import DRY_RUN_NOTE, NOT_CHECKED, Workshop, lesson_sized_quota
 
 ROOT = repo_root()
