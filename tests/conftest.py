@@ -1,4 +1,8 @@
-"""Shared fixtures. Tests marked `cluster` run only when $KUBECONFIG names a cluster."""
+"""Shared fixtures. Tests marked `cluster` run only when $KUBECONFIG names a cluster.
+
+Every test gets one hang guard, TEST_GUARD_S (tests/guards.py): no test has a tighter per-test
+timeout, so none can fail because the machine is busy.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.guards import TEST_GUARD_S
+
 REPO = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO.parent / "shared" / "crds"
 
 
 def pytest_collection_modifyitems(config, items):
+    guard = pytest.mark.timeout(TEST_GUARD_S)
+    for item in items:  # first in the list, so it wins over any `timeout` mark a file still has
+        item.add_marker(guard, append=False)
     if os.environ.get("KUBECONFIG"):
         return
     skip = pytest.mark.skip(reason="cluster test: set KUBECONFIG to a cluster to run it")
