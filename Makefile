@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help setup course test bench gpu-acceptance lab lint format notebooks clean
+.PHONY: help setup course test bench gpu lab lint format notebooks clean
 
 help:  ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ test: setup  ## run all tests (helpers, manifests, labs, every notebook under pa
 bench: setup  ## run benchmarks/ -> build/bench/results.json and results.md
 	$(PY) -m benchmarks --out build/bench
 
-gpu-acceptance:  ## on one GPU: labs + notebooks 01/06/07 on CUDA -> build/gpu-acceptance/ (CPU: skips)
+gpu:  ## GPU acceptance on one GPU: labs + notebooks 01/06/07 on CUDA -> build/gpu-acceptance/ (CPU: skips)
 	benchmarks/gpu/acceptance.sh --out build/gpu-acceptance
 
 lab: setup  ## open JupyterLab on the notebooks (works as root too)
