@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from kubecourse import TrainingClient, render
+from kubecourse.backends.config import LocalBackendConfig
 from kubecourse.backends.local import LocalBackend
 
 REPEATS = 3
@@ -41,7 +42,7 @@ def _one(client: TrainingClient, name: str) -> tuple[float, float, float]:
 
 def run() -> dict:
     with tempfile.TemporaryDirectory() as state:
-        backend = LocalBackend(state_dir=Path(state))
+        backend = LocalBackend(LocalBackendConfig(state_dir=Path(state)))
         with TrainingClient(
             backend=backend, show_kubectl=False, rendered_dir=Path(state) / "rendered"
         ) as client:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from kubecourse import TrainingClient
+from kubecourse.backends.config import LocalBackendConfig
 from kubecourse.backends.local import LocalBackend
 from kubecourse.errors import JobTimeout
 from kubecourse.multinode import MultiNodeSpec, render_variant
@@ -84,7 +85,7 @@ def run() -> dict:
     repeats = int(os.environ.get("REPEATS", "20"))
     runs = []
     with tempfile.TemporaryDirectory() as state:
-        backend = LocalBackend(state_dir=Path(state), max_grace_s=3.0)
+        backend = LocalBackend(LocalBackendConfig(state_dir=Path(state), max_grace_s=3.0))
         with TrainingClient(
             backend=backend, show_kubectl=False, rendered_dir=Path(state) / "r"
         ) as client:

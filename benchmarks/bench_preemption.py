@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from kubecourse import TrainingClient
+from kubecourse.backends.config import LocalBackendConfig
 from kubecourse.backends.local import LocalBackend
 from kubecourse.preemption import ha_job, run_preemption_experiment
 
@@ -31,7 +32,7 @@ TRAIN_SUBSET = 1280  # 20 steps per epoch at the smoke batch of 64
 def run() -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as state:
-        backend = LocalBackend(state_dir=Path(state))
+        backend = LocalBackend(LocalBackendConfig(state_dir=Path(state)))
         with TrainingClient(
             backend=backend, show_kubectl=False, rendered_dir=Path(state) / "rendered"
         ) as client:

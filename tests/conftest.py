@@ -31,9 +31,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def local_backend(tmp_path):
+    from kubecourse.backends.config import LocalBackendConfig
     from kubecourse.backends.local import LocalBackend
 
-    backend = LocalBackend(state_dir=tmp_path / "state", max_grace_s=2.0)
+    backend = LocalBackend(LocalBackendConfig(state_dir=tmp_path / "state", max_grace_s=2.0))
     yield backend
     backend.close()
 

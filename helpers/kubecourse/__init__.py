@@ -11,6 +11,7 @@ Load a lesson's manifests, apply typed options, validate, and run them on a back
 Nothing happens at import: no kubeconfig is read, no folder is made, torch is never imported.
 """
 
+from .backends.config import BackendConfig, KubernetesBackendConfig, LocalBackendConfig
 from .client import TrainingClient, make_backend
 from .errors import (
     ApiError,
@@ -60,6 +61,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ApiError",
     "Args",
+    "BackendConfig",
     "BackoffLimit",
     "ClusterUnreachable",
     "Command",
@@ -80,6 +82,8 @@ __all__ = [
     "JobRef",
     "JobStatus",
     "JobTimeout",
+    "KubernetesBackendConfig",
+    "LocalBackendConfig",
     "LogLine",
     "ManifestError",
     "Memory",

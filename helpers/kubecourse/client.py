@@ -2,6 +2,7 @@
 
     client = TrainingClient()                      # local backend (default): no cluster needed
     client = TrainingClient(backend="kubernetes")  # the cluster in $KUBECONFIG
+    client = TrainingClient(backend=KubernetesBackendConfig(context="kind-course"))  # typed config
     job = client.submit(render("01", name="my-run"))
     client.wait(job); client.logs(job); client.events(job); client.delete(job)
 
@@ -19,28 +20,28 @@ from pathlib import Path
 
 from . import display
 from .backends.base import Backend
+from .backends.config import CONFIGS, BackendConfig
 from .errors import JobFailed, ManifestError, OptionError
 from .manifests import Manifest, object_id, repo_root, workload
 from .types import Event, JobRef, JobStatus, LogLine
 from .validation import Report, validate
 
-BACKENDS = ("local", "kubernetes")
+BACKENDS = tuple(CONFIGS)
 
 
-def make_backend(backend: str | Backend = "local", **kwargs) -> Backend:
-    """A backend instance from its name ("local" or "kubernetes") or an existing instance."""
+def make_backend(backend: str | BackendConfig | Backend = "local") -> Backend:
+    """A backend from its name ("local", "kubernetes": default settings), a typed config
+    (LocalBackendConfig, KubernetesBackendConfig) or an existing Backend instance."""
     if isinstance(backend, Backend):
         return backend
-    if backend == "local":
-        from .backends.local import LocalBackend
-
-        return LocalBackend(**kwargs)
-    if backend == "kubernetes":
-        from .backends.kubernetes import KubernetesBackend
-
-        return KubernetesBackend(**kwargs)
+    if isinstance(backend, BackendConfig):
+        return backend.create()
+    if isinstance(backend, str) and backend in CONFIGS:
+        return CONFIGS[backend]().create()
     raise OptionError(
-        "backend", f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+        "backend",
+        f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}, "
+        "a backend config (kubecourse.backends.config) or a Backend instance",
     )
 
 
@@ -53,21 +54,22 @@ class TrainingClient:
 
     def __init__(
         self,
-        backend: str | Backend = "local",
+        backend: str | BackendConfig | Backend = "local",
         *,
         namespace: str = "default",
         show_kubectl: bool = True,
         policy: bool = True,
         rendered_dir: str | Path | None = None,
-        **backend_kwargs,
     ):
-        self.backend = make_backend(backend, **backend_kwargs)
+        self.backend = make_backend(backend)
         self.namespace = namespace
         self.show_kubectl = show_kubectl
         self.policy = policy
         self.rendered_dir = (
             Path(rendered_dir) if rendered_dir else repo_root() / ".course" / "rendered"
         )
+        # The refs this client submitted, so a job named by a plain string keeps its kind.
+        self._submitted: dict[tuple[str, str], JobRef] = {}
 
     # ---------------------------------------------------------------------------------------------
 
@@ -77,7 +79,11 @@ class TrainingClient:
             print("$", display.kubectl(verb, name, ns, **kwargs))
 
     def _ref(self, job: JobRef | str) -> JobRef:
-        return job if isinstance(job, JobRef) else JobRef(job, self.namespace)
+        """A JobRef as given; a name is the job of that name this client submitted (its kind
+        known), else a batch/v1 Job in the client's namespace."""
+        if isinstance(job, JobRef):
+            return job
+        return self._submitted.get((self.namespace, job)) or JobRef(job, self.namespace)
 
     # ---------------------------------------------------------------------------------------------
     # Verbs
@@ -123,16 +129,23 @@ class TrainingClient:
             dry_run=dry_run,
         )
         created = self.backend.submit(objects, dry_run=dry_run)
-        print(
-            f"{'validated (dry run)' if dry_run else 'created'}: {', '.join(object_id(o) for o in objects)} "
-            f"[{self.backend.name} backend]"
-        )
+        if dry_run:
+            print(
+                f"validated (dry run): {', '.join(object_id(o) for o in objects)} "
+                f"[{self.backend.name} backend]"
+            )
+        else:
+            self._submitted[(created.namespace, created.name)] = created
+            made = ", ".join(created.created) or ", ".join(object_id(o) for o in objects)
+            print(f"created: {made} [{self.backend.name} backend]")
+            if created.reused:
+                print(f"reused (existed already, left as it was): {', '.join(created.reused)}")
         return created
 
     def status(self, job: JobRef | str) -> JobStatus:
         ref = self._ref(job)
         self._twin("status", ref)
-        return self.backend.status(ref.name, ref.namespace)
+        return self.backend.status(ref)
 
     def wait(
         self,
@@ -154,7 +167,7 @@ class TrainingClient:
         def on_update(status: JobStatus) -> None:
             if bar is None:
                 return
-            steps = self.backend.progress(ref.name, ref.namespace)
+            steps = self.backend.progress(ref)
             if steps is not None:
                 bar.total = steps[1]
                 bar.n = steps[0]
@@ -164,9 +177,7 @@ class TrainingClient:
             bar.refresh()
 
         try:
-            final = self.backend.wait(
-                ref.name, ref.namespace, timeout_s=timeout_s, on_update=on_update
-            )
+            final = self.backend.wait(ref, timeout_s=timeout_s, on_update=on_update)
         finally:
             if bar is not None:
                 bar.close()
@@ -207,30 +218,18 @@ class TrainingClient:
         """Like logs() but a generator; following several ranks merges them as lines arrive."""
         ref = self._ref(job)
         if not follow or rank is not None:
-            yield from self.backend.logs(
-                ref.name, ref.namespace, follow=follow, index=rank, tail_lines=tail_lines
-            )
+            yield from self.backend.logs(ref, follow=follow, index=rank, tail_lines=tail_lines)
             return
-        indices = sorted(
-            {
-                p.index
-                for p in self.backend.status(ref.name, ref.namespace).pods
-                if p.index is not None
-            }
-        )
+        indices = sorted({p.index for p in self.backend.status(ref).pods if p.index is not None})
         if len(indices) <= 1:
-            yield from self.backend.logs(
-                ref.name, ref.namespace, follow=True, tail_lines=tail_lines
-            )
+            yield from self.backend.logs(ref, follow=True, tail_lines=tail_lines)
             return
         merged: queue.Queue = queue.Queue()
         done = object()
 
         def pump(index: int) -> None:
             try:
-                for line in self.backend.logs(
-                    ref.name, ref.namespace, follow=True, index=index, tail_lines=tail_lines
-                ):
+                for line in self.backend.logs(ref, follow=True, index=index, tail_lines=tail_lines):
                     merged.put(line)
             except Exception as error:  # noqa: BLE001 - handed to the consumer, raised there
                 merged.put(error)
@@ -252,7 +251,7 @@ class TrainingClient:
     def events(self, job: JobRef | str) -> list[Event]:
         ref = self._ref(job)
         self._twin("events", ref)
-        return self.backend.events(ref.name, ref.namespace)
+        return self.backend.events(ref)
 
     def diagnose(self, job: JobRef | str, *, tail_lines: int = 200):
         """Why the job is unhealthy: causes with evidence and fixes (kubecourse.diagnose)."""
@@ -262,11 +261,14 @@ class TrainingClient:
         self._twin("diagnose", ref)
         return diagnose(self.backend, ref, tail_lines=tail_lines)
 
-    def delete(self, job: JobRef | str) -> None:
-        """Stop the job and remove it with its pods (PVCs and their data stay)."""
+    def delete(self, job: JobRef | str, *, missing_ok: bool = False, volumes: bool = False) -> None:
+        """Stop the job and remove it with its pods and what its submit created, except PVCs
+        (their data stays; volumes=True removes them too). A job that is not there raises
+        NotFound, as `kubectl delete` does, unless missing_ok=True."""
         ref = self._ref(job)
         self._twin("delete", ref)
-        self.backend.delete(ref.name, ref.namespace)
+        self.backend.delete(ref, missing_ok=missing_ok, volumes=volumes)
+        self._submitted.pop((ref.namespace, ref.name), None)
 
     def close(self) -> None:
         self.backend.close()

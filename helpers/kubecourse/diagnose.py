@@ -323,17 +323,19 @@ def diagnose(
     """Collect status, pods, events and log tails of `job` and classify them.
 
     source: a TrainingClient or a Backend; job: a JobRef or a name."""
+    from .types import JobRef
+
     backend = getattr(source, "backend", source)
-    name = getattr(job, "name", job)
-    namespace = getattr(job, "namespace", getattr(source, "namespace", namespace))
-    status = backend.status(name, namespace)
-    pods = backend.pod_objects(name, namespace)
-    events = backend.events(name, namespace)
+    if not isinstance(job, JobRef):
+        job = JobRef(job, getattr(source, "namespace", namespace))
+    status = backend.status(job)
+    pods = backend.pod_objects(job)
+    events = backend.events(job)
     logs: dict[str, list[str]] = {}
     indices = sorted({p.index for p in status.pods if p.index is not None}) or [None]
     for index in indices:
         try:
-            for line in backend.logs(name, namespace, index=index, tail_lines=tail_lines):
+            for line in backend.logs(job, index=index, tail_lines=tail_lines):
                 logs.setdefault(line.pod, []).append(line.text)
         except ApiError as error:  # a pod that never started has no log: that is evidence too
             logs.setdefault(f"rank {index}", []).append(f"(no log: {error})")

@@ -53,10 +53,13 @@ def cluster_info(timeout_s: float = 5.0) -> dict[str, Any]:
             "reachable": False,
             "why": "no kubeconfig ($KUBECONFIG or ~/.kube/config) and not inside a pod",
         }
+    from .backends.config import KubernetesBackendConfig
     from .backends.kubernetes import KubernetesBackend
 
     backend = KubernetesBackend(
-        kubeconfig=str(path) if path else None, max_attempts=1, request_timeout_s=timeout_s
+        KubernetesBackendConfig(
+            kubeconfig=str(path) if path else None, retries=0, request_timeout_s=timeout_s
+        )
     )
     try:
         version = backend._request("GET", "/version")

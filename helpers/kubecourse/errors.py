@@ -51,10 +51,6 @@ class OptionError(ManifestError):
         return combined
 
 
-class JobNotFound(CourseError):
-    """The backend has no job of that name."""
-
-
 class JobTimeout(CourseError):
     """wait() ran out of time before the job reached a terminal phase."""
 
@@ -91,6 +87,15 @@ class NotFound(ApiError):
     """404: the object (or its namespace, or its CRD) does not exist."""
 
     status = 404
+
+
+class JobNotFound(NotFound):
+    """The backend has no job of that name (a 404 NotFound on every backend, as kubectl says)."""
+
+    def __init__(
+        self, message: str, status: int | None = 404, reason: str = "NotFound", body: str = ""
+    ):
+        super().__init__(message, status=status, reason=reason, body=body)
 
 
 class Conflict(ApiError):

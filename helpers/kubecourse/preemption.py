@@ -172,7 +172,7 @@ def run_preemption_experiment(
     start = time.monotonic()
     ref = client.submit(objects)
     try:
-        for line in backend.logs(name, namespace, follow=True):
+        for line in backend.logs(ref, follow=True):
             text = line.text
             if time.monotonic() - start > timeout_s:
                 raise TimeoutError(f"preemption experiment {name} ran over {timeout_s:.0f} s")

@@ -9,12 +9,20 @@ from . import constants as C
 
 @dataclass(frozen=True)
 class JobRef:
-    """What submit() returns: enough to find the job again."""
+    """What submit() returns and every job verb takes: enough to find the job again.
+
+    kind: the workload's kind (Job, JobSet, PyTorchJob, TrainJob or a Volcano Job); it decides which
+    API the backend reads and which labels find the job's pods. created / reused: the objects
+    ("Kind/name") this submit created and those that existed already and were left as they were
+    (a PVC of an earlier run); they do not take part in equality.
+    """
 
     name: str
     namespace: str
     kind: str = "Job"
     dry_run: bool = False
+    created: tuple[str, ...] = field(default=(), compare=False)
+    reused: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass

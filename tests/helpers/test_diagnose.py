@@ -8,6 +8,7 @@ import time
 import pytest
 
 from kubecourse import TrainingClient
+from kubecourse.backends.config import KubernetesBackendConfig
 from kubecourse.backends.kubernetes import KubernetesBackend
 from kubecourse.diagnose import CAUSES, case_dir, classify_case, load_case
 from tests.fakes.apiserver import FakeApiServer
@@ -55,7 +56,9 @@ def test_recorded_failure_is_diagnosed_through_the_kubernetes_backend(api, tmp_p
     case = load_case(name)
     job_name = serve(api, case)
     backend = KubernetesBackend(
-        kubeconfig=api.write_kubeconfig(tmp_path / "kubeconfig"), backoff_s=0.01
+        KubernetesBackendConfig(
+            kubeconfig=api.write_kubeconfig(tmp_path / "kubeconfig"), backoff_s=0.01
+        )
     )
     with TrainingClient(backend=backend, show_kubectl=False, rendered_dir=tmp_path) as client:
         diagnosis = client.diagnose(job_name)

@@ -12,7 +12,9 @@ from kubecourse import (
     Conflict,
     Forbidden,
     Invalid,
+    JobRef,
     NotFound,
+    OptionError,
     ServerError,
     TooManyRequests,
     TrainingClient,
@@ -20,6 +22,7 @@ from kubecourse import (
     render,
 )
 from kubecourse import constants as C
+from kubecourse.backends.config import KubernetesBackendConfig, LocalBackendConfig
 from kubecourse.backends.kubernetes import KubernetesBackend
 from tests.fakes.apiserver import FakeApiServer
 from tests.guards import HANG_GUARD_S
@@ -36,7 +39,11 @@ def api():
 @pytest.fixture
 def client(api, tmp_path):
     backend = KubernetesBackend(
-        kubeconfig=api.write_kubeconfig(tmp_path / "kubeconfig"), backoff_s=0.01, watch_chunk_s=5
+        KubernetesBackendConfig(
+            kubeconfig=api.write_kubeconfig(tmp_path / "kubeconfig"),
+            backoff_s=0.01,
+            watch_chunk_s=5,
+        )
     )
     with TrainingClient(
         backend=backend, show_kubectl=False, rendered_dir=tmp_path / "rendered"
@@ -49,7 +56,9 @@ def _posts(api):
 
 
 def test_nothing_is_loaded_or_sent_before_the_first_call(api, tmp_path):
-    backend = KubernetesBackend(kubeconfig=str(tmp_path / "does-not-exist-yet"))
+    backend = KubernetesBackend(
+        KubernetesBackendConfig(kubeconfig=str(tmp_path / "does-not-exist-yet"))
+    )
     TrainingClient(backend=backend, show_kubectl=False, rendered_dir=tmp_path)
     assert api.requests == [] and backend._api_client is None
 
@@ -193,7 +202,7 @@ def test_logs_of_every_rank_and_one_rank(api, client):
     assert [line.prefixed() for line in client.logs(ref, rank=1, echo=False)] == ["[rank 1] r1 a"]
 
 
-def test_delete_is_foreground_and_idempotent(api, client):
+def test_delete_is_foreground_and_a_second_delete_is_not_found(api, client):
     api.on_create("Job", lambda a, j: a.run_job(j))
     ref = client.submit([job("gone", "print(1)")])
     client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)
@@ -204,7 +213,10 @@ def test_delete_is_foreground_and_idempotent(api, client):
         and delete.body["propagationPolicy"] == "Foreground"
     )
     assert api.get("jobs", "gone", group="batch") is None
-    client.delete(ref)  # already gone: no error
+    with pytest.raises(NotFound) as gone:  # already gone: NotFound, as `kubectl delete` says
+        client.delete(ref)
+    assert gone.value.status == 404 and 'jobs.batch "gone" not found' in str(gone.value)
+    client.delete(ref, missing_ok=True)  # unless the caller says an absent job is fine
     with pytest.raises(NotFound) as info:
         client.status(ref)
     assert info.value.status == 404 and "not found" in str(info.value)
@@ -258,10 +270,12 @@ def test_conflict_on_an_existing_name(api, client):
 def test_bad_token_is_unauthorized(tmp_path):
     with FakeApiServer(require_token="right") as api:
         backend = KubernetesBackend(
-            kubeconfig=api.write_kubeconfig(tmp_path / "kc", token="wrong"), backoff_s=0.01
+            KubernetesBackendConfig(
+                kubeconfig=api.write_kubeconfig(tmp_path / "kc", token="wrong"), backoff_s=0.01
+            )
         )
         with pytest.raises(Unauthorized) as info:
-            backend.status("x", "default")
+            backend.status(JobRef("x", "default"))
         assert info.value.status == 401
 
 
@@ -274,9 +288,11 @@ def test_connection_refused_is_cluster_unreachable(tmp_path):
         f"apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
         "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n"
     )
-    backend = KubernetesBackend(kubeconfig=str(kubeconfig), backoff_s=0.01, max_attempts=2)
+    backend = KubernetesBackend(
+        KubernetesBackendConfig(kubeconfig=str(kubeconfig), backoff_s=0.01, retries=1)
+    )
     with pytest.raises(ClusterUnreachable) as info:
-        backend.status("x", "default")
+        backend.status(JobRef("x", "default"))
     assert info.value.status is None and f"127.0.0.1:{port}" in str(info.value)
 
 
@@ -328,3 +344,43 @@ def test_submit_leaves_the_callers_objects_untouched(client):
     del objects[0]["metadata"]["namespace"]
     client.submit(objects)
     assert "namespace" not in objects[0]["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("backend", "kind", "settings"),
+    [
+        ("local", "LocalBackend", {"max_grace_s": 10.0}),
+        ("kubernetes", "KubernetesBackend", {"max_attempts": 4}),
+        (LocalBackendConfig(max_grace_s=2.5), "LocalBackend", {"max_grace_s": 2.5}),
+        (
+            KubernetesBackendConfig(kubeconfig="/nowhere", context="ctx", retries=0),
+            "KubernetesBackend",
+            {"kubeconfig": "/nowhere", "context": "ctx", "max_attempts": 1},
+        ),
+        (
+            KubernetesBackend(KubernetesBackendConfig(retries=5)),
+            "KubernetesBackend",
+            {"max_attempts": 6},
+        ),
+    ],
+)
+def test_a_backend_from_a_name_a_typed_config_or_an_instance(tmp_path, backend, kind, settings):
+    with TrainingClient(backend=backend, show_kubectl=False, rendered_dir=tmp_path) as client:
+        assert type(client.backend).__name__ == kind
+        assert {key: getattr(client.backend, key) for key in settings} == settings
+        if isinstance(backend, KubernetesBackend):
+            assert client.backend is backend  # an instance is used as it is
+        if kind == "KubernetesBackend":
+            assert client.backend._api_client is None  # nothing connects before the first call
+
+
+@pytest.mark.parametrize("bad", ["Kubernetes", "minikube", None, 3])
+def test_an_unknown_backend_is_an_option_error_naming_the_choices(tmp_path, bad):
+    with pytest.raises(OptionError) as info:
+        TrainingClient(backend=bad, show_kubectl=False, rendered_dir=tmp_path)
+    assert info.value.fields == ["backend"] and "local, kubernetes" in str(info.value)
+
+
+def test_a_misspelt_config_option_fails_where_it_is_written():
+    with pytest.raises(TypeError, match="max_attemps"):
+        KubernetesBackendConfig(max_attemps=3)

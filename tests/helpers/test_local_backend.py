@@ -222,12 +222,10 @@ def test_tail_lines(local_client, tail, expected):
 def test_wait_reports_every_phase_in_order(local_client, local_backend):
     ref = local_client.submit([job("phases", "import time; time.sleep(0.3); print('step 1/1')")])
     seen = []
-    local_backend.wait(
-        ref.name, ref.namespace, timeout_s=HANG_GUARD_S, on_update=lambda s: seen.append(s.phase)
-    )
+    local_backend.wait(ref, timeout_s=HANG_GUARD_S, on_update=lambda s: seen.append(s.phase))
     phases = [p for i, p in enumerate(seen) if i == 0 or p != seen[i - 1]]
     assert phases in (["Pending", "Running", "Succeeded"], ["Running", "Succeeded"])
-    assert local_backend.progress(ref.name, ref.namespace) == (1, 1)
+    assert local_backend.progress(ref) == (1, 1)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubecourse import OptionError
+from kubecourse.backends.config import KubernetesBackendConfig
 from kubecourse.backends.kubernetes import KubernetesBackend
 from kubecourse.cli import main
 from kubecourse.workshop import LEARNER_LABEL, WORKSHOP_LABEL, Workshop
@@ -31,7 +32,9 @@ def api():
 @pytest.fixture
 def backend(api, tmp_path):
     backend = KubernetesBackend(
-        kubeconfig=api.write_kubeconfig(tmp_path / "kubeconfig"), backoff_s=0.01
+        KubernetesBackendConfig(
+            kubeconfig=api.write_kubeconfig(tmp_path / "kubeconfig"), backoff_s=0.01
+        )
     )
     yield backend
     backend.close()

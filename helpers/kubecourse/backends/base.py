@@ -18,7 +18,11 @@ class Backend(abc.ABC):
         phase vocabulary of kubecourse.constants;
       * wait() returns once the job is terminal (Succeeded/Failed) or raises JobTimeout; it
         blocks on notifications (a watch stream, a condition variable), never on a sleep-poll loop;
-      * delete() stops every process/pod of the job and is idempotent.
+      * every job verb takes the JobRef submit() returned (kind, name, namespace): the kind says
+        which API (Job, JobSet, PyTorchJob, TrainJob, Volcano Job) and which pod labels to follow;
+      * delete() stops every process/pod of the job; a job that is not there is NotFound unless
+        missing_ok=True.
+    A backend is built from its typed config (kubecourse.backends.config).
     """
 
     name: str = "backend"
@@ -28,14 +32,13 @@ class Backend(abc.ABC):
         """Create the objects (dependencies first) and return a reference to the workload."""
 
     @abc.abstractmethod
-    def status(self, name: str, namespace: str) -> JobStatus:
+    def status(self, ref: JobRef) -> JobStatus:
         """The job's current phase, counts and pods."""
 
     @abc.abstractmethod
     def wait(
         self,
-        name: str,
-        namespace: str,
+        ref: JobRef,
         *,
         timeout_s: float,
         on_update: Callable[[JobStatus], None] | None = None,
@@ -45,8 +48,7 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def logs(
         self,
-        name: str,
-        namespace: str,
+        ref: JobRef,
         *,
         follow: bool = False,
         index: int | None = None,
@@ -55,12 +57,14 @@ class Backend(abc.ABC):
         """Log lines of every pod of the job (or of the pod with completion index `index`)."""
 
     @abc.abstractmethod
-    def events(self, name: str, namespace: str) -> list[Event]:
+    def events(self, ref: JobRef) -> list[Event]:
         """Events about the job and its pods, oldest first."""
 
     @abc.abstractmethod
-    def delete(self, name: str, namespace: str) -> None:
-        """Stop and remove the job and its pods (idempotent)."""
+    def delete(self, ref: JobRef, *, missing_ok: bool = False, volumes: bool = False) -> None:
+        """Stop and remove the job, its pods and what its submit created, except PVCs (their data
+        outlives the job; volumes=True removes them too). An absent job raises NotFound, like
+        `kubectl delete`, unless missing_ok."""
 
     # Plain objects (namespaces, quotas, queues, RBAC) that are not a job: the workshop tooling.
     def apply_objects(self, objects: list[Manifest], *, dry_run: bool = False) -> list[str]:
@@ -77,13 +81,13 @@ class Backend(abc.ABC):
         """The stored version of each object, None where it does not exist."""
         raise NotImplementedError(f"the {self.name} backend cannot read plain objects")
 
-    def pod_objects(self, name: str, namespace: str) -> list[Manifest]:
+    def pod_objects(self, ref: JobRef) -> list[Manifest]:
         """The job's pods as Kubernetes-shaped objects (phase, conditions, container states):
         the evidence diagnose() reads. Default: built from status() (exit code and reason; a
         "Preempted" pod gets the DisruptionTarget condition the cluster would set)."""
-        return [_pod_object(p) for p in self.status(name, namespace).pods]
+        return [_pod_object(p) for p in self.status(ref).pods]
 
-    def progress(self, name: str, namespace: str) -> tuple[int, int] | None:
+    def progress(self, ref: JobRef) -> tuple[int, int] | None:
         """(steps done, steps total) when the backend can see the trainer's progress, else None."""
         return None
 

@@ -26,6 +26,7 @@ from ..errors import (
 from ..manifests import Manifest, object_id
 from ..types import Event, JobRef, JobStatus, LogLine, PodStatus
 from .base import Backend
+from .config import KubernetesBackendConfig
 
 _RETRYABLE = (429, 500, 502, 503, 504)
 
@@ -70,26 +71,17 @@ class KubernetesBackend(Backend):
 
     name = "kubernetes"
 
-    def __init__(
-        self,
-        kubeconfig: str | None = None,
-        context: str | None = None,
-        *,
-        max_attempts: int = 4,
-        backoff_s: float = 0.5,
-        request_timeout_s: float = 30.0,
-        watch_chunk_s: int = 60,
-        pod_start_timeout_s: float = 600.0,
-    ):
-        self.kubeconfig = kubeconfig
-        self.context = context
-        self.max_attempts = max_attempts
-        self.backoff_s = backoff_s
-        self.request_timeout_s = request_timeout_s
-        self.watch_chunk_s = (
-            watch_chunk_s  # a watch is re-opened at least this often (server-side timeout)
-        )
-        self.pod_start_timeout_s = pod_start_timeout_s  # image pulls of CUDA images take minutes
+    def __init__(self, config: KubernetesBackendConfig | None = None):
+        config = config or KubernetesBackendConfig()
+        self.config = config
+        self.kubeconfig = str(config.kubeconfig) if config.kubeconfig else None
+        self.context = config.context
+        self.max_attempts = 1 + max(0, config.retries)
+        self.backoff_s = config.backoff_s
+        self.request_timeout_s = config.request_timeout_s
+        # A watch is re-opened at least this often (server-side timeout).
+        self.watch_chunk_s = config.watch_chunk_s
+        self.pod_start_timeout_s = config.pod_start_timeout_s  # CUDA image pulls take minutes
         self._api_client = None
 
     # ---------------------------------------------------------------------------------------------
@@ -297,16 +289,16 @@ class KubernetesBackend(Backend):
         )
         return sorted(pods, key=_pod_sort_key)
 
-    def status(self, name: str, namespace: str) -> JobStatus:
+    def status(self, ref: JobRef) -> JobStatus:
+        name, namespace = ref.name, ref.namespace
         return self._job_status(self._get_job(name, namespace), self._pods(name, namespace))
 
-    def pod_objects(self, name: str, namespace: str) -> list[Manifest]:
-        return self._pods(name, namespace)  # as the API server has them
+    def pod_objects(self, ref: JobRef) -> list[Manifest]:
+        return self._pods(ref.name, ref.namespace)  # as the API server has them
 
     def wait(
         self,
-        name: str,
-        namespace: str,
+        ref: JobRef,
         *,
         timeout_s: float,
         on_update: Callable[[JobStatus], None] | None = None,
@@ -317,6 +309,7 @@ class KubernetesBackend(Backend):
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 
+        name, namespace = ref.name, ref.namespace
         deadline = time.monotonic() + timeout_s
         job, resource_version = self._list_job(name, namespace)
         status = self._job_status(job, [])
@@ -387,8 +380,7 @@ class KubernetesBackend(Backend):
 
     def logs(
         self,
-        name: str,
-        namespace: str,
+        ref: JobRef,
         *,
         follow: bool = False,
         index: int | None = None,
@@ -397,6 +389,7 @@ class KubernetesBackend(Backend):
         """Logs of every pod of the job, one pod after the other (see client.logs for merging)."""
         from kubernetes.client import CoreV1Api
 
+        name, namespace = ref.name, ref.namespace
         core = CoreV1Api(self.api_client)
         pods = self._pods(name, namespace)
         if follow and not pods:
@@ -490,7 +483,8 @@ class KubernetesBackend(Backend):
                 return
         raise JobTimeout(f"pod {namespace}/{pod_name} did not start within {timeout_s:.0f} s")
 
-    def events(self, name: str, namespace: str) -> list[Event]:
+    def events(self, ref: JobRef) -> list[Event]:
+        name, namespace = ref.name, ref.namespace
         involved = [name] + [p["metadata"]["name"] for p in self._pods(name, namespace)]
         out = []
         for obj_name in involved:
@@ -523,7 +517,8 @@ class KubernetesBackend(Backend):
                 )
         return sorted(out, key=lambda e: e.time)
 
-    def delete(self, name: str, namespace: str) -> None:
+    def delete(self, ref: JobRef, *, missing_ok: bool = False, volumes: bool = False) -> None:
+        name, namespace = ref.name, ref.namespace
         # Foreground: the Job disappears only after its pods are gone, so a re-submit never races them.
         try:
             self._call(
@@ -539,7 +534,8 @@ class KubernetesBackend(Backend):
                 },
             )
         except NotFound:
-            return
+            if not missing_ok:
+                raise
 
     def close(self) -> None:
         if self._api_client is not None:

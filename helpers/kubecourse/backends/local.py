@@ -31,7 +31,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +43,7 @@ from ..errors import Conflict, JobNotFound, JobTimeout
 from ..manifests import Manifest, object_id, repo_root
 from ..types import Event, JobRef, JobStatus, LogLine, PodStatus
 from .base import Backend
+from .config import LocalBackendConfig
 
 # Host variables a container image would also define (PATH to find python, locale, thread counts).
 _PASSTHROUGH_ENV = (
@@ -126,18 +126,16 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(
-        self,
-        state_dir: str | Path | None = None,
-        workdir: str | Path | None = None,
-        python: str = sys.executable,
-        max_grace_s: float = 10.0,
-    ):
-        self.workdir = Path(workdir) if workdir else repo_root()
-        self.state_dir = Path(state_dir) if state_dir else self.workdir / C.LOCAL_STATE_DIR
-        self.python = python
+    def __init__(self, config: LocalBackendConfig | None = None):
+        config = config or LocalBackendConfig()
+        self.config = config
+        self.workdir = Path(config.workdir) if config.workdir else repo_root()
+        self.state_dir = (
+            Path(config.state_dir) if config.state_dir else self.workdir / C.LOCAL_STATE_DIR
+        )
+        self.python = config.python
         self.max_grace_s = (
-            max_grace_s  # cap on terminationGracePeriodSeconds so notebooks stay snappy
+            config.max_grace_s  # cap on terminationGracePeriodSeconds so notebooks stay snappy
         )
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._objects: dict[tuple[str, str, str], Manifest] = {}
@@ -166,10 +164,13 @@ class LocalBackend(Backend):
                 )
             if dry_run:
                 return JobRef(name, namespace, "Job", dry_run=True)
+            created, reused = [], []
             for obj in objects:
                 if obj is not job_manifest:
                     ns = obj.get("metadata", {}).get("namespace", namespace)
-                    self._objects[(obj["kind"], ns, obj["metadata"]["name"])] = copy.deepcopy(obj)
+                    key = (obj["kind"], ns, obj["metadata"]["name"])
+                    (reused if key in self._objects else created).append(object_id(obj))
+                    self._objects[key] = copy.deepcopy(obj)
                     if obj["kind"] == "PersistentVolumeClaim":
                         self._pvc_dir(ns, obj["metadata"]["name"]).mkdir(
                             parents=True, exist_ok=True
@@ -184,20 +185,21 @@ class LocalBackend(Backend):
                 target=self._run_job, args=(job,), name=f"local-job-{name}", daemon=True
             )
             job.thread.start()
-        return JobRef(name, namespace, "Job")
+        created.append(object_id(job_manifest))
+        return JobRef(name, namespace, "Job", created=tuple(created), reused=tuple(reused))
 
-    def status(self, name: str, namespace: str) -> JobStatus:
+    def status(self, ref: JobRef) -> JobStatus:
         with self._changed:
-            return self._snapshot(self._get(name, namespace))
+            return self._snapshot(self._get(ref.name, ref.namespace))
 
     def wait(
         self,
-        name: str,
-        namespace: str,
+        ref: JobRef,
         *,
         timeout_s: float,
         on_update: Callable[[JobStatus], None] | None = None,
     ) -> JobStatus:
+        name, namespace = ref.name, ref.namespace
         deadline = time.monotonic() + timeout_s
         last = None
         with self._changed:
@@ -227,14 +229,13 @@ class LocalBackend(Backend):
 
     def logs(
         self,
-        name: str,
-        namespace: str,
+        ref: JobRef,
         *,
         follow: bool = False,
         index: int | None = None,
         tail_lines: int | None = None,
     ) -> Iterator[LogLine]:
-        job = self._get_locked(name, namespace)
+        job = self._get_locked(ref.name, ref.namespace)
         position = 0
         if tail_lines is not None:
             with self._changed:
@@ -259,30 +260,39 @@ class LocalBackend(Backend):
             if not follow or (finished and position >= len(job.lines)):
                 return
 
-    def events(self, name: str, namespace: str) -> list[Event]:
+    def events(self, ref: JobRef) -> list[Event]:
         with self._changed:
-            return list(self._get(name, namespace).events)
+            return list(self._get(ref.name, ref.namespace).events)
 
-    def delete(self, name: str, namespace: str) -> None:
+    def delete(self, ref: JobRef, *, missing_ok: bool = False, volumes: bool = False) -> None:
+        name, namespace = ref.name, ref.namespace
         with self._changed:
             job = self._jobs.get((namespace, name))
             if job is None:
-                return
+                if missing_ok:
+                    return
+                self._get(name, namespace)  # raises JobNotFound (a NotFound, as kubectl says)
             job.stopping = True
         self._stop_processes(job)
         if job.thread is not None:
             job.thread.join(timeout=self.max_grace_s + 5)
         with self._changed:
             self._jobs.pop((namespace, name), None)
+            if volumes:  # the claims the job's pods mount: their folders and records go
+                for volume in job.manifest["spec"]["template"]["spec"].get("volumes") or []:
+                    claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+                    if claim:
+                        self._objects.pop(("PersistentVolumeClaim", namespace, claim), None)
+                        shutil.rmtree(self._pvc_dir(namespace, claim), ignore_errors=True)
             self._changed.notify_all()
 
-    def progress(self, name: str, namespace: str) -> tuple[int, int] | None:
+    def progress(self, ref: JobRef) -> tuple[int, int] | None:
         with self._changed:
-            return self._get(name, namespace).progress
+            return self._get(ref.name, ref.namespace).progress
 
     def close(self) -> None:
         for namespace, name in list(self._jobs):
-            self.delete(name, namespace)
+            self.delete(JobRef(name, namespace), missing_ok=True)
 
     # Disruptions, as the cluster deals them out (lessons on preemption and fault recovery).
     def preempt(self, name: str, namespace: str = "default", *, index: int | None = None) -> str:
