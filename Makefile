@@ -25,8 +25,12 @@ setup: $(STAMP)  ## create .venv, install the course (torch CPU, helpers, labs, 
 course: setup  ## execute every notebook on the local backend -> build/course/ (+ summary.md)
 	$(PY) -m kubecourse.course --out build/course
 
+# pytest-xdist workers for `make test` (tests/conftest.py gives each its own state and cores);
+# `make test TEST_WORKERS=0` runs everything in one process, in file order.
+TEST_WORKERS ?= 2
+
 test: setup  ## run all tests (helpers, manifests, labs, every notebook under papermill)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 bench: setup  ## run benchmarks/ -> build/bench/results.json and results.md
 	$(PY) -m benchmarks --out build/bench
