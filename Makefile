@@ -5,9 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The stamp changes when pyproject.toml does, so `make setup` reinstalls only when the pins move.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# `make course LANG=zh_CN` runs the Chinese notebooks (only a LANG given on the command line counts).
+COURSE_LANG := $(if $(filter command line,$(origin LANG)),$(LANG),en)
+COURSE_SUFFIX := $(if $(filter en,$(COURSE_LANG)),,-$(COURSE_LANG))
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help setup course test bench gpu lab lint format notebooks clean
+.PHONY: help setup course test bench gpu lab lint format notebooks translations clean
 
 help:  ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,8 +25,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)  ## create .venv, install the course (torch CPU, helpers, labs, test tools), Prometheus
 	@scripts/ensure-prometheus.sh
 
-course: setup  ## execute every notebook on the local backend -> build/course/ (+ summary.md)
-	$(PY) -m kubecourse.course --out build/course
+course: setup  ## execute every notebook on the local backend -> build/course/ (LANG=zh_CN: 中文)
+	$(PY) -m kubecourse.course --out build/course$(COURSE_SUFFIX) --lang $(COURSE_LANG)
 
 # pytest-xdist workers for `make test` (tests/conftest.py gives each its own state and cores);
 # `make test TEST_WORKERS=0` runs everything in one process, in file order.
@@ -46,8 +49,37 @@ lint: setup  ## ruff lint + format check (Python and notebooks)
 	$(VENV)/bin/ruff check helpers labs tests benchmarks notebooks
 	$(VENV)/bin/ruff format --check helpers labs tests benchmarks notebooks/*.py
 
-notebooks: setup  ## regenerate notebooks/*.ipynb (no outputs) from their jupytext .py sources
+notebooks: setup  ## regenerate notebooks/*.ipynb from the .py sources, and notebooks/zh_CN/ from the catalogs
 	$(PY) -m kubecourse.course --sync
+	$(PY) -m kubecourse.i18n update
+	$(PY) -m kubecourse.i18n build
+
+translations: setup  ## list the stale/untranslated catalog entries per notebook (fails when any)
+	$(PY) -m kubecourse.i18n status
 
 clean:  ## remove build outputs and local job state (keeps .venv)
 	rm -rf build .course
+
+# --- issue 10: security scan, lab image, course cluster -----------------------------------------
+.PHONY: scan scan-setup image cluster cluster-down
+SCAN_VENV := .venv-scan
+
+$(SCAN_VENV)/bin/checkov: scan/requirements.txt
+	test -x $(SCAN_VENV)/bin/python || $(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install --quiet -r scan/requirements.txt
+	touch $@
+
+scan-setup: $(SCAN_VENV)/bin/checkov  ## create .venv-scan with the pinned Checkov
+
+scan: $(SCAN_VENV)/bin/checkov  ## Checkov over manifests/: fails on a finding not explained in scan/checkov-baseline.yaml
+	$(SCAN_VENV)/bin/python scan/checkov_scan.py
+
+image:  ## build the lab image (docker, podman or buildah), load/push it, record its digest (DRY_RUN=1 prints)
+	scripts/build-image.sh $(if $(DRY_RUN),--dry-run,)
+
+cluster:  ## kind cluster (or GPU=1 KUBECONFIG=... an existing one) with the pinned operators (DRY_RUN=1 prints)
+	scripts/cluster-up.sh $(if $(GPU),--existing --gpu,--kind) $(if $(DRY_RUN),--dry-run,)
+
+cluster-down:  ## remove what `make cluster` installed (DRY_RUN=1 prints)
+	scripts/cluster-down.sh $(if $(GPU),--existing,--kind) $(if $(DRY_RUN),--dry-run,)
+

@@ -4,7 +4,7 @@ bucket size and of gradient-compression hooks on the step time.
 Weak-scaling efficiency = tokens/s at 2 ranks / (2 x tokens/s at 1 rank). 100% means the
 all-reduce costs nothing; on CPU with gloo the gradient all-reduce runs on the same cores as the
 compute, so it shows up directly. Timings are medians over `STEPS` steps (labs/ddp_comm_sweep.py),
-each rank pinned to one thread (OMP_NUM_THREADS=1), model: TinyLlama dim 128, 4 layers.
+each rank pinned to one thread (OMP_NUM_THREADS=1), model: the course Llama (labs/lm_pretrain.py; measured with the earlier pure-torch TinyLlama of the same shape) dim 128, 4 layers.
 
     python -m benchmarks --only ddp_scaling
 

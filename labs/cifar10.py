@@ -52,51 +52,40 @@ CIFAR-10) are not measured yet.
 from __future__ import annotations
 
 import copy
-import math
-import os
-import random
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from labs.common import checkpoint as ckpt
 from labs.common import data
-from labs.common.config import ConfigError, config_diff, param
+from labs.common.config import ConfigError, check_bounds, param
 from labs.common.distributed import (
     DistInfo,
     all_reduce,
     barrier,
-    broadcast_object,
-    cleanup,
-    init_distributed,
     pick_device,
+    set_threads,
     wrap_ddp,
 )
-from labs.common.entry import EXIT_OK, EXIT_SIGTERM, StopFlag, run_main
-from labs.common.faults import EXIT_NONFINITE, Watchdog, nan_hook
-from labs.common.metrics import (
-    MetricsLog,
-    PrometheusExporter,
-    training_flops_per_sample,
-    truncate_metrics,
-    write_json_atomic,
-)
+from labs.common.entry import StopFlag, run_main
+from labs.common.metrics import training_flops_per_sample
+from labs.common.state import seed_everything
+from labs.common.trainer import CoreConfig, Task, Trainer, train_task, warmup_cosine
+
+__all__ = ["TrainConfig", "CifarTask", "main", "train", "warmup_cosine", "StopFlag"]
 
 
 @dataclass
-class TrainConfig:
-    """Every knob of the lab. `python -m labs.cifar10 --help` is generated from this class."""
+class TrainConfig(CoreConfig):
+    """Every knob of the lab. `python -m labs.cifar10 --help` is generated from this class;
+    the flags every lab shares (resume, stops, checkpoints, faults) come from CoreConfig."""
 
     # -- data and outputs ------------------------------------------------------------------------
     data_dir: str = param(
@@ -119,14 +108,6 @@ class TrainConfig:
     epochs: int = param(20, "passes over the training set; fixes the LR schedule length")
     batch_size: int = param(
         256, "images per process per micro-batch; global batch = this x grad_accum x world_size"
-    )
-    grad_accum_steps: int = param(
-        1, "micro-batches per optimizer step: a larger effective batch in the same memory"
-    )
-    max_steps: int = param(
-        0,
-        "optimizer steps: stop (with a checkpoint) after this many; 0 = no cap. The LR "
-        "schedule still spans all epochs, so rerunning without it continues exactly",
     )
     # -- optimisation ------------------------------------------------------------------------------
     optimizer: Literal["sgd", "adamw"] = param(
@@ -171,7 +152,6 @@ class TrainConfig:
     num_threads: int = param(
         0, "CPU threads per process; 0 = OMP_NUM_THREADS if set (torchrun sets 1), else all cores"
     )
-    seed: int = param(0, "seeds init, data order and augmentation: same seed, same run")
     # -- outputs -----------------------------------------------------------------------------------
     log_every: int = param(50, "optimizer steps between train records/lines")
     checkpoint_every: int = param(
@@ -181,37 +161,14 @@ class TrainConfig:
     smoke: bool = param(
         False, "preset: an ~18 s, 2-core CPU run (2000 images, width 16); explicit flags still win"
     )
-    # -- failures: guards and injection (lesson 11; metrics export is env METRICS_PORT) ------------
-    on_nonfinite: Literal["fail", "skip", "rollback"] = param(
-        "fail",
-        "a NaN/inf loss: fail = exit 4 naming the step; skip = drop that update; rollback = "
-        "reload the last checkpoint and replay (same result as a run without the fault)",
-    )
-    watchdog_s: float = param(
-        0.0, "seconds without a finished step before the rank exits 3 as hung (0 = off)"
-    )
-    inject_nan_at_step: int = param(
-        0, "fault injection: NaN loss at this optimizer step, once per out_dir (0 = off)"
-    )
-    inject_hang_at_step: int = param(
-        0, "fault injection: rank 0 hangs before this step, once per out_dir (0 = off)"
-    )
-    inject_slow_checkpoint_s: float = param(
-        0.0, "fault injection: seconds to pause halfway through each checkpoint write"
-    )
 
     def __post_init__(self) -> None:
-        positive = "epochs batch_size grad_accum_steps width log_every keep_checkpoints".split()
-        non_negative = (
-            "max_steps train_subset test_subset num_workers num_threads checkpoint_every "
-            "weight_decay momentum"
-        ).split()
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1 (got {getattr(self, name)})")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"must be >= 0 (got {getattr(self, name)})")
+        super().__post_init__()
+        check_bounds(
+            self,
+            positive="epochs batch_size width",
+            non_negative="train_subset test_subset num_workers num_threads weight_decay momentum",
+        )
         if not self.lr > 0:
             raise ConfigError("lr", f"must be > 0 (got {self.lr})")
         if not self.bucket_cap_mb > 0:
@@ -235,11 +192,10 @@ SMOKE: dict[str, Any] = dict(
     checkpoint_every=50,
 )
 
-# Fields that may change between a run and its resume without changing the result.
+# Lab fields that may change between a run and its resume without changing the result (the
+# core's own are in labs.common.trainer.CORE_RUNTIME_FIELDS).
 RUNTIME_FIELDS = (
-    "out_dir data_dir prepare max_steps num_workers num_threads log_every checkpoint_every "
-    "keep_checkpoints smoke device bucket_cap_mb comm_hook on_nonfinite watchdog_s "
-    "inject_nan_at_step inject_hang_at_step inject_slow_checkpoint_s"
+    "data_dir prepare num_workers num_threads smoke device bucket_cap_mb comm_hook"
 ).split()
 
 
@@ -317,14 +273,6 @@ class ModelEMA:
         self.updates = state["updates"]
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
-    """LR multiplier: linear 0 -> 1 over `warmup_steps`, then cosine 1 -> 0 at `total_steps`."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD-Nesterov or AdamW; weight decay only on conv/linear weights (ndim >= 2)."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
@@ -375,44 +323,6 @@ class Runtime:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
-
-
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: nn.Module,
-    micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
-    rt: Runtime,
-    scaler: torch.amp.GradScaler | None = None,
-    guard: Callable[[torch.Tensor], bool] | None = None,
-) -> torch.Tensor:
-    """One optimizer step over `micro_batches` (gradient accumulation); returns the mean loss.
-
-    Under DDP, gradients are all-reduced only on the last micro-batch (`no_sync` before it).
-    `guard(loss)` runs before the update; False skips it (a NaN loss must not reach the weights)."""
-    total = torch.zeros((), device=rt.device)
-    for i, (x, y) in enumerate(micro_batches):
-        last = i == len(micro_batches) - 1
-        sync = (
-            nullcontext()
-            if last or not isinstance(model, DistributedDataParallel)
-            else (model.no_sync())
-        )
-        with sync:
-            with rt.autocast():
-                loss = loss_fn(model(x), y) / len(micro_batches)
-            (scaler.scale(loss) if scaler else loss).backward()
-        total += loss.detach()
-    if guard is not None and not guard(total):
-        optimizer.zero_grad(set_to_none=True)
-        return total
-    if scaler:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return total
 
 
 @torch.no_grad()
@@ -477,425 +387,195 @@ def check_data(cfg: TrainConfig) -> None:
     )
 
 
-def rng_state() -> dict[str, Any]:
-    """Every global RNG, in a form `torch.load(weights_only=True)` accepts."""
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 # ------------------------------------------------------------------------------------------------
-# The training run.
+# The lab's part of the run: data, model, batches, loss, evaluation. The loop is labs.common.trainer.
 
 
-def train(cfg: TrainConfig, dist: DistInfo, stop: StopFlag) -> int:
-    """Run (or resume) training; returns the process exit code."""
-    log = print if dist.is_main else (lambda *a, **k: None)
-    device, amp_dtype = resolve_runtime(cfg, dist)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    check_data(cfg)
-    init_distributed(dist, device)
-    try:
-        return _train(cfg, dist, stop, device, amp_dtype, log)
-    finally:
-        cleanup(dist)
+class CifarTask(Task):
+    """CIFAR-10 for the trainer core: epochs of shuffled micro-batches, eval every epoch."""
 
+    name = "cifar10"
+    eval_metric, eval_mode = "test_acc", "max"
+    result_when_capped = True
+    runtime_fields = RUNTIME_FIELDS
 
-def _train(
-    cfg: TrainConfig,
-    dist: DistInfo,
-    stop: StopFlag,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    log: Callable[..., None],
-) -> int:
-    """The run itself, top to bottom: data, model, resume, loop, result."""
-    out = Path(cfg.out_dir)
-    ckpt_dir = out / "checkpoints"
-    if cfg.prepare and cfg.dataset == "synthetic" and dist.local_rank == 0:
-        data.prepare_synthetic(cfg.data_dir, log=lambda m: log(m, flush=True))
-    barrier(dist)  # the others wait until local rank 0 has written the data
-
-    # Data: one uint8 tensor per split, in memory.
-    train_x, train_y = data.load_split(cfg.data_dir, cfg.dataset, train=True)
-    test_x, test_y = data.load_split(cfg.data_dir, cfg.dataset, train=False)
-    if cfg.train_subset:
-        train_x, train_y = train_x[: cfg.train_subset], train_y[: cfg.train_subset]
-    if cfg.test_subset:
-        test_x, test_y = test_x[: cfg.test_subset], test_y[: cfg.test_subset]
-    mean, std = data.channel_stats(train_x)
-    rt = Runtime(device, amp_dtype, cfg.channels_last, mean.to(device), std.to(device))
-    # Each rank sees its own 1/world_size of every epoch; the order depends on (seed, epoch).
-    sampler = DistributedSampler(
-        range(len(train_x)),
-        num_replicas=dist.world_size,
-        rank=dist.rank,
-        shuffle=True,
-        seed=cfg.seed,
-        drop_last=True,
-    )
-    steps_per_epoch = len(sampler) // (cfg.batch_size * cfg.grad_accum_steps)
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            "batch_size",
-            f"{cfg.batch_size} x grad_accum_steps "
-            f"{cfg.grad_accum_steps} exceeds the {len(sampler)} images per process",
-        )
-    total_steps = cfg.epochs * steps_per_epoch
-
-    # Model, optimizer, schedule: seeded, so every rank builds identical weights.
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    random.seed(cfg.seed)
-    memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
-    model = ResNet(cfg.width, num_classes=data.NUM_CLASSES).to(device, memory_format=memory_format)
-    optimizer = make_optimizer(model, cfg)
-    warmup = round(cfg.warmup_fraction * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, total_steps, warmup)
-    )
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    ema = ModelEMA(model, cfg.ema_decay) if cfg.ema else None
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-
-    # Resume: rank 0 reads its newest complete checkpoint and sends it to the others.
-    state, path = (
-        ckpt.load_latest(ckpt_dir, log=lambda m: log(m, flush=True))
-        if dist.is_main
-        else (None, None)
-    )
-    state = broadcast_object(state, dist)
-    step = epoch = step_in_epoch = 0
-    prior_time, last_eval, resumed_from = 0.0, None, None
-
-    def load_state(state: dict[str, Any]) -> tuple[int, int, int]:
-        """Weights, optimizer, schedule, EMA, scaler and RNGs from a checkpoint; its position."""
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        if scaler is not None and state.get("scaler") is not None:
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        return state["step"], state["epoch"], state["step_in_epoch"]
-
-    if state is not None:
-        step, epoch, step_in_epoch = load_state(state)
-        prior_time, last_eval, resumed_from = state["train_time_s"], state["last_eval"], step
-        for field, (old, new) in config_diff(state["config"], asdict(cfg), RUNTIME_FIELDS).items():
-            log(f"warning: resuming with {field}={new!r} (checkpoint has {old!r})", flush=True)
-        if state["world_size"] != dist.world_size:
-            log(
-                f"warning: checkpoint was written with world_size={state['world_size']}; data "
-                "order and schedule length change",
-                flush=True,
+    def __init__(self, cfg: TrainConfig, dist: DistInfo, device: torch.device, amp_dtype) -> None:
+        self.cfg, self.dist, self.device, self.amp_dtype = cfg, dist, device, amp_dtype
+        self.load_data()
+        # Model, optimizer: seeded, so every rank builds identical weights.
+        seed_everything(cfg.seed)
+        memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
+        self.model = ResNet(cfg.width, data.NUM_CLASSES).to(device, memory_format=memory_format)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.stage_steps = cfg.epochs * self.steps_per_epoch
+        self.warmup_steps = round(cfg.warmup_fraction * self.stage_steps)
+        self.eval_every = self.steps_per_epoch
+        self.scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema else None
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.samples_per_step = cfg.batch_size * cfg.grad_accum_steps * dist.world_size
+        self.net = self.model
+        if dist.is_distributed:
+            self.net = wrap_ddp(
+                self.model, device, bucket_cap_mb=cfg.bucket_cap_mb, comm_hook=cfg.comm_hook
             )
-        log(f"resumed from step {step} ({path})", flush=True)
-    if dist.is_main:
-        truncate_metrics(out / "metrics.jsonl", step)  # forget steps we are about to replay
-        (out / "result.json").unlink(missing_ok=True)
-    metrics = MetricsLog(out / "metrics.jsonl", enabled=dist.is_main)
-    net = model
-    if dist.is_distributed:
-        net = wrap_ddp(
-            model,
-            device,
-            bucket_cap_mb=cfg.bucket_cap_mb,
-            comm_hook=cfg.comm_hook,
-            log=log,
+        self._batches: Iterator | None = None
+        self._position: tuple[int, int] | None = None
+        self._flops: float | None = None
+
+    def load_data(self) -> None:
+        cfg, dist = self.cfg, self.dist
+        train_x, train_y = data.load_split(cfg.data_dir, cfg.dataset, train=True)
+        test_x, test_y = data.load_split(cfg.data_dir, cfg.dataset, train=False)
+        n_train, n_test = cfg.train_subset or len(train_x), cfg.test_subset or len(test_x)
+        self.train_x, self.train_y = train_x[:n_train], train_y[:n_train]
+        self.test_x, self.test_y = test_x[:n_test], test_y[:n_test]
+        mean, std = data.channel_stats(self.train_x)
+        self.rt = Runtime(
+            self.device,
+            self.amp_dtype,
+            cfg.channels_last,
+            mean.to(self.device),
+            std.to(self.device),
         )
-
-    global_batch = cfg.batch_size * cfg.grad_accum_steps * dist.world_size
-    log(
-        f"cifar10: device={device.type} world_size={dist.world_size} resumed_from={resumed_from} "
-        f"train={len(train_x)} test={len(test_x)} steps={total_steps} "
-        f"precision={'fp32' if amp_dtype is None else str(amp_dtype).removeprefix('torch.')} "
-        f"global_batch={global_batch} threads={torch.get_num_threads()}",
-        flush=True,
-    )
-
-    prom = PrometheusExporter.from_env(
-        os.environ.get("JOB_NAME") or out.name, dist.rank, dist.local_rank, device.index
-    )
-    prom.start(total_steps)
-    flops_per_sample = training_flops_per_sample(model, data.IMAGE_SHAPE) if prom.enabled else None
-    watchdog = Watchdog(cfg.watchdog_s).start()
-    nonfinite = {"action": ""}  # set by the guard: what the loop must do after the step
-
-    def guard(loss: torch.Tensor) -> bool:
-        """Before each update: is the loss finite on every rank? Else count it and obey the policy."""
-        bad = (~torch.isfinite(loss)).float()
-        if all_reduce(bad, dist, op="max").item() == 0:
-            return True
-        prom.nonfinite_step()
-        log(f"non-finite loss {loss.item()} at step {step + 1}: {cfg.on_nonfinite}", flush=True)
-        nonfinite["action"] = cfg.on_nonfinite
-        return False
-
-    def fire_once(kind: str, at_step: int) -> bool:
-        """Injected faults are transient: rank 0 fires each once per out_dir (a marker file)."""
-        if not (dist.is_main and at_step and step + 1 == at_step):
-            return False
-        marker = out / "injected-faults" / f"{kind}-step-{at_step}"
-        if marker.exists():
-            return False
-        write_json_atomic(marker, {"kind": kind, "step": at_step})
-        log(f"fault injection: {kind} at step {at_step}", flush=True)
-        return True
-
-    def save(reason: str = "") -> None:
-        interval_loss = all_reduce(interval["loss"].clone(), dist).item()  # every rank joins
-        save_start = time.perf_counter()
-        if dist.is_main:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "ema": ema.state_dict() if ema else None,
-                "scaler": scaler.state_dict() if scaler else None,
-                "rng": rng_state(),
-                "step": step,
-                "epoch": epoch,
-                "step_in_epoch": step_in_epoch,
-                "train_time_s": elapsed(),
-                "last_eval": last_eval,
-                "interval_loss": interval_loss,
-                "interval_steps": interval["steps"],
-                "config": asdict(cfg),
-                "world_size": dist.world_size,
-            }
-            p = ckpt.save_checkpoint(
-                state,
-                ckpt_dir,
-                step,
-                keep=cfg.keep_checkpoints,
-                slow_write_s=cfg.inject_slow_checkpoint_s,
+        # Each rank sees its own 1/world_size of every epoch; the order depends on (seed, epoch).
+        self.sampler = DistributedSampler(
+            range(len(self.train_x)),
+            num_replicas=dist.world_size,
+            rank=dist.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=True,
+        )
+        self.steps_per_epoch = len(self.sampler) // (cfg.batch_size * cfg.grad_accum_steps)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                "batch_size",
+                f"{cfg.batch_size} x grad_accum_steps "
+                f"{cfg.grad_accum_steps} exceeds the {len(self.sampler)} images per process",
             )
-            log(f"checkpoint saved step {step} path {p}{reason}", flush=True)
-        barrier(dist)
-        prom.checkpoint_saved(time.perf_counter() - save_start)
-        watchdog.beat(step)
 
-    def rollback() -> None:
-        """Back to the newest complete checkpoint, as if the process had been restarted."""
-        nonlocal step, epoch, step_in_epoch, last_eval
-        state, path = ckpt.load_latest(ckpt_dir, log=log) if dist.is_main else (None, None)
-        state = broadcast_object(state, dist)
-        if state is None:
-            raise RuntimeError("on_nonfinite=rollback, but there is no checkpoint to go back to")
-        step, epoch, step_in_epoch = load_state(state)
-        last_eval = state["last_eval"]
-        interval.update(loss=torch.zeros((), device=device), steps=state["interval_steps"])
-        if dist.is_main:
-            interval["loss"] += state["interval_loss"]
-            truncate_metrics(out / "metrics.jsonl", step)
-        log(f"rolled back to step {step} ({path})", flush=True)
+    # -- batches and loss --------------------------------------------------------------------------
+    def micro_batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, within = divmod(step - self.stage_start, self.steps_per_epoch)
+        if self._position != (epoch, within):  # a fresh start, a new epoch, a resume, a rollback
+            self._batches = self.epoch_batches(epoch, within)
+        micro = [next(self._batches) for _ in range(self.cfg.grad_accum_steps)]
+        self._position = (epoch, within + 1)
+        return micro
 
-    def run_eval() -> dict[str, float]:
-        test_loss, test_acc = evaluate(ema.module if ema else model, test_x, test_y, rt, dist)
-        return {"test_loss": test_loss, "test_acc": test_acc}
-
-    run_start = time.perf_counter()
-    step_time, run_images = 0.0, 0
-    # Loss of the current log interval; saved in checkpoints so that a resumed run logs the same
-    # numbers as an uninterrupted one. Images/s counts only steps timed in this process.
-    interval = {
-        "loss": torch.zeros((), device=device),
-        "steps": 0,
-        "timed": 0,
-        "t": time.perf_counter(),
-    }
-    if state is not None and dist.is_main:
-        interval["loss"] += state["interval_loss"]
-    interval["steps"] = state["interval_steps"] if state is not None else 0
-
-    def elapsed() -> float:
-        return prior_time + time.perf_counter() - run_start
-
-    def finish(result_eval: dict[str, float], completed: bool) -> None:
-        result = {
-            **result_eval,
-            "steps": step,
-            "epochs": cfg.epochs,
-            "resumed_from_step": resumed_from,
-            "train_time_s": round(elapsed(), 3),
-            "images_per_s": round(run_images / step_time, 1) if step_time else 0.0,
-            "device": device.type,
-            "world_size": dist.world_size,
-            "completed": completed,
-        }
-        if dist.is_main:
-            write_json_atomic(out / "result.json", result)
-        log(
-            f"done test_acc {result['test_acc']:.4f} test_loss {result['test_loss']:.4f} "
-            f"steps {step} time_s {result['train_time_s']:.1f} img/s {result['images_per_s']:.0f}",
-            flush=True,
-        )
-
-    if cfg.max_steps and step >= cfg.max_steps and epoch < cfg.epochs:
-        log(f"already at max_steps={cfg.max_steps}; rerun without it to continue", flush=True)
-        metrics.close()
-        finish(run_eval(), completed=False)
-        return EXIT_OK
-
-    while epoch < cfg.epochs:
-        sampler.set_epoch(epoch)
+    def epoch_batches(self, epoch: int, within: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's augmented micro-batches of `epoch`, from optimizer step `within` on."""
+        cfg = self.cfg
+        self.sampler.set_epoch(epoch)
         batches = data.EpochBatches(
-            train_x,
-            train_y,
-            torch.tensor(list(sampler)),
+            self.train_x,
+            self.train_y,
+            torch.tensor(list(self.sampler)),
             cfg.batch_size,
-            start=step_in_epoch * cfg.grad_accum_steps,
-            stop=steps_per_epoch * cfg.grad_accum_steps,
+            start=within * cfg.grad_accum_steps,
+            stop=self.steps_per_epoch * cfg.grad_accum_steps,
         )
         loader = DataLoader(
             batches,
             batch_size=None,
             shuffle=False,
             num_workers=cfg.num_workers,
-            pin_memory=device.type == "cuda",
+            pin_memory=self.device.type == "cuda",
         )
-        micro: list[tuple[torch.Tensor, torch.Tensor]] = []
-        t0 = step_end = time.perf_counter()
         for images, labels, index in loader:
-            gen = torch.Generator().manual_seed(batch_seed(cfg.seed, epoch, dist.rank, index))
-            micro.append(rt.prepare(images, labels, gen))
-            if len(micro) < cfg.grad_accum_steps:
-                continue
-            nan_handle = (
-                model.head.register_forward_hook(nan_hook)
-                if fire_once("nan", cfg.inject_nan_at_step)
-                else None
-            )
-            if fire_once("hang", cfg.inject_hang_at_step):
-                while True:  # a stuck collective or file read: only the watchdog ends this
-                    time.sleep(3600)
-            loss = train_step(net, optimizer, loss_fn, micro, rt, scaler, guard)
-            if nan_handle is not None:
-                nan_handle.remove()
-            micro = []
-            if nonfinite["action"] == "fail":
-                metrics.close()
-                log(f"error: non-finite loss at step {step + 1}; exiting", flush=True)
-                return EXIT_NONFINITE
-            if nonfinite["action"] == "rollback":
-                nonfinite["action"] = ""
-                rollback()
-                break
-            scheduler.step()
-            if ema is not None:
-                ema.update(model)
-            step += 1
-            step_in_epoch += 1
-            run_images += global_batch
-            if nonfinite["action"] == "skip":
-                nonfinite["action"] = ""  # that update was dropped; its loss is not averaged
-            else:
-                interval["loss"] += loss
-                interval["steps"] += 1
-            interval["timed"] += 1
-            watchdog.beat(step)
-            now = time.perf_counter()
-            prom.step_done(step, now - step_end, global_batch)
-            step_end = now
+            gen = torch.Generator().manual_seed(batch_seed(cfg.seed, epoch, self.dist.rank, index))
+            yield self.rt.prepare(images, labels, gen)
 
-            if step % cfg.log_every == 0:
-                mean_loss = all_reduce(interval["loss"].clone(), dist).item() / (
-                    max(1, interval["steps"]) * dist.world_size
-                )
-                now = time.perf_counter()
-                ips = interval["timed"] * global_batch / (now - interval["t"])
-                ep = epoch + step_in_epoch / steps_per_epoch
-                lr = optimizer.param_groups[0]["lr"]
-                log(
-                    f"step {step}/{total_steps} epoch {ep:.2f} loss {mean_loss:.4f} lr {lr:.4f} "
-                    f"img/s {ips:.0f}",
-                    flush=True,
-                )
-                metrics.write(
-                    {
-                        "kind": "train",
-                        "step": step,
-                        "epoch": round(ep, 4),
-                        "loss": mean_loss,
-                        "lr": lr,
-                        "images_per_s": round(ips, 1),
-                        "time_s": round(elapsed(), 3),
-                    }
-                )
-                interval.update(loss=torch.zeros((), device=device), steps=0, timed=0, t=now)
-                prom.interval(mean_loss, lr, ips, flops_per_sample)
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return self.loss_fn(self.net(x), y)
 
-            # Every rank must agree to stop, or the others would wait forever in the next
-            # all-reduce: share the SIGTERM flag (max over ranks; a tiny collective per step).
-            sigterm = stop.requested
-            if dist.is_distributed:
-                flag = torch.tensor(float(sigterm), device=device)
-                sigterm = all_reduce(flag, dist, op="max").item() > 0
-            capped = cfg.max_steps and step >= cfg.max_steps
-            if sigterm or capped:
-                step_time += time.perf_counter() - t0
-                save(" (SIGTERM)" if sigterm else " (max_steps)")
-                metrics.close()
-                if sigterm:
-                    log(f"stopped by SIGTERM at step {step}; rerun to resume", flush=True)
-                    return EXIT_SIGTERM
-                log(
-                    f"stopped at max_steps={cfg.max_steps}; rerun without it to continue",
-                    flush=True,
-                )
-                finish(run_eval(), completed=False)
-                return EXIT_OK
-            if (
-                cfg.checkpoint_every
-                and step % cfg.checkpoint_every == 0
-                and step_in_epoch < steps_per_epoch
-            ):
-                save()
-        step_time += time.perf_counter() - t0
-        if step_in_epoch < steps_per_epoch:
-            continue  # rolled back mid-epoch: restart the epoch's loader at the restored position
+    def autocast(self):
+        return self.rt.autocast()
 
-        eval_start = time.perf_counter()
-        last_eval = run_eval()
-        interval["t"] += time.perf_counter() - eval_start  # img/s measures training only
-        log(
-            f"eval epoch {epoch + 1} test_acc {last_eval['test_acc']:.4f} "
-            f"test_loss {last_eval['test_loss']:.4f}",
-            flush=True,
-        )
-        watchdog.beat(step)
-        metrics.write({"kind": "eval", "step": step, "epoch": epoch + 1, **last_eval})
-        epoch += 1
-        step_in_epoch = 0
-        if epoch == cfg.epochs or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-            save()
+    def nan_module(self) -> nn.Module:
+        return self.model.head  # BatchNorm statistics stay clean; only the gradients are poisoned
 
-    metrics.close()
-    finish(last_eval if last_eval is not None else run_eval(), completed=True)
-    watchdog.stop()
-    prom.close()
-    return EXIT_OK
+    def flops_per_sample(self) -> float:
+        if self._flops is None:
+            self._flops = training_flops_per_sample(self.model, data.IMAGE_SHAPE)
+        return self._flops
+
+    # -- what the trainer prints and records -------------------------------------------------------
+    def start_fields(self, resumed_from: int | None) -> dict[str, Any]:
+        dtype = self.rt.amp_dtype
+        return {
+            "device": self.device.type,
+            "world_size": self.dist.world_size,
+            "resumed_from": resumed_from,
+            "train": len(self.train_x),
+            "test": len(self.test_x),
+            "steps": self.stage_start + self.stage_steps,
+            "precision": "fp32" if dtype is None else str(dtype).removeprefix("torch."),
+            "global_batch": self.samples_per_step,
+            "threads": torch.get_num_threads(),
+        }
+
+    def log_fields(self, step, loss, lr, samples_per_s, s_per_step):
+        ep = (step - self.stage_start) / self.steps_per_epoch
+        fields = [
+            ("epoch", f"{ep:.2f}"),
+            ("loss", f"{loss:.4f}"),
+            ("lr", f"{lr:.4f}"),
+            ("img/s", f"{samples_per_s:.0f}"),
+        ]
+        record = {
+            "epoch": round(ep, 4),
+            "loss": loss,
+            "lr": lr,
+            "images_per_s": round(samples_per_s, 1),
+        }
+        return fields, record
+
+    def run_eval(self) -> dict[str, float]:
+        model = self.ema.module if self.ema is not None else self.model
+        test_loss, test_acc = evaluate(model, self.test_x, self.test_y, self.rt, self.dist)
+        return {"test_loss": test_loss, "test_acc": test_acc}
+
+    def evaluate(self, step: int) -> tuple[dict[str, Any], str]:
+        epoch = (step - self.stage_start) // self.steps_per_epoch
+        ev = self.run_eval()
+        line = f"eval epoch {epoch} test_acc {ev['test_acc']:.4f} test_loss {ev['test_loss']:.4f}"
+        return {"epoch": epoch, **ev}, line
+
+    def finish(self, trainer: Trainer, completed: bool):
+        if trainer.last_eval is not None and trainer.last_eval_step == trainer.step:
+            ev = {k: v for k, v in trainer.last_eval.items() if k != "epoch"}
+        else:  # stopped between evaluations (--max-steps): score the weights as they are
+            ev = self.run_eval()
+        seconds = trainer.step_seconds
+        ips = round(trainer.timed_steps * self.samples_per_step / seconds, 1) if seconds else 0.0
+        result = {**ev, "epochs": self.cfg.epochs, "images_per_s": ips}
+        done = [
+            ("test_acc", f"{ev['test_acc']:.4f}"),
+            ("test_loss", f"{ev['test_loss']:.4f}"),
+            ("steps", str(trainer.step)),
+            ("time_s", f"{trainer.elapsed():.1f}"),
+            ("img/s", f"{ips:.0f}"),
+        ]
+        return result, done
+
+
+def train(cfg: TrainConfig, dist: DistInfo, stop: StopFlag) -> int:
+    """Run (or resume) training; returns the process exit code."""
+    log = print if dist.is_main else (lambda *a, **k: None)
+    device, amp_dtype = resolve_runtime(cfg, dist)
+    set_threads(cfg.num_threads)
+    check_data(cfg)
+
+    def make_task() -> CifarTask:
+        if cfg.prepare and cfg.dataset == "synthetic" and dist.local_rank == 0:
+            data.prepare_synthetic(cfg.data_dir, log=lambda m: log(m, flush=True))
+        barrier(dist)  # the others wait until local rank 0 has written the data
+        return CifarTask(cfg, dist, device, amp_dtype)
+
+    return train_task(cfg, dist, stop, device, make_task)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Measure DDP step time for several communication settings in ONE torchrun launch.
 
-Each setting (bucket size in MB, compression hook) wraps the same TinyLlama in a fresh
+Each setting (bucket size in MB, compression hook) wraps the same course model (labs/common/tiny_lm.llama_config) in a fresh
 DistributedDataParallel, runs `--warmup` untimed steps and `--steps` timed ones on the same
 per-rank batch, and rank 0 appends {bucket_cap_mb, comm_hook, step_ms, tokens_per_s} to the JSON
 file `OUT_DIR/sweep.json`. One launch for all settings, so process start-up (seconds per process) is paid once.
@@ -34,7 +34,7 @@ from labs.common.distributed import (
     init_distributed,
     wrap_ddp,
 )
-from labs.common.tiny_llama import LlamaConfig, TinyLlama
+from labs.common.tiny_lm import build_llama, llama_config
 
 
 def parse_settings(text: str) -> list[tuple[float, str]]:
@@ -77,8 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     init_distributed(info, device)
     results = []
     try:
-        cfg = LlamaConfig(
-            dim=args.dim, n_layers=args.n_layers, n_heads=4, n_kv_heads=2, max_seq_len=args.seq_len
+        cfg = llama_config(
+            vocab_size=256,
+            hidden_size=args.dim,
+            intermediate_size=64 * -(-8 * args.dim // (3 * 64)),
+            num_layers=args.n_layers,
+            num_heads=4,
+            num_kv_heads=2,
+            max_positions=args.seq_len,
+            tie_word_embeddings=False,
         )
         gen = torch.Generator().manual_seed(info.rank)
         x = torch.randint(0, 256, (args.batch_size, args.seq_len + 1), generator=gen)
@@ -89,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     {"bucket_cap_mb": bucket_cap_mb, "comm_hook": hook, "skipped": reason}
                 )
                 continue
-            torch.manual_seed(0)
-            model = TinyLlama(cfg)
+            model = build_llama(cfg, seed=0)
             net = (
                 wrap_ddp(
                     model,
@@ -106,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             times = []
             for step in range(args.warmup + args.steps):
                 start = time.perf_counter()
-                loss = F.cross_entropy(net(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+                logits = net(x[:, :-1]).logits
+                loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

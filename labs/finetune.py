@@ -28,6 +28,8 @@ and on SIGTERM checkpoints and exits 143. Exit code 2 = configuration error.
 One process (CPU smoke run: builds the tiny model into .course/models on first use):
 
     python -m labs.finetune --out-dir runs/lora --smoke
+    python -m labs.finetune --model-id runs/lm/hf --out-dir runs/lora-own --smoke   # the model
+        # labs.lm_pretrain --corpus text --export-hf runs/lm/hf pretrained (lessons 03-05)
     python -m labs.finetune --out-dir runs/qlora --smoke --method qlora --memory-table
 
 Several processes (DDP over the adapters; each rank gets its own micro-batches):
@@ -60,41 +62,37 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
-import shutil
 import sys
-import tempfile
-import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
-from labs.common import checkpoint as ckpt
 from labs.common import instructions
-from labs.common.config import ConfigError, config_diff, param
+from labs.common.checkpoint import save_dir_atomic
+from labs.common.config import ConfigError, check_bounds, param
 from labs.common.distributed import (
     DistInfo,
     all_reduce,
     barrier,
-    broadcast_object,
-    cleanup,
-    init_distributed,
     pick_device,
+    set_threads,
+    wrap_ddp,
 )
-from labs.common.entry import EXIT_OK, EXIT_SIGTERM, StopFlag, run_main
-from labs.common.metrics import MetricsLog, truncate_metrics, write_json_atomic
+from labs.common.entry import StopFlag, run_main
+from labs.common.state import seed_everything
+from labs.common.trainer import CoreConfig, Task, Trainer, train_task
 
 LLAMA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
 @dataclass
-class FinetuneConfig:
-    """Every knob of the lab. `python -m labs.finetune --help` is generated from this class."""
+class FinetuneConfig(CoreConfig):
+    """Every knob of the lab. `python -m labs.finetune --help` is generated from this class; the
+    flags every lab shares (resume, stops, checkpoints, faults) come from CoreConfig."""
 
     # -- model and data ----------------------------------------------------------------------------
     model_id: str = param(
@@ -131,14 +129,19 @@ class FinetuneConfig:
     steps: int = param(300, "optimizer steps; fixes the LR schedule length")
     batch_size: int = param(8, "examples per process per micro-batch")
     grad_accum_steps: int = param(2, "micro-batches per optimizer step (larger effective batch)")
-    max_steps: int = param(0, "stop (with a checkpoint) after this many steps; 0 = no cap")
     lr: float = param(2e-4, "peak learning rate (LoRA tolerates ~10x a full fine-tune's)")
     weight_decay: float = param(0.0, "AdamW decoupled weight decay on the trainable weights")
     warmup_fraction: float = param(0.1, "fraction of steps with linear LR warmup")
+    grad_clip: float = param(1.0, "max global gradient norm of the trainable weights (0 = off)")
     # -- evaluation and checks ---------------------------------------------------------------------
     samples: int = param(3, "held-out questions answered greedily before and after")
     max_new_tokens: int = param(32, "tokens generated per sample answer")
     eval_batch_size: int = param(16, "examples per eval forward pass")
+    eval_every: int = param(
+        0,
+        "optimizer steps between held-out evaluations (0 = only before and after training); "
+        "what --early-stop-patience watches",
+    )
     merge_tolerance: float = param(
         1e-3, "max |logit| difference allowed between merged and unmerged models (fp32)"
     )
@@ -149,7 +152,6 @@ class FinetuneConfig:
     # -- system ------------------------------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda"] = param("auto", "auto = cuda when available")
     num_threads: int = param(0, "CPU threads; 0 = OMP_NUM_THREADS if set, else all cores")
-    seed: int = param(0, "seeds data, adapter init and dropout: same seed, same run")
     log_every: int = param(10, "optimizer steps between train lines/records")
     checkpoint_every: int = param(100, "steps between checkpoints (0 = only at the end)")
     keep_checkpoints: int = param(2, "newest checkpoints kept")
@@ -158,16 +160,13 @@ class FinetuneConfig:
     )
 
     def __post_init__(self) -> None:
-        positive = (
-            "train_examples eval_examples max_length lora_r lora_alpha steps batch_size "
-            "grad_accum_steps eval_batch_size max_new_tokens log_every keep_checkpoints"
-        ).split()
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1 (got {getattr(self, name)})")
-        for name in "max_steps samples num_threads checkpoint_every weight_decay".split():
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"must be >= 0 (got {getattr(self, name)})")
+        super().__post_init__()
+        check_bounds(
+            self,
+            positive="train_examples eval_examples max_length lora_r lora_alpha steps batch_size "
+            "eval_batch_size max_new_tokens",
+            non_negative="samples num_threads weight_decay eval_every",
+        )
         if not self.lr > 0:
             raise ConfigError("lr", f"must be > 0 (got {self.lr})")
         for name in ("warmup_fraction", "lora_dropout"):
@@ -196,9 +195,10 @@ SMOKE: dict[str, Any] = dict(
     num_threads=1,  # tiny matrices: a second thread costs more in synchronisation than it saves
 )
 
+# Lab fields a resume may change without changing the result (plus the core's own).
 RUNTIME_FIELDS = (
-    "out_dir model_cache max_steps num_threads log_every checkpoint_every keep_checkpoints "
-    "smoke device samples max_new_tokens eval_batch_size merge_tolerance save_merged memory_table"
+    "model_cache num_threads smoke device samples max_new_tokens eval_batch_size "
+    "merge_tolerance save_merged memory_table eval_every"
 ).split()
 
 
@@ -272,6 +272,8 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if quantize is None:
         model.to(device)
+    else:
+        same_4bit_math_everywhere(model)
     return model
 
 
@@ -429,14 +431,6 @@ def logits_on(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     ).logits.float()
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
-    """LR multiplier: linear 0 -> 1 over `warmup_steps`, then cosine 1 -> 0 at `total_steps`."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def micro_batch_indices(
     step: int, accum: int, batch_size: int, n: int, seed: int, dist: DistInfo
 ) -> list[list[int]]:
@@ -521,6 +515,19 @@ def build_trainable(cfg: FinetuneConfig, path: str, device: torch.device, comput
         raise ConfigError("target_modules", f"{targets!r} does not fit this model: {e}") from e
 
 
+def same_4bit_math_everywhere(model: Any) -> None:
+    """Keep bitsandbytes' 4-bit layers on one numeric path on every CPU.
+
+    On a CPU with AVX512-BF16, a 4-bit layer's first forward in eval mode without gradients
+    repacks its weight in place for a bf16 kernel, and every later forward (training too) then
+    computes differently (measured: logits move by ~4e-2). Whether that happens would depend on
+    the machine and on whether a run evaluated before training (a resumed run does not), so a
+    resume could never be bitwise and a reloaded adapter never equal. GPUs are unaffected."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def load_adapter(
     cfg: FinetuneConfig,
     path: str,
@@ -541,303 +548,248 @@ def load_adapter(
     return PeftModel.from_pretrained(base, str(adapter_dir))
 
 
-def save_dir_atomic(final: Path, save: Any) -> None:
-    """`save(folder)` into a sibling temp folder, then swap it into place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
-        save(staged)
-        staged.chmod(0o755)
-        old = final.with_name(f".{final.name}-old")
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.replace(staged, final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
-
-
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+# ------------------------------------------------------------------------------------------------
+# The lab's part of the run: model, batches, loss, evaluation, checks. The loop is labs.common.trainer.
+
+
+class FinetuneTask(Task):
+    """LoRA / QLoRA / full fine-tuning on the instruction data; eval before and after."""
+
+    name = "finetune"
+    eval_metric = "eval_loss"
+    runtime_fields = RUNTIME_FIELDS
+
+    def __init__(self, cfg: FinetuneConfig, dist: DistInfo, device, compute, log) -> None:
+        self.cfg, self.dist, self.device, self.compute, self.print = cfg, dist, device, compute, log
+        if dist.local_rank == 0:
+            self.path = resolve_model_path(
+                cfg.model_id, cfg.model_cache, log=lambda m: log(m, flush=True)
+            )
+        barrier(dist)  # the others wait until the tiny model is built
+        if dist.local_rank != 0:
+            self.path = resolve_model_path(cfg.model_id, cfg.model_cache)
+        self.tokenizer = load_tokenizer(self.path)
+        train_ex, eval_ex = instructions.make_examples(
+            cfg.train_examples, cfg.eval_examples, cfg.seed
+        )
+        self.train_rows = tokenized_split(self.tokenizer, train_ex, cfg.max_length)
+        self.eval_rows = tokenized_split(self.tokenizer, eval_ex, cfg.max_length)
+        self.pad_id = self.tokenizer.pad_token_id
+        self.sample_ex = eval_ex[: cfg.samples]
+        seed_everything(cfg.seed)
+        self.model = build_trainable(cfg, self.path, device, compute)
+        self.trainable, self.total = count_params(self.model)
+        self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.stage_steps = cfg.steps
+        self.warmup_steps = round(cfg.warmup_fraction * cfg.steps)
+        self.eval_every = cfg.eval_every
+        self.samples_per_step = cfg.batch_size * cfg.grad_accum_steps * dist.world_size
+        self.net = wrap_ddp(self.model, device) if dist.is_distributed else self.model
+        self.before: dict | None = None
+        self.samples_before: list[str] = []
+        self.peak_step_bytes: int | None = None
+
+    # -- batches and loss --------------------------------------------------------------------------
+    def micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        micro = micro_batch_indices(
+            step, cfg.grad_accum_steps, cfg.batch_size, len(self.train_rows), cfg.seed, self.dist
+        )
+        batches = (
+            instructions.collate([self.train_rows[i] for i in idx], self.pad_id) for idx in micro
+        )
+        return [{k: v.to(self.device) for k, v in b.items()} for b in batches]
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.net(**batch).loss
+
+    def autocast(self):
+        if self.device.type == "cuda" and self.compute != torch.float32:
+            return torch.autocast("cuda", dtype=self.compute)
+        return nullcontext()
+
+    def nan_module(self) -> torch.nn.Module:
+        return self.model.get_output_embeddings()
+
+    # -- checkpoints hold only the trainable weights (the adapters), plus the eval before ---------
+    def model_state(self) -> dict[str, torch.Tensor]:
+        by_name = dict(self.model.named_parameters())
+        return {n: by_name[n].detach().cpu() for n in self.names}
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        by_name = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n in self.names:
+                by_name[n].copy_(state[n])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"eval_before": self.before, "samples_before": self.samples_before}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.before, self.samples_before = state["eval_before"], state["samples_before"]
+
+    # -- evaluation and what the trainer prints ----------------------------------------------------
+    def held_out(self) -> dict[str, float]:
+        cfg = self.cfg
+        return evaluate(
+            self.model, self.eval_rows, self.pad_id, self.device, cfg.eval_batch_size, self.dist
+        )
+
+    def evaluate(self, step: int) -> tuple[dict[str, Any], str]:
+        ev = self.held_out()
+        line = f"eval step {step}: loss {ev['loss']:.4f} perplexity {ev['perplexity']:.2f}"
+        return {"eval_loss": ev["loss"], "perplexity": ev["perplexity"]}, line
+
+    def begin(self, trainer: Trainer, resumed: bool) -> None:
+        if self.before is None:  # a fresh run: score the model before any training
+            self.before = self.held_out()
+            if self.dist.is_main:
+                self.samples_before = self.answers()
+            trainer.metrics.write(
+                {
+                    "kind": "eval",
+                    "step": 0,
+                    "eval_loss": self.before["loss"],
+                    "perplexity": self.before["perplexity"],
+                }
+            )
+        trainer.log(
+            f"eval before: loss {self.before['loss']:.4f} perplexity {self.before['perplexity']:.2f}"
+        )
+        self.model.train()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def on_optimizer_step(self, trainer: Trainer) -> None:
+        if self.device.type == "cuda" and self.peak_step_bytes is None:
+            self.peak_step_bytes = torch.cuda.max_memory_allocated(self.device)
+
+    def answers(self) -> list[str]:
+        return generate_answers(
+            self.model, self.tokenizer, self.sample_ex, self.device, self.cfg.max_new_tokens
+        )
+
+    def start_fields(self, resumed_from: int | None) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "method": cfg.method,
+            "model": cfg.model_id or Path(self.path).name,
+            "device": self.device.type,
+            "world_size": self.dist.world_size,
+            "trainable": self.trainable,
+            "total": self.total,
+            "trainable_pct": f"{100 * self.trainable / self.total:.3f}",
+            "steps": self.stage_start + self.stage_steps,
+            "global_batch": self.samples_per_step,
+            "compute": str(self.compute).removeprefix("torch."),
+            "resumed_from": resumed_from,
+            "threads": torch.get_num_threads(),
+        }
+
+    def log_fields(self, step, loss, lr, samples_per_s, s_per_step):
+        fields = [("loss", f"{loss:.4f}"), ("lr", f"{lr:.2e}"), ("s/step", f"{s_per_step:.3f}")]
+        return fields, {"loss": loss, "lr": lr, "s_per_step": s_per_step}
+
+    def finish(self, trainer: Trainer, completed: bool):
+        after = self.held_out()
+        trainer.log(f"eval after: loss {after['loss']:.4f} perplexity {after['perplexity']:.2f}")
+        trainer.metrics.write(
+            {
+                "kind": "eval",
+                "step": trainer.step,
+                "eval_loss": after["loss"],
+                "perplexity": after["perplexity"],
+            }
+        )
+        if not self.dist.is_main:
+            return {}, []
+        result = {**self.summary(after, trainer), **self.checks(trainer)}
+        before = self.before
+        done = [
+            ("eval_loss", f"{before['loss']:.4f} -> {after['loss']:.4f}"),
+            ("perplexity", f"{before['perplexity']:.2f} -> {after['perplexity']:.2f}"),
+            ("steps", str(trainer.step)),
+            ("time_s", f"{trainer.elapsed():.1f}"),
+        ]
+        return result, done
+
+    def summary(self, after: dict[str, float], trainer: Trainer) -> dict[str, Any]:
+        """Eval before/after, sample answers, parameter counts and peak memory."""
+        samples = [
+            {"question": e.question, "expected": e.answer, "before": b, "after": a}
+            for e, b, a in zip(self.sample_ex, self.samples_before, self.answers(), strict=True)
+        ]
+        for s in samples:
+            trainer.log(
+                f"sample Q: {s['question']}\n  expected: {s['expected']}\n  before:   {s['before']}\n  after:    {s['after']}"
+            )
+        result: dict[str, Any] = {
+            "method": self.cfg.method,
+            "model": self.cfg.model_id or Path(self.path).name,
+            "trainable_params": self.trainable,
+            "total_params": self.total,
+            "trainable_pct": round(100 * self.trainable / self.total, 4),
+            "eval_before": self.before,
+            "eval_after": after,
+            "samples": samples,
+            "exact_before": sum(s["before"] == s["expected"] for s in samples),
+            "exact_after": sum(s["after"] == s["expected"] for s in samples),
+            "peak_step_bytes": self.peak_step_bytes,
+        }
+        if self.peak_step_bytes is None:
+            result["peak_step_note"] = "peak GPU memory not measured: no CUDA device"
+            trainer.log(
+                "peak step memory skipped: needs a CUDA GPU (torch.cuda.max_memory_allocated)"
+            )
+        else:
+            trainer.log(
+                f"peak allocated memory of a training step: {self.peak_step_bytes / 2**20:.1f} MiB"
+            )
+        return result
+
+    def checks(self, trainer: Trainer) -> dict[str, Any]:
+        """The adapter save/reload/merge checks and the optional base-weight memory table."""
+        cfg, out = self.cfg, trainer.out
+        info: dict[str, Any] = {}
+        if cfg.method != "full":
+            info.update(
+                check_adapter(
+                    cfg,
+                    self.model,
+                    self.path,
+                    out,
+                    self.device,
+                    self.compute,
+                    self.eval_rows,
+                    self.pad_id,
+                    self.tokenizer,
+                    lambda m, **k: trainer.log(m),
+                )
+            )
+        if cfg.memory_table:
+            rows = memory_table(self.path, self.device)
+            info["memory_table"] = rows
+            columns = ["format", "total", "quantizable", "vs_bf16_total", "vs_bf16_quantizable"]
+            trainer.log("base weight bytes (measured):\n" + format_table(rows, columns))
+        return info
 
 
 def train(cfg: FinetuneConfig, dist: DistInfo, stop: StopFlag) -> int:
     """Run (or resume) fine-tuning; returns the process exit code."""
     log = print if dist.is_main else (lambda *a, **k: None)
     device, compute = resolve_device(cfg, dist)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    set_threads(cfg.num_threads)
     quiet_transformers()
-    init_distributed(dist, device)
-    try:
-        return _train(cfg, dist, stop, device, compute, log)
-    finally:
-        cleanup(dist)
-
-
-def _train(cfg, dist, stop, device, compute, log) -> int:  # noqa: C901 - the run, top to bottom
-    out = Path(cfg.out_dir)
-    ckpt_dir = out / "checkpoints"
-    if dist.local_rank == 0:
-        path = resolve_model_path(cfg.model_id, cfg.model_cache, log=lambda m: log(m, flush=True))
-    barrier(dist)  # the others wait until the tiny model is built
-    if dist.local_rank != 0:
-        path = resolve_model_path(cfg.model_id, cfg.model_cache)
-    tokenizer = load_tokenizer(path)
-    train_ex, eval_ex = instructions.make_examples(cfg.train_examples, cfg.eval_examples, cfg.seed)
-    train_rows = tokenized_split(tokenizer, train_ex, cfg.max_length)
-    eval_rows = tokenized_split(tokenizer, eval_ex, cfg.max_length)
-    pad_id = tokenizer.pad_token_id
-    sample_ex = eval_ex[: cfg.samples]
-
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    model = build_trainable(cfg, path, device, compute)
-    trainable, total = count_params(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = round(cfg.warmup_fraction * cfg.steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, cfg.steps, warmup)
+    return train_task(
+        cfg, dist, stop, device, lambda: FinetuneTask(cfg, dist, device, compute, log)
     )
-    autocast = (
-        torch.autocast("cuda", dtype=compute)
-        if device.type == "cuda" and compute != torch.float32
-        else nullcontext()
-    )
-
-    state, ckpt_path = (
-        ckpt.load_latest(ckpt_dir, log=lambda m: log(m, flush=True))
-        if dist.is_main
-        else (None, None)
-    )
-    state = broadcast_object(state, dist)
-    step, prior_time, resumed_from = 0, 0.0, None
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    if state is not None:
-        by_name = dict(model.named_parameters())
-        with torch.no_grad():
-            for n in names:
-                by_name[n].copy_(state["trainable"][n])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        step, prior_time, resumed_from = state["step"], state["train_time_s"], state["step"]
-        before, samples_before = state["eval_before"], state["samples_before"]
-        for field, (old, new) in config_diff(state["config"], asdict(cfg), RUNTIME_FIELDS).items():
-            log(f"warning: resuming with {field}={new!r} (checkpoint has {old!r})", flush=True)
-        log(f"resumed from step {step} ({ckpt_path})", flush=True)
-    else:
-        before = evaluate(model, eval_rows, pad_id, device, cfg.eval_batch_size, dist)
-        samples_before = (
-            generate_answers(model, tokenizer, sample_ex, device, cfg.max_new_tokens)
-            if dist.is_main
-            else []
-        )
-    if dist.is_main:
-        truncate_metrics(out / "metrics.jsonl", step)
-        (out / "result.json").unlink(missing_ok=True)
-    metrics = MetricsLog(out / "metrics.jsonl", enabled=dist.is_main)
-    if state is None:
-        metrics.write(
-            {
-                "kind": "eval",
-                "step": 0,
-                "eval_loss": before["loss"],
-                "perplexity": before["perplexity"],
-            }
-        )
-    net = model
-    if dist.is_distributed:
-        net = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    global_batch = cfg.batch_size * cfg.grad_accum_steps * dist.world_size
-    log(
-        f"finetune: method={cfg.method} model={cfg.model_id or Path(path).name} device={device.type} "
-        f"world_size={dist.world_size} trainable={trainable} total={total} "
-        f"trainable_pct={100 * trainable / total:.3f} steps={cfg.steps} global_batch={global_batch} "
-        f"compute={str(compute).removeprefix('torch.')} resumed_from={resumed_from} "
-        f"threads={torch.get_num_threads()}",
-        flush=True,
-    )
-    log(f"eval before: loss {before['loss']:.4f} perplexity {before['perplexity']:.2f}", flush=True)
-
-    run_start = time.perf_counter()
-    interval_loss, interval_steps, t_interval = 0.0, 0, time.perf_counter()
-    peak_step_bytes: int | None = None
-
-    def elapsed() -> float:
-        return prior_time + time.perf_counter() - run_start
-
-    def save(reason: str = "") -> None:
-        if dist.is_main:
-            by_name = dict(model.named_parameters())
-            state = {
-                "trainable": {n: by_name[n].detach().cpu() for n in names},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
-                "step": step,
-                "train_time_s": elapsed(),
-                "eval_before": before,
-                "samples_before": samples_before,
-                "config": asdict(cfg),
-                "world_size": dist.world_size,
-            }
-            p = ckpt.save_checkpoint(state, ckpt_dir, step, keep=cfg.keep_checkpoints)
-            log(f"checkpoint saved step {step} path {p}{reason}", flush=True)
-        barrier(dist)
-
-    model.train()
-    while step < cfg.steps:
-        measure_peak = device.type == "cuda" and peak_step_bytes is None
-        if measure_peak:
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        total_loss = torch.zeros((), device=device)
-        micro = micro_batch_indices(
-            step, cfg.grad_accum_steps, cfg.batch_size, len(train_rows), cfg.seed, dist
-        )
-        for a, idx in enumerate(micro):
-            batch = instructions.collate([train_rows[i] for i in idx], pad_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            sync = (
-                net.no_sync()
-                if isinstance(net, DistributedDataParallel) and a < len(micro) - 1
-                else nullcontext()
-            )
-            with sync, autocast:
-                loss = net(**batch).loss / len(micro)
-                loss.backward()
-            total_loss += loss.detach()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        step += 1
-        if measure_peak:
-            peak_step_bytes = torch.cuda.max_memory_allocated(device)
-        interval_loss += all_reduce(total_loss, dist).item() / dist.world_size
-        interval_steps += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            now = time.perf_counter()
-            mean_loss = interval_loss / interval_steps
-            lr = optimizer.param_groups[0]["lr"]
-            s_per_step = (now - t_interval) / interval_steps
-            log(
-                f"step {step}/{cfg.steps} loss {mean_loss:.4f} lr {lr:.2e} s/step {s_per_step:.3f}",
-                flush=True,
-            )
-            metrics.write(
-                {
-                    "kind": "train",
-                    "step": step,
-                    "loss": mean_loss,
-                    "lr": lr,
-                    "s_per_step": s_per_step,
-                    "time_s": round(elapsed(), 3),
-                }
-            )
-            interval_loss, interval_steps, t_interval = 0.0, 0, now
-        sigterm = stop.requested
-        if dist.is_distributed:
-            flag = torch.tensor(float(sigterm), device=device)
-            sigterm = all_reduce(flag, dist, op="max").item() > 0
-        capped = cfg.max_steps and step >= cfg.max_steps and step < cfg.steps
-        if sigterm or capped:
-            save(" (SIGTERM)" if sigterm else " (max_steps)")
-            metrics.close()
-            if sigterm:
-                log(f"stopped by SIGTERM at step {step}; rerun to resume", flush=True)
-                return EXIT_SIGTERM
-            log(f"stopped at max_steps={cfg.max_steps}; rerun without it to continue", flush=True)
-            return EXIT_OK
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            save()
-    train_time = elapsed()
-
-    after = evaluate(model, eval_rows, pad_id, device, cfg.eval_batch_size, dist)
-    log(f"eval after: loss {after['loss']:.4f} perplexity {after['perplexity']:.2f}", flush=True)
-    metrics.write(
-        {
-            "kind": "eval",
-            "step": step,
-            "eval_loss": after["loss"],
-            "perplexity": after["perplexity"],
-        }
-    )
-    if not dist.is_main:
-        metrics.close()
-        barrier(dist)
-        return EXIT_OK
-    samples_after = generate_answers(model, tokenizer, sample_ex, device, cfg.max_new_tokens)
-    samples = [
-        {"question": e.question, "expected": e.answer, "before": b, "after": a}
-        for e, b, a in zip(sample_ex, samples_before, samples_after, strict=True)
-    ]
-    for s in samples:
-        log(
-            f"sample Q: {s['question']}\n  expected: {s['expected']}\n  before:   {s['before']}\n  after:    {s['after']}",
-            flush=True,
-        )
-    result: dict[str, Any] = {
-        "method": cfg.method,
-        "model": cfg.model_id or Path(path).name,
-        "trainable_params": trainable,
-        "total_params": total,
-        "trainable_pct": round(100 * trainable / total, 4),
-        "eval_before": before,
-        "eval_after": after,
-        "samples": samples,
-        "exact_before": sum(s["before"] == s["expected"] for s in samples),
-        "exact_after": sum(s["after"] == s["expected"] for s in samples),
-        "steps": step,
-        "train_time_s": round(train_time, 3),
-        "resumed_from_step": resumed_from,
-        "device": device.type,
-        "world_size": dist.world_size,
-        "peak_step_bytes": peak_step_bytes,
-    }
-    if peak_step_bytes is None:
-        result["peak_step_note"] = "peak GPU memory not measured: no CUDA device"
-        log(
-            "peak step memory skipped: needs a CUDA GPU (torch.cuda.max_memory_allocated)",
-            flush=True,
-        )
-    else:
-        log(
-            f"peak allocated memory of a training step: {peak_step_bytes / 2**20:.1f} MiB",
-            flush=True,
-        )
-
-    if cfg.method != "full":
-        result.update(
-            check_adapter(cfg, model, path, out, device, compute, eval_rows, pad_id, tokenizer, log)
-        )
-    if cfg.memory_table:
-        rows = memory_table(path, device)
-        result["memory_table"] = rows
-        log(
-            "base weight bytes (measured):\n"
-            + format_table(
-                rows, ["format", "total", "quantizable", "vs_bf16_total", "vs_bf16_quantizable"]
-            ),
-            flush=True,
-        )
-    result["completed"] = True
-    write_json_atomic(out / "result.json", result)
-    metrics.close()
-    log(
-        f"done eval_loss {before['loss']:.4f} -> {after['loss']:.4f} perplexity "
-        f"{before['perplexity']:.2f} -> {after['perplexity']:.2f} steps {step} time_s {train_time:.1f}",
-        flush=True,
-    )
-    barrier(dist)
-    return EXIT_OK
 
 
 def check_adapter(

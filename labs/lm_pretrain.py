@@ -1,9 +1,11 @@
 """Pretrain a small Llama-style language model: one process, DDP, FSDP2 or DeepSpeed ZeRO.
 
-What it does: builds `TinyLlama` (labs/common/tiny_llama.py: RMSNorm, RoPE, grouped-query
-attention, SwiGLU) from the config, trains it on a locally generated token corpus (a fixed random
-Markov chain over 256 byte-tokens: learnable, no download) with AdamW, warmup + cosine LR and
-gradient clipping, and writes sharded checkpoints with `torch.distributed.checkpoint` (DCP) that
+What it does: builds THE course model (a Hugging Face `LlamaForCausalLM` from
+labs/common/tiny_lm.llama_config: RMSNorm, RoPE, grouped-query attention, SwiGLU; the same
+definition the fine-tuning lab adapts) from the config, trains it on a locally generated corpus
+(`--corpus markov`: a fixed random Markov chain over 256 byte-tokens, learnable, no download;
+`--corpus text`: the course's sentences through the course tokenizer) with AdamW, warmup + cosine
+LR and gradient clipping, and writes sharded checkpoints with `torch.distributed.checkpoint` (DCP) that
 resume at ANY world size. Strategies:
 
 * `ddp`  (default): every rank holds the whole model; gradients are all-reduced (bucket size and
@@ -37,7 +39,14 @@ Several nodes (each node; the launch script derives rank and master from the Kub
 
     labs/launch.sh --nnodes 2 --nproc-per-node 2 --master-addr HOST -- -m labs.lm_pretrain ...
 
-Rerunning with the same `--out-dir` resumes from the newest complete checkpoint.
+The model fine-tuned in lessons 06-07 (pretrain on the course text, export, fine-tune it):
+
+    python -m labs.lm_pretrain --out-dir runs/lm-text --smoke --corpus text --export-hf runs/lm/hf
+    python -m labs.finetune --model-id runs/lm/hf --out-dir runs/lora-own --smoke
+
+Rerunning with the same `--out-dir` resumes from the newest complete checkpoint (weights,
+optimizer, schedule, RNGs: bitwise, tests/labs/test_resume_bitwise.py); the loop, stops,
+checkpoints, NaN policy, watchdog, fault injection and metrics are labs/common/trainer.py's.
 Exit codes: 0 done, 2 configuration error (includes: DeepSpeed requested where it cannot run),
 143 stopped by SIGTERM after a checkpoint.
 
@@ -56,11 +65,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,29 +76,31 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from labs.common.config import ConfigError, param
-from labs.common.data import fsync_dir
+from labs.common.checkpoint import COMPLETE_MARKER, list_complete, save_dir_atomic
+from labs.common.checkpoint_io import load_sharded
+from labs.common.config import ConfigError, check_bounds, param
 from labs.common.distributed import (
     DistInfo,
-    all_reduce,
-    barrier,
-    cleanup,
+    all_gather_object,
     exit_process,
-    init_distributed,
     pick_device,
-    sync_context,
+    set_threads,
     wrap_ddp,
 )
-from labs.common.entry import EXIT_CONFIG, EXIT_OK, EXIT_SIGTERM, StopFlag, run_main
-from labs.common.metrics import MetricsLog, truncate_metrics, write_json_atomic
-from labs.common.tiny_llama import LlamaConfig, TinyLlama, count_parameters
+from labs.common.entry import EXIT_CONFIG, EXIT_OK, StopFlag, run_main
+from labs.common.instructions import corpus_lines
+from labs.common.tiny_lm import build_llama, llama_config, load_tokenizer
+from labs.common.trainer import CoreConfig, Task, Trainer, train_task, warmup_cosine
 
-COMPLETE_MARKER = "COMPLETE"
+__all__ = [
+    "COMPLETE_MARKER", "LMConfig", "LMTask", "build_model", "list_complete", "load_dcp", "main"
+]  # fmt: skip
 
 
 @dataclass
-class LMConfig:
-    """Every knob of the LM lab. `python -m labs.lm_pretrain --help` is generated from it."""
+class LMConfig(CoreConfig):
+    """Every knob of the LM lab. `python -m labs.lm_pretrain --help` is generated from it; the
+    flags every lab shares (resume, stops, checkpoints, faults) come from CoreConfig."""
 
     out_dir: str = param("runs/lm", "checkpoints/, metrics.jsonl, result.json; same dir resumes")
     strategy: Literal["ddp", "fsdp", "deepspeed"] = param(
@@ -104,13 +113,24 @@ class LMConfig:
     n_kv_heads: int = param(4, "key/value heads; < n_heads = grouped-query attention")
     seq_len: int = param(256, "tokens per training sequence (context length)")
     # -- data and schedule -------------------------------------------------------------------------
-    corpus_tokens: int = param(1_000_000, "tokens in the generated Markov-chain corpus")
+    corpus: Literal["markov", "text"] = param(
+        "markov",
+        "markov = a seeded Markov chain over 256 byte-tokens (entropy known: 1.1 nats); "
+        "text = the course's sentences in the course tokenizer (what the fine-tuning lab speaks)",
+    )
+    corpus_tokens: int = param(1_000_000, "tokens in the generated corpus")
+    model_cache: str = param(
+        ".course/models", "where the course tokenizer is built (--corpus text)"
+    )
+    export_hf: str = param(
+        "",
+        "folder: save the final weights (+ tokenizer with --corpus text) as a Hugging Face "
+        "model there; `labs.finetune --model-id FOLDER` fine-tunes it (empty = no export)",
+    )
     batch_size: int = param(
         16, "sequences per process per micro-batch; global = this x grad_accum x world_size"
     )
-    grad_accum_steps: int = param(1, "micro-batches per optimizer step (no_sync under DDP)")
     steps: int = param(2000, "optimizer steps of the whole run (fixes the LR schedule)")
-    max_steps: int = param(0, "stop (with a checkpoint) after this many steps; 0 = no cap")
     lr: float = param(3e-3, "peak AdamW learning rate, after warmup")
     warmup_steps: int = param(100, "steps of linear LR warmup (large early steps diverge)")
     weight_decay: float = param(0.1, "AdamW decoupled weight decay on matrices")
@@ -131,43 +151,49 @@ class LMConfig:
         "DeepSpeed JSON (zero2.json or zero3.json) for --strategy deepspeed",
     )
     num_threads: int = param(0, "CPU threads per process; 0 = OMP_NUM_THREADS if set, else all")
-    seed: int = param(0, "seeds the corpus, the init and the batches")
-    log_every: int = param(20, "optimizer steps between log lines / metrics records")
-    checkpoint_every: int = param(200, "steps between checkpoints (0 = only at the end)")
-    keep_checkpoints: int = param(2, "newest complete checkpoints kept")
     smoke: bool = param(False, "preset: a tiny model and 60 steps (~5 s on a CPU core)")
 
     def __post_init__(self) -> None:
-        positive = (
-            "dim n_layers n_heads n_kv_heads seq_len corpus_tokens batch_size grad_accum_steps "
-            "steps log_every keep_checkpoints"
-        ).split()
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1 (got {getattr(self, name)})")
-        for name in ("max_steps", "warmup_steps", "num_threads", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"must be >= 0 (got {getattr(self, name)})")
+        super().__post_init__()
+        check_bounds(
+            self,
+            positive="dim n_layers n_heads n_kv_heads seq_len corpus_tokens batch_size steps",
+            non_negative="warmup_steps num_threads",
+        )
         if not self.lr > 0:
             raise ConfigError("lr", f"must be > 0 (got {self.lr})")
         if not self.bucket_cap_mb > 0:
             raise ConfigError("bucket_cap_mb", f"must be > 0 (got {self.bucket_cap_mb})")
         if self.corpus_tokens <= self.seq_len + 1:
             raise ConfigError("corpus_tokens", f"must exceed seq_len + 1 ({self.seq_len + 1})")
-        try:
-            self.model_config()
-        except ValueError as e:
-            raise ConfigError("n_heads", str(e)) from e
+        if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
+            raise ConfigError("n_heads", f"dim {self.dim} / n_heads {self.n_heads} must be even")
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError("n_kv_heads", f"must divide n_heads {self.n_heads}")
 
-    def model_config(self) -> LlamaConfig:
-        return LlamaConfig(
-            vocab_size=256,
-            dim=self.dim,
-            n_layers=self.n_layers,
-            n_heads=self.n_heads,
-            n_kv_heads=self.n_kv_heads,
-            max_seq_len=self.seq_len,
+    def model_config(self, vocab_size: int = 256) -> Any:
+        """The course model's `LlamaConfig` at this lab's size (SwiGLU width ~8/3 x dim, rounded
+        up to a multiple of 64: tensor-core and bitsandbytes-block friendly)."""
+        return llama_config(
+            vocab_size=vocab_size,
+            hidden_size=self.dim,
+            intermediate_size=64 * math.ceil(8 * self.dim / 3 / 64),
+            num_layers=self.n_layers,
+            num_heads=self.n_heads,
+            num_kv_heads=self.n_kv_heads,
+            max_positions=self.seq_len,
+            tie_word_embeddings=False,  # untied: the head is sharded on its own
         )
+
+
+def build_model(cfg: LMConfig, vocab_size: int = 256, seed: int | None = None) -> nn.Module:
+    """The seeded `LlamaForCausalLM` of the config (identical initial weights on every rank)."""
+    return build_llama(cfg.model_config(vocab_size), cfg.seed if seed is None else seed)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Parameters of the full (unsharded) model."""
+    return sum(p.numel() for p in model.parameters())
 
 
 SMOKE: dict[str, Any] = dict(
@@ -184,6 +210,13 @@ SMOKE: dict[str, Any] = dict(
     log_every=5,
     checkpoint_every=20,
 )
+
+# Lab fields a resume may change without changing the result (the strategy and world size may
+# change too: DCP reshards).
+RUNTIME_FIELDS = (
+    "strategy bucket_cap_mb comm_hook device deepspeed_config num_threads smoke model_cache "
+    "export_hf"
+).split()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -205,6 +238,17 @@ def make_corpus(n_tokens: int, seed: int, vocab: int = 256, branching: int = 4) 
     return torch.from_numpy(tokens)
 
 
+def text_corpus(tokenizer: Any, n_tokens: int, seed: int) -> torch.Tensor:
+    """The course's sentences (instructions.corpus_lines, seeded) in the course tokenizer, each
+    line as `<bos> tokens`, concatenated and repeated up to `n_tokens`."""
+    lines = corpus_lines(seed=12345 + seed, n=max(240, n_tokens // 24))
+    ids: list[int] = []
+    for row in tokenizer(lines, add_special_tokens=False)["input_ids"]:
+        ids += [tokenizer.bos_token_id, *row]
+    tokens = torch.tensor(ids, dtype=torch.int64)
+    return tokens.repeat(math.ceil(n_tokens / len(tokens)))[:n_tokens]
+
+
 def get_batch(
     corpus: torch.Tensor, cfg: LMConfig, step: int, rank: int, micro: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,11 +262,8 @@ def get_batch(
 
 
 def lr_at(step: int, cfg: LMConfig) -> float:
-    """Linear warmup to cfg.lr, then cosine to 10% of it at cfg.steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    """Linear warmup to cfg.lr, then cosine to 10% of it at cfg.steps (the DeepSpeed path)."""
+    return cfg.lr * warmup_cosine(step, cfg.steps, cfg.warmup_steps, floor=0.1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -250,7 +291,7 @@ def deepspeed_skip_reason(device: torch.device) -> str | None:
     return None
 
 
-def shard_fsdp(model: TinyLlama, bf16: bool, log: Any) -> nn.Module:
+def shard_fsdp(model: nn.Module, bf16: bool, log: Any) -> nn.Module:
     """FSDP2: shard each transformer block, then the root (embedding, final norm, head)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -263,7 +304,7 @@ def shard_fsdp(model: TinyLlama, bf16: bool, log: Any) -> nn.Module:
             flush=True,
         )
         policy = MixedPrecisionPolicy()
-    for block in model.layers:
+    for block in model.model.layers:
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     return model
@@ -319,292 +360,188 @@ def full_weights_digest(model: nn.Module) -> str:
 # Checkpoints: DCP, atomic by folder rename, resharded on load.
 
 
-def list_complete(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints (folder with the COMPLETE marker) as (step, path), oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
-    found = []
-    for p in ckpt_dir.iterdir():
-        if p.name.startswith("step-") and (p / COMPLETE_MARKER).exists():
-            found.append((int(p.name.removeprefix("step-")), p))
-    return sorted(found)
-
-
-def save_dcp(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    ckpt_dir: Path,
-    step: int,
-    meta: dict,
-    info: DistInfo,
-    keep: int,
-) -> Path:
-    """Every rank writes its shard to a temp folder; rank 0 marks it complete and renames it."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-
-    final = ckpt_dir / f"step-{step:08d}"
-    tmp = ckpt_dir / f".tmp-step-{step:08d}"
-    if info.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    barrier(info)
-    digest = full_weights_digest(model)  # recorded so a load at any world size can prove equality
-    model_state, optim_state = get_state_dict(model, optimizer)
-    dcp.save(
-        {"model": model_state, "optim": optim_state},
-        checkpoint_id=str(tmp),
-        no_dist=not info.is_distributed,
-    )
-    barrier(info)  # every shard is on disk before the marker says so
-    if info.is_main:
-        meta = {**meta, "step": step, "weights_digest": digest}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        with open(tmp / COMPLETE_MARKER, "w") as f:
-            f.write(f"{step}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        fsync_dir(ckpt_dir)
-        for _, old in list_complete(ckpt_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    barrier(info)
-    return final
-
-
 def load_dcp(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> dict:
-    """Load a DCP checkpoint into (model, optimizer) at this run's sharding; returns its meta."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-    model_state, optim_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optim": optim_state}
-    dcp.load(state, checkpoint_id=str(path), no_dist=not torch.distributed.is_initialized())
-    set_state_dict(
-        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
-    )
+    """Load a DCP checkpoint into (model, optimizer) at this process's sharding; returns its meta
+    with `loaded_digest`, the hash of the weights now in `model` (a notebook proves resharding
+    exact by comparing it with the saved `weights_digest`)."""
+    load_sharded(model, optimizer, path, no_dist=not torch.distributed.is_initialized())
     meta = json.loads((path / "meta.json").read_text())
-    # Proof that resharding is exact: the loaded full weights hash like the saved ones.
     meta["loaded_digest"] = full_weights_digest(model)
     return meta
 
 
 # ------------------------------------------------------------------------------------------------
-# The run.
+# The lab's part of the run: model, strategy, batches, loss. The loop is labs.common.trainer.
+
+
+class LMTask(Task):
+    """Next-token pretraining of the course model, replicated (DDP) or sharded (FSDP2)."""
+
+    name = "lm_pretrain"
+    checkpoint_format = "dcp"
+    lr_floor = 0.1
+    runtime_fields = RUNTIME_FIELDS
+
+    def __init__(self, cfg: LMConfig, info: DistInfo, device: torch.device, bf16: bool, log):
+        self.cfg, self.info, self.device, self.bf16, self.print = cfg, info, device, bf16, log
+        self.tokenizer = None
+        if cfg.corpus == "text":
+            self.tokenizer = load_tokenizer(cfg.model_cache, log=lambda m: log(m, flush=True))
+            self.corpus = text_corpus(self.tokenizer, cfg.corpus_tokens, cfg.seed)
+        else:
+            self.corpus = make_corpus(cfg.corpus_tokens, cfg.seed)
+        vocab = len(self.tokenizer) if self.tokenizer is not None else 256
+        self.model = build_model(cfg, vocab).to(device)
+        self.n_params = count_parameters(self.model)
+        self.net = self.model
+        if cfg.strategy == "fsdp" and info.is_distributed:
+            self.net = shard_fsdp(self.model, bf16, log)
+        elif cfg.strategy == "fsdp":
+            log("fsdp: one process: nothing to shard, training unsharded", flush=True)
+        # Parameters only after sharding: the optimizer must hold the (sharded) DTensors.
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+        if cfg.strategy == "ddp" and info.is_distributed:
+            self.net = wrap_ddp(
+                self.model,
+                device,
+                bucket_cap_mb=cfg.bucket_cap_mb,
+                comm_hook=cfg.comm_hook,
+                log=log,
+            )
+        self.stage_steps, self.warmup_steps = cfg.steps, cfg.warmup_steps
+        self.samples_per_step = cfg.batch_size * cfg.grad_accum_steps * info.world_size
+        self.tokens_per_step = self.samples_per_step * cfg.seq_len
+        self.memory: dict[str, int] | None = None
+
+    def micro_batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        cfg, rank = self.cfg, self.info.rank
+        batches = (get_batch(self.corpus, cfg, step, rank, m) for m in range(cfg.grad_accum_steps))
+        return [(x.to(self.device), y.to(self.device)) for x, y in batches]
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.net(x).logits.float().flatten(0, 1), y.flatten())
+
+    def autocast(self):
+        # DDP computes in bf16 via autocast; FSDP2 does it with its MixedPrecisionPolicy instead.
+        if self.bf16 and self.cfg.strategy == "ddp":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def on_optimizer_step(self, trainer: Trainer) -> None:
+        if self.memory is None:  # gradients still present: the peak of a step
+            self.memory = memory_per_rank(self.net, self.optimizer)
+            trainer.log(
+                "memory_per_rank "
+                + " ".join(f"{k}_bytes {v}" for k, v in self.memory.items())
+                + f" world_size {self.info.world_size} strategy {self.cfg.strategy}"
+            )
+
+    def nan_module(self) -> nn.Module:
+        return self.model.lm_head
+
+    def flops_per_sample(self) -> float:
+        return 6.0 * self.n_params * self.cfg.seq_len  # forward + backward, per sequence
+
+    def start_fields(self, resumed_from: int | None) -> dict[str, Any]:
+        return {
+            "strategy": self.cfg.strategy,
+            "device": self.device.type,
+            "world_size": self.info.world_size,
+            "params": self.n_params,
+            "precision": "bf16" if self.bf16 else "fp32",
+            "steps": self.stage_start + self.stage_steps,
+            "tokens_per_step": self.tokens_per_step,
+            "resumed_from": resumed_from,
+            "threads": torch.get_num_threads(),
+        }
+
+    def log_fields(self, step, loss, lr, samples_per_s, s_per_step):
+        tps = samples_per_s * self.cfg.seq_len
+        fields = [("loss", f"{loss:.4f}"), ("lr", f"{lr:.5f}"), ("tokens/s", f"{tps:.0f}")]
+        return fields, {"loss": loss, "lr": lr, "tokens_per_s": tps}
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        # Recorded so that a load at any world size can prove the weights are unchanged.
+        return {"strategy": self.cfg.strategy, "weights_digest": full_weights_digest(self.net)}
+
+    def resumed_note(self, meta: dict[str, Any]) -> str:
+        if meta.get("world_size") != self.info.world_size and self.info.is_main:
+            self.print(
+                f"resharded: checkpoint written by {meta.get('world_size')} ranks "
+                f"({meta.get('strategy')}), loaded by {self.info.world_size} ({self.cfg.strategy})",
+                flush=True,
+            )
+        return f"weights {full_weights_digest(self.net)} saved {meta.get('weights_digest')}"
+
+    def export(self, folder: str) -> Path:
+        """The final weights as a Hugging Face model folder (every rank joins the gather)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        full = get_model_state_dict(self.net, options=options)
+        if self.info.is_main:
+            plain = build_llama(self.model.config, self.cfg.seed)
+            plain.load_state_dict(full)
+
+            def write(d: Path) -> None:
+                plain.save_pretrained(d, safe_serialization=True)
+                if self.tokenizer is not None:
+                    self.tokenizer.save_pretrained(d)
+
+            save_dir_atomic(folder, write)
+            self.print(f"exported Hugging Face model to {folder}", flush=True)
+        return Path(folder)
+
+    def finish(self, trainer: Trainer, completed: bool):
+        if self.cfg.export_hf:
+            self.export(self.cfg.export_hf)
+        digests = None
+        if self.cfg.strategy != "fsdp" or not self.info.is_distributed:
+            digests = all_gather_object(weights_digest(self.model), self.info)
+        seconds = trainer.step_seconds
+        tps = round(trainer.timed_steps * self.tokens_per_step / seconds, 1) if seconds else 0.0
+        result = {
+            "first_loss": trainer.first_loss,
+            "final_loss": trainer.last_loss,
+            "tokens_per_s": tps,
+            "timed_steps": trainer.timed_steps,
+            "params": self.n_params,
+            "memory_per_rank": self.memory,
+            "weights_digests": digests,
+            "strategy": self.cfg.strategy,
+            "comm_hook": self.cfg.comm_hook,
+            "bucket_cap_mb": self.cfg.bucket_cap_mb,
+            "corpus": self.cfg.corpus,
+            "export_hf": self.cfg.export_hf or None,
+        }
+        done = [
+            ("steps", str(trainer.step)),
+            ("loss", f"{trainer.last_loss:.4f}"),
+            ("tokens/s", f"{tps:.0f}"),
+            ("weights", digests[0] if digests else "sharded"),
+        ]
+        return result, done
 
 
 def train(cfg: LMConfig, info: DistInfo, stop: StopFlag) -> int:
     """Run (or resume) training; returns the exit code."""
     log = print if info.is_main else (lambda *a, **k: None)
     device, bf16 = resolve_device(cfg, info)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    set_threads(cfg.num_threads)
     if cfg.strategy == "deepspeed":
         reason = deepspeed_skip_reason(device)
         if reason:
             print(f"deepspeed: skipped: {reason}", flush=True)
             return EXIT_CONFIG
         return train_deepspeed(cfg, info, device, log)
-    init_distributed(info, device)
-    try:
-        return _train(cfg, info, stop, device, bf16, log)
-    finally:
-        cleanup(info)
-
-
-def _train(
-    cfg: LMConfig, info: DistInfo, stop: StopFlag, device: torch.device, bf16: bool, log: Any
-) -> int:
-    out = Path(cfg.out_dir)
-    ckpt_dir = out / "checkpoints"
-    corpus = make_corpus(cfg.corpus_tokens, cfg.seed)
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = TinyLlama(cfg.model_config()).to(device)
-    n_params = count_parameters(model)
-    if cfg.strategy == "fsdp" and info.is_distributed:
-        net: nn.Module = shard_fsdp(model, bf16, log)
-    elif cfg.strategy == "fsdp":
-        log("fsdp: one process: nothing to shard, training unsharded", flush=True)
-        net = model
-    else:
-        net = model
-    # Parameters only after sharding: the optimizer must hold the (sharded) DTensors.
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
-    )
-
-    if info.is_main:
-        for leftover in ckpt_dir.glob(".tmp-step-*") if ckpt_dir.is_dir() else []:
-            log(f"warning: removing {leftover} (a save that was interrupted)", flush=True)
-            shutil.rmtree(leftover, ignore_errors=True)
-    barrier(info)
-    step, resumed_from = 0, None
-    complete = list_complete(ckpt_dir)
-    if complete:
-        meta = load_dcp(model, optimizer, complete[-1][1])
-        step = resumed_from = meta["step"]
-        if meta.get("world_size") != info.world_size:
-            log(
-                f"resharded: checkpoint written by {meta.get('world_size')} ranks "
-                f"({meta.get('strategy')}), loaded by {info.world_size} ({cfg.strategy})",
-                flush=True,
-            )
-        log(
-            f"resumed from step {step} ({complete[-1][1]}) weights {meta['loaded_digest']} "
-            f"saved {meta.get('weights_digest')}",
-            flush=True,
-        )
-    if cfg.strategy == "ddp" and info.is_distributed:
-        net = wrap_ddp(
-            model, device, bucket_cap_mb=cfg.bucket_cap_mb, comm_hook=cfg.comm_hook, log=log
-        )
-    if info.is_main:
-        truncate_metrics(out / "metrics.jsonl", step)
-        (out / "result.json").unlink(missing_ok=True)
-    metrics = MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
-    # DDP computes in bf16 via autocast; FSDP2 does it with its MixedPrecisionPolicy instead.
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if bf16 and cfg.strategy == "ddp"
-        else nullcontext()
-    )
-    tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum_steps * info.world_size
-    log(
-        f"lm_pretrain: strategy={cfg.strategy} device={device.type} world_size={info.world_size} "
-        f"params={n_params} precision={'bf16' if bf16 else 'fp32'} steps={cfg.steps} "
-        f"tokens_per_step={tokens_per_step} resumed_from={resumed_from} "
-        f"threads={torch.get_num_threads()}",
-        flush=True,
-    )
-    meta = {"world_size": info.world_size, "strategy": cfg.strategy, "config": asdict(cfg)}
-    memory: dict[str, int] | None = None
-    first_loss = None
-    interval_loss = torch.zeros((), device=device)
-    interval_steps, timed_steps, train_time = 0, 0, 0.0
-    last_loss = float("nan")
-    t_interval = time.perf_counter()
-
-    def save(reason: str = "") -> None:
-        path = save_dcp(net, optimizer, ckpt_dir, step, meta, info, cfg.keep_checkpoints)
-        log(f"checkpoint saved step {step} path {path}{reason}", flush=True)
-
-    while step < cfg.steps:
-        t0 = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        total = torch.zeros((), device=device)
-        for micro in range(cfg.grad_accum_steps):
-            x, y = get_batch(corpus, cfg, step, info.rank, micro)
-            x, y = x.to(device), y.to(device)
-            if cfg.strategy == "fsdp" and info.is_distributed:
-                # FSDP2's no_sync: reduce-scatter gradients only on the last micro-batch.
-                net.set_requires_gradient_sync(micro == cfg.grad_accum_steps - 1)
-                context = nullcontext()
-            else:
-                context = sync_context(net, micro, cfg.grad_accum_steps)
-            with context, autocast:
-                logits = net(x)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-                (loss / cfg.grad_accum_steps).backward()
-            total += loss.detach() / cfg.grad_accum_steps
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        optimizer.step()
-        if memory is None:
-            memory = memory_per_rank(net, optimizer)  # grads still present: the peak of a step
-            log(
-                "memory_per_rank "
-                + " ".join(f"{k}_bytes {v}" for k, v in memory.items())
-                + f" world_size {info.world_size} strategy {cfg.strategy}",
-                flush=True,
-            )
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        train_time += time.perf_counter() - t0
-        timed_steps += 1
-        interval_loss += total
-        interval_steps += 1
-        if first_loss is None:
-            first_loss = all_reduce(total.clone(), info).item() / info.world_size
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            last_loss = all_reduce(interval_loss.clone(), info).item() / (
-                interval_steps * info.world_size
-            )
-            now = time.perf_counter()
-            tps = interval_steps * tokens_per_step / (now - t_interval)
-            log(
-                f"step {step}/{cfg.steps} loss {last_loss:.4f} lr {lr_at(step - 1, cfg):.5f} "
-                f"tokens/s {tps:.0f}",
-                flush=True,
-            )
-            metrics.write({"kind": "train", "step": step, "loss": last_loss, "tokens_per_s": tps})
-            interval_loss.zero_()
-            interval_steps, t_interval = 0, now
-        sigterm = stop.requested
-        if info.is_distributed:  # every rank must agree to stop, or one waits forever
-            flag = torch.tensor(float(sigterm), device=device)
-            sigterm = all_reduce(flag, info, op="max").item() > 0
-        capped = cfg.max_steps and step >= cfg.max_steps and step < cfg.steps
-        if sigterm or capped:
-            if sigterm:
-                stop.acknowledge()  # the final checkpoint may take a while: no watchdog exit
-            save(" (SIGTERM)" if sigterm else " (max_steps)")
-            metrics.close()
-            if sigterm:
-                log(f"stopped by SIGTERM at step {step}; rerun to resume", flush=True)
-                return EXIT_SIGTERM
-            log(f"stopped at max_steps={cfg.max_steps}; rerun without it to continue", flush=True)
-            return EXIT_OK
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            save()
-
-    if resumed_from is None or resumed_from < cfg.steps:
-        save()
-    metrics.close()
-    digests = None
-    if cfg.strategy != "fsdp" or not info.is_distributed:
-        digests = [weights_digest(model)]
-        if info.is_distributed:
-            gathered: list[Any] = [None] * info.world_size
-            torch.distributed.all_gather_object(gathered, digests[0])
-            digests = gathered
-    result = {
-        "steps": step,
-        "resumed_from_step": resumed_from,
-        "first_loss": first_loss,
-        "final_loss": last_loss,
-        "tokens_per_s": round(timed_steps * tokens_per_step / train_time, 1) if train_time else 0.0,
-        "train_time_s": round(train_time, 3),
-        "timed_steps": timed_steps,
-        "params": n_params,
-        "memory_per_rank": memory,
-        "weights_digests": digests,
-        "strategy": cfg.strategy,
-        "world_size": info.world_size,
-        "device": device.type,
-        "comm_hook": cfg.comm_hook,
-        "bucket_cap_mb": cfg.bucket_cap_mb,
-        "completed": True,
-    }
-    if info.is_main:
-        write_json_atomic(out / "result.json", result)
-    log(
-        f"done steps {step} loss {last_loss:.4f} tokens/s {result['tokens_per_s']:.0f} "
-        f"weights {digests[0] if digests else 'sharded'}",
-        flush=True,
-    )
-    return EXIT_OK
+    return train_task(cfg, info, stop, device, lambda: LMTask(cfg, info, device, bf16, log))
 
 
 def train_deepspeed(cfg: LMConfig, info: DistInfo, device: torch.device, log: Any) -> int:
@@ -625,7 +562,7 @@ def train_deepspeed(cfg: LMConfig, info: DistInfo, device: torch.device, log: An
     torch.cuda.set_device(device)
     corpus = make_corpus(cfg.corpus_tokens, cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = TinyLlama(cfg.model_config())
+    model = build_model(cfg)
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=ds_config
     )
@@ -641,7 +578,7 @@ def train_deepspeed(cfg: LMConfig, info: DistInfo, device: torch.device, log: An
             group["lr"] = lr_at(step, cfg)
         for micro in range(cfg.grad_accum_steps):
             x, y = (t.to(device) for t in get_batch(corpus, cfg, step, info.rank, micro))
-            loss = F.cross_entropy(engine(x).float().flatten(0, 1), y.flatten())
+            loss = F.cross_entropy(engine(x).logits.float().flatten(0, 1), y.flatten())
             engine.backward(loss)
             engine.step()
         step += 1

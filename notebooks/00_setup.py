@@ -56,6 +56,19 @@ if not report["cluster"]["reachable"]:
     print("no cluster:", report["cluster"]["why"], "-> the local backend runs every lesson")
 
 # %% [markdown]
+# ## Preflight for the cluster lessons: `kubecourse doctor`
+# Before a lesson on a cluster, `kubecourse doctor` (the terminal twin of this cell) checks the API
+# server and its version, the operators' API groups the lessons use, GPU nodes, storage classes,
+# the LocalQueue, and every right the lessons need (SelfSubjectAccessReview): one line per check
+# with the fix. Without a kubeconfig it only says what it would check; nothing fails here.
+
+# %%
+from kubecourse.doctor import preflight
+
+doctor = preflight()
+print(doctor)
+
+# %% [markdown]
 # ## What each lesson needs
 #
 # | lesson | notebook | CPU smoke | GPU | cluster |

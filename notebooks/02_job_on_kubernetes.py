@@ -32,9 +32,8 @@ IMAGE = "ghcr.io/kubecourse/labs:0.1.0"  # build and push it first for a real cl
 TIMEOUT_S = 600
 
 # %%
-import shutil
-
 from kubecourse import ManifestError, TrainingClient, load_lesson, render
+from kubecourse.contract import Checkpoint, Done, records
 from kubecourse.course import record_outcome
 from kubecourse.display import diff_view, events_view, status_view, yaml_view
 from kubecourse.manifests import repo_root
@@ -100,10 +99,7 @@ except ManifestError as error:
 # and the paths the pod sees (`/data`, `/checkpoints`) are mapped onto them.
 
 # %%
-if BACKEND == "local":  # a PVC outlives jobs: start this lesson from an empty checkpoint folder
-    shutil.rmtree(
-        client.backend.pvc_dir("training-checkpoints", NAMESPACE) / JOB_NAME, ignore_errors=True
-    )
+client.reset_volume("training-checkpoints", JOB_NAME)  # a PVC outlives jobs: start from nothing
 job = client.submit(objects)
 logs = client.logs(job, follow=True)
 
@@ -120,24 +116,27 @@ status_view(client.status(job))
 
 # %% [markdown]
 # ## 5. Assert the outcome
-# The Job succeeded, the trainer saved checkpoints and reported its accuracy.
+# The Job succeeded, the trainer saved checkpoints and reported its accuracy. The log lines follow
+# one contract (`kubecourse.contract`); `client.result(job)` is the lab's result.json, read from
+# its final `result` log line, and `client.list_volume` shows the files on the PVC.
 
 # %%
 texts = [line.text for line in logs]
-done = [t for t in texts if t.startswith("done")]
+done = records(texts, Done)
+result = client.result(job)
 assert status.phase == "Succeeded", f"job ended {status.phase}: {status.reason} {status.message}"
-assert any(t.startswith("checkpoint saved") for t in texts), "the trainer saved no checkpoint"
-assert done, "the trainer did not report its final accuracy"
-test_acc = float(done[-1].split("test_acc")[1].split()[0])
+assert records(texts, Checkpoint), "the trainer saved no checkpoint"
+assert done and result, "the trainer did not report its final accuracy"
+test_acc = result["test_acc"]
+assert abs(float(done[-1].fields["test_acc"]) - test_acc) <= 1e-4, (done[-1], result)
 assert test_acc >= 0.4, f"test accuracy {test_acc} is not far above chance"
-if BACKEND == "local":
-    checkpoints = sorted(
-        (client.backend.pvc_dir("training-checkpoints", NAMESPACE) / JOB_NAME / "checkpoints").glob(
-            "*.pt"
-        )
-    )
-    assert checkpoints, "no checkpoint file on the checkpoints PVC"
-    print("checkpoints on the PVC:", [p.name for p in checkpoints])
+checkpoints = [
+    f
+    for f in client.list_volume("training-checkpoints", f"{JOB_NAME}/checkpoints")
+    if f.endswith(".pt")
+]
+assert checkpoints, "no checkpoint file on the checkpoints PVC"
+print("checkpoints on the PVC:", checkpoints)
 record_outcome(
     "02_job_on_kubernetes",
     backend=BACKEND,

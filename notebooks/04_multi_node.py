@@ -38,13 +38,11 @@ TIMEOUT_S = 300
 
 # %%
 import dataclasses
-import json
 import os
-import shutil
-import signal
 import subprocess
 
 from kubecourse import TrainingClient
+from kubecourse.contract import Checkpoint, Resumed, StartLine, parse_line, records
 from kubecourse.course import record_outcome
 from kubecourse.display import events_view, status_view
 from kubecourse.manifests import repo_root
@@ -149,10 +147,7 @@ run_spec = dataclasses.replace(
     env=(("OMP_NUM_THREADS", "1"), ("MAX_RESTARTS", "2")),
 )
 objects = render_all(run_spec)["Job"]
-if BACKEND == "local":  # the checkpoint PVC outlives jobs: start from an empty folder
-    shutil.rmtree(
-        client.backend.pvc_dir("lm-checkpoints", NAMESPACE) / JOB_NAME, ignore_errors=True
-    )
+client.reset_volume("lm-checkpoints", JOB_NAME)  # the checkpoint PVC outlives jobs: start empty
 job = client.submit(objects)
 
 # %% [markdown]
@@ -161,7 +156,8 @@ job = client.submit(objects)
 # OOM killer would do. Its torchrun agent notices, stops its other worker, and re-enters the c10d
 # rendezvous; the other node's agent sees the new round and restarts its workers too. Every worker
 # starts over and the lab resumes from the newest complete checkpoint.
-# kubectl twin: `kubectl exec lm-multinode-1-xxxxx -- pkill -KILL -f "labs.lm_pretrain"` (or one pid).
+# `client.kill_worker(job)` sends SIGKILL to the highest-rank worker process (the kubectl twin,
+# `kubectl exec ... -- pkill -KILL -f labs.lm_pretrain`, is printed above its output).
 
 # %%
 killed = None
@@ -169,19 +165,10 @@ lines = []
 for line in client.iter_logs(job, follow=True):
     lines.append(line)
     print(line.prefixed())
-    if killed is None and f"checkpoint saved step {CHECKPOINT_EVERY} " in line.text + " ":
-        if BACKEND == "local":
-            workers = client.backend.worker_pids(JOB_NAME, NAMESPACE)
-            victim_rank = max(workers)
-            os.kill(workers[victim_rank], signal.SIGKILL)
-            killed = {
-                "rank": victim_rank,
-                "pid": workers[victim_rank],
-                "after_step": CHECKPOINT_EVERY,
-            }
-            print(f"*** killed worker rank {victim_rank} (pid {workers[victim_rank]}) ***")
-        else:
-            killed = {"rank": None, "after_step": CHECKPOINT_EVERY}  # on a cluster: kubectl exec
+    saved = parse_line(line.text)
+    if killed is None and isinstance(saved, Checkpoint) and saved.step == CHECKPOINT_EVERY:
+        killed = {**client.kill_worker(job), "after_step": CHECKPOINT_EVERY}
+        print(f"*** killed worker rank {killed['rank']} (pid {killed['pid']}) ***")
 
 # %%
 status = client.wait(job, timeout_s=TIMEOUT_S)
@@ -197,15 +184,9 @@ print(events_view(client.events(job)))
 
 # %%
 texts = [line.text for line in lines]
-resumed = [
-    int(t.split("resumed from step ")[1].split()[0]) for t in texts if "resumed from step" in t
-]
-starts = [t for t in texts if "lm_pretrain: strategy=" in t]  # rank 0 prints it at each start
-result = {}
-if BACKEND == "local":
-    result = json.loads(
-        (client.backend.pvc_dir("lm-checkpoints", NAMESPACE) / JOB_NAME / "result.json").read_text()
-    )
+resumed = [r.step for r in records(texts, Resumed)]
+starts = [s for s in records(texts, StartLine) if s.lab == "lm_pretrain"]  # one per (re)start
+result = client.result(job) or {}
 print("killed:", killed, "| resumed from:", resumed, "| training starts:", len(starts))
 print(
     "result:",
@@ -213,11 +194,11 @@ print(
 )
 assert status.phase == "Succeeded", f"{status.phase}: {status.reason} {status.message}"
 assert killed is not None, "the run ended before the first checkpoint was seen"
-if BACKEND == "local":  # on a cluster, kill a worker with `kubectl exec` to see the same
-    assert len(starts) == 2, f"expected one start and one elastic restart, saw {len(starts)}"
-    assert resumed and resumed[0] >= CHECKPOINT_EVERY and resumed[0] % CHECKPOINT_EVERY == 0
-    assert result["steps"] == STEPS and result["resumed_from_step"] == resumed[-1]
-    assert result["world_size"] == NODES * PROCS_PER_NODE
+assert len(starts) == 2, f"expected one start and one elastic restart, saw {len(starts)}"
+assert resumed and resumed[0] >= CHECKPOINT_EVERY and resumed[0] % CHECKPOINT_EVERY == 0
+assert starts[-1].resumed_from == resumed[-1]
+assert result["steps"] == STEPS and result["resumed_from_step"] == resumed[-1]
+assert result["world_size"] == NODES * PROCS_PER_NODE
 
 # %% [markdown]
 # ## Exercise: what a PyTorchJob's pod sees
@@ -279,4 +260,4 @@ record_outcome(
 # %%
 assert all(r.ok for r in reports.values()) and len(reports) == len(KINDS)
 assert status.phase == "Succeeded"
-assert BACKEND != "local" or (resumed and len(starts) == 2)
+assert resumed and len(starts) == 2

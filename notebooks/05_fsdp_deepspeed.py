@@ -119,8 +119,7 @@ plt.show()
 ckpt = OUT / "fsdp" / "checkpoints" / f"step-{SAVE_AT:08d}"
 print(sorted(p.name for p in ckpt.iterdir()))
 cfg = parse_config(lm.LMConfig, [*size], presets={"smoke": lm.SMOKE})
-torch.manual_seed(123)  # different initial weights: the load must overwrite all of them
-model = lm.TinyLlama(cfg.model_config())
+model = lm.build_model(cfg, seed=123)  # different initial weights: the load must overwrite all
 optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
 meta = lm.load_dcp(model, optimizer, ckpt)
 print(f"saved by {meta['world_size']} ranks ({meta['strategy']}) at step {meta['step']}")

@@ -36,6 +36,9 @@ IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 MODEL_ID = ""  # "" = tiny offline model; e.g. "Qwen/Qwen2.5-0.5B-Instruct" on a GPU machine
 METHOD = "lora"  # "lora" or "qlora" (notebook 07)
 TIMEOUT_S = 600
+HF_ENDPOINT = ""  # "" = huggingface.co; e.g. "https://hf-mirror.com" where the hub is out of reach
+PIP_INDEX_URL = ""  # "" = PyPI; e.g. "https://mirrors.aliyun.com/pypi/simple/"
+REGISTRY_PREFIX = ""  # "" = pull images as named; e.g. "m.daocloud.io" (a registry mirror)
 
 # %%
 import json
@@ -43,6 +46,7 @@ import json
 import torch
 
 from kubecourse import TrainingClient, load_lesson, render
+from kubecourse.contract import StartLine, records
 from kubecourse.course import record_outcome
 from kubecourse.display import diff_view, events_view, yaml_view
 
@@ -92,6 +96,11 @@ options = {
     "namespace": NAMESPACE,
     "image": IMAGE,
     "env": {"MODEL_ID": MODEL_ID, "METHOD": METHOD},
+    "mirrors": {
+        "hf_endpoint": HF_ENDPOINT,
+        "pip_index_url": PIP_INDEX_URL,
+        "registry_prefix": REGISTRY_PREFIX,
+    },
 }
 if SMOKE:
     # The manifest's explicit --steps/--lr would win over --smoke, so replace the trainer's args.
@@ -124,12 +133,7 @@ yaml_view(job_manifest)
 
 # %%
 print(client.validate(objects))
-if BACKEND == "local":  # a PVC outlives jobs: start from an empty output folder
-    import shutil
-
-    shutil.rmtree(
-        client.backend.pvc_dir("finetune-outputs", NAMESPACE) / JOB_NAME, ignore_errors=True
-    )
+client.reset_volume("finetune-outputs", JOB_NAME)  # a PVC outlives jobs: start from nothing
 job = client.submit(objects)
 logs = client.logs(job, follow=True)
 status = client.wait(job, timeout_s=TIMEOUT_S)
@@ -138,52 +142,43 @@ print(events_view(client.events(job)))
 # %% [markdown]
 # ## 4. What the run reports
 # The lab prints the eval loss before and after, the sample answers, and the results of the
-# adapter checks; on the local backend we can also read `result.json` and `metrics.jsonl` from the
-# outputs PVC (on a cluster: `kubectl cp` them from a pod that mounts it).
+# adapter checks. `client.result(job)` is its result.json (from the final `result` log line) and
+# `client.metrics(job)` its metrics.jsonl, read from the outputs PVC: on a cluster by a short-lived
+# pod that mounts it.
 
 # %%
 texts = [line.text for line in logs]
-
-
-def number_after(prefix: str, word: str) -> float:
-    line = next(t for t in texts if t.startswith(prefix))
-    return float(line.split(word)[1].split()[0].rstrip(";"))
-
-
-header = next(t for t in texts if t.startswith("finetune:"))
-loss_before = number_after("eval before:", "loss")
-loss_after = number_after("eval after:", "loss")
-reload_diff = number_after("adapter saved", "reloaded max |diff|")
-merge_diff = number_after("adapter saved", "merged vs unmerged max |diff|")
-trainable_pct = float(header.split("trainable_pct=")[1].split()[0])
+header = next(s for s in records(texts, StartLine) if s.lab == "finetune")
+result = client.result(job)
+loss_before = result["eval_before"]["loss"]
+loss_after = result["eval_after"]["loss"]
+reload_diff = result["reload_max_abs_diff"]
+merge_diff = result["merge_max_abs_diff"]
+trainable_pct = float(header.fields["trainable_pct"])
 print(header)
 print(
     f"eval loss {loss_before:.3f} -> {loss_after:.3f}; reload diff {reload_diff}; merge diff {merge_diff}"
 )
 
 # %%
-result, figure = None, None
-if BACKEND == "local":
-    out = client.backend.pvc_dir("finetune-outputs", NAMESPACE) / JOB_NAME
-    result = json.loads((out / "result.json").read_text())
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    from matplotlib.figure import Figure
+metrics = client.metrics(job)
+from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7, 3))
-    ax = figure.add_subplot()
-    train = [r for r in records if r["kind"] == "train"]
-    evals = [r for r in records if r["kind"] == "eval"]
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
-    ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o--", label="eval loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy (answer tokens)")
-    ax.legend()
-    ax.set_title(f"LoRA r=8 on {result['model']}")
-    print("adapter files:", result["adapter_files"], f"{result['adapter_bytes']:,} bytes")
-    for s in result["samples"]:
-        print(
-            f"Q: {s['question']}\n   expected {s['expected']!r}\n   before   {s['before']!r}\n   after    {s['after']!r}"
-        )
+figure = Figure(figsize=(7, 3))
+ax = figure.add_subplot()
+train = [r for r in metrics if r["kind"] == "train"]
+evals = [r for r in metrics if r["kind"] == "eval"]
+ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
+ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o--", label="eval loss")
+ax.set_xlabel("optimizer step")
+ax.set_ylabel("cross-entropy (answer tokens)")
+ax.legend()
+ax.set_title(f"LoRA r=8 on {result['model']}")
+print("adapter files:", result["adapter_files"], f"{result['adapter_bytes']:,} bytes")
+for s in result["samples"]:
+    print(
+        f"Q: {s['question']}\n   expected {s['expected']!r}\n   before   {s['before']!r}\n   after    {s['after']!r}"
+    )
 figure
 
 # %% [markdown]
@@ -200,11 +195,11 @@ assert loss_after < 0.6 * loss_before, (
 )
 assert reload_diff <= 1e-6, f"reloaded adapter differs from the trained one by {reload_diff}"
 assert merge_diff <= 1e-3, f"merged model differs from adapter + base by {merge_diff}"
-if result is not None:
-    assert result["merge_ok"] and "adapter_model.safetensors" in result["adapter_files"], result
+assert result["merge_ok"] and "adapter_model.safetensors" in result["adapter_files"], result
+assert train and evals and train[-1]["step"] == result["steps"], metrics[-3:]
 record_outcome(
     "06_lora",
-    figures={"loss": figure} if figure is not None else None,
+    figures={"loss": figure},
     backend=BACKEND,
     phase=status.phase,
     eval_loss_before=loss_before,
@@ -223,11 +218,11 @@ record_outcome(
 
 # %%
 r = 8
-if BACKEND == "local" and not MODEL_ID:
-    model_dir = next(
-        (client.backend.pvc_dir("model-cache", NAMESPACE) / "tiny").glob("tiny-llama-*")
+if not MODEL_ID:  # the tiny model's config.json, read from the model-cache PVC
+    config_file = next(
+        f for f in client.list_volume("model-cache", "tiny") if f.endswith("/config.json")
     )
-    config = json.loads((model_dir / "config.json").read_text())
+    config = json.loads(client.read_volume("model-cache", f"tiny/{config_file}"))
     h, inter, layers = (
         config["hidden_size"],
         config["intermediate_size"],
@@ -238,11 +233,11 @@ if BACKEND == "local" and not MODEL_ID:
         (h + h) + (h + kv) + (h + kv) + (h + h) + 2 * (h + inter) + (inter + h)
     )  # YOUR CODE
     predicted = layers * per_layer
-    reported = int(header.split("trainable=")[1].split()[0])
+    reported = int(header.fields["trainable"])
     assert predicted == reported, f"predicted {predicted}, the lab reported {reported}"
     print(f"check passed: {layers} layers x {per_layer} = {predicted} trainable parameters")
 else:
-    print("exercise check skipped: it reads the tiny model's config from the local model cache")
+    print("exercise check skipped: it reads the tiny model's config from the model-cache PVC")
 
 # %% [markdown]
 # ## On a real cluster

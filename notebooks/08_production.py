@@ -18,7 +18,8 @@
 # for the team), validate them against the Kubernetes and CRD schemas, check them against the
 # course's security policy (and watch the policy catch a deliberately insecure job), work out what
 # the team's ResourceQuota admits, and give three learners an isolated, quota-bounded slice of a
-# cluster with the workshop tooling (dry run, apply, list, clean up).
+# cluster with the workshop tooling (dry run, apply, list, clean up), with the preflight
+# (`kubecourse doctor`), per-learner credentials and the progress board.
 #
 # **Why:** on a shared GPU cluster the questions change from "does it train?" to "who may run
 # what, how much, in which order, and what happens when it is preempted?" Kubernetes answers with
@@ -34,7 +35,7 @@ BACKEND = (
     "local"  # "local" (objects recorded in memory) or "kubernetes" ($KUBECONFIG, cluster admin)
 )
 LEARNERS = 3  # workshop size
-GPUS_PER_LEARNER = 1
+GPUS_PER_LEARNER = 2  # the multi-node lessons run 2 pods with 1 GPU each
 SERVER_DRY_RUN = True  # kubernetes: send the workshop with dryRun=All (nothing is stored)
 
 # %%
@@ -46,7 +47,10 @@ from kubecourse.display import yaml_view
 from kubecourse.manifests import lesson_dir, object_id, repo_root
 from kubecourse.policy import check_policy, findings_table
 from kubecourse.quota import how_many_fit, job_requests
-from kubecourse.workshop import Workshop
+from kubecourse.access import lesson_rights, role_rights
+from kubecourse.cluster import ClusterApi
+from kubecourse.doctor import preflight
+from kubecourse.workshop import DRY_RUN_NOTE, NOT_CHECKED, Workshop, lesson_sized_quota
 
 ROOT = repo_root()
 client = TrainingClient(backend=BACKEND)
@@ -128,7 +132,7 @@ print(findings_table(insecure_findings))
 # for 4 CPUs, 16 GiB and one GPU per pod; the team quota allows 64 CPUs, 256 GiB and 8 GPUs.
 
 # %%
-quota = next(o for o in admin if o["kind"] == "ResourceQuota")
+quota = next(o for o in admin if o["metadata"]["name"] == "team-a-quota")
 print("quota:", quota["spec"]["hard"])
 admits = {}
 for job in [o for o in jobs if o["kind"] == "Job"]:
@@ -164,24 +168,62 @@ print(
 # is what would be created. The terminal twin: `kubecourse workshop up --learners 3`.
 
 # %%
-workshop = Workshop(learners=LEARNERS, gpus=GPUS_PER_LEARNER)
+workshop = Workshop(learners=LEARNERS, gpus=GPUS_PER_LEARNER)  # cpu/memory: the largest lesson
 workshop_objects = workshop.render()
 print(workshop.table(workshop_objects))
 workshop_report = workshop.validate(workshop_objects)
 print(workshop_report)
 
 # %% [markdown]
-# Now through a backend. The local backend only records the objects (nothing locally enforces a
-# quota or a NetworkPolicy); on Kubernetes this creates them (`SERVER_DRY_RUN` sends `dryRun=All`
-# first: admission and validation without storing). Twin:
-# `kubecourse workshop up --learners 3 --apply --backend kubernetes`.
+# Each learner's Role is exactly what the lessons use (`kubecourse.access` derives it from every
+# lesson's manifests and the helper's calls; a test fails on a missing or a surplus right), and the
+# quota is sized so the largest lesson fits:
+
+# %%
+print("learner quota (largest lesson):", lesson_sized_quota())
+learner_role = next(o for o in workshop_objects if o["kind"] == "Role")
+print("learner rights:", len(role_rights(learner_role)), "=", len(lesson_rights()), "needed")
+
+# %% [markdown]
+# Now through the client. The local backend only records the objects (nothing locally enforces a
+# quota or a NetworkPolicy); on Kubernetes this creates them. `SERVER_DRY_RUN` sends `dryRun=All`
+# first: admission and validation without storing, and since a dry run stores no Namespace either,
+# the objects inside the learner namespaces are reported as not checked (twin:
+# `kubecourse workshop up --learners 3 --apply --backend kubernetes --server-dry-run`, add
+# `--create-namespaces` to create the namespaces for real and dry-run the rest).
 
 # %%
 dry_run = BACKEND == "kubernetes" and SERVER_DRY_RUN
-created = workshop.up(client.backend, dry_run=dry_run)
+created = workshop.up(client, dry_run=dry_run)
 print(workshop.table(workshop_objects, created))
-present_after_up = len(workshop.present(client.backend))
+if NOT_CHECKED in created.values():
+    print("note:", DRY_RUN_NOTE)
+present_after_up = len(workshop.present(client))
 print(f"{present_after_up} of {len(workshop_objects)} objects present")
+
+# %% [markdown]
+# ## 6. Preflight, credentials and the progress board
+# `kubecourse doctor` checks a namespace before a lesson (API and version, the operators' API
+# groups, GPU nodes, storage classes, the LocalQueue, and every right through
+# SelfSubjectAccessReview); `kubecourse workshop creds --learners 3` writes one kubeconfig per
+# learner with a ServiceAccount token from the TokenRequest API (expiring after a day, the
+# learner's namespace and queue in its context); `kubecourse workshop status --learners 3` is the
+# board: per learner, which lessons' jobs ran and how they ended (from the jobs' lesson labels).
+# Without a cluster the doctor says what it would check and the board is empty.
+
+# %%
+doctor = preflight(namespace=workshop.namespaces()[0], queue="default")
+print(doctor)
+on_cluster = BACKEND == "kubernetes" and not dry_run
+if on_cluster:
+    cluster = ClusterApi()
+    for row in workshop.credentials(cluster, ROOT / ".course" / "workshop-kubeconfigs"):
+        print(row["learner"], row["kubeconfig"], "expires", row["expires"])
+    board = workshop.board(workshop.jobs(cluster))
+    cluster.close()
+else:
+    board = workshop.board([])
+board
 
 # %% [markdown]
 # ## Exercise: make the insecure job pass the policy
@@ -225,6 +267,10 @@ print("check passed: the fixed job complies with the course policy")
 # kubectl get vcjob,podgroup -n ml-team-a          # Volcano: the gang starts whole or not at all
 # kubectl auth can-i create secrets -n ml-team-a --as=system:serviceaccount:ml-team-a:learner   # no
 # kubecourse workshop up --learners 20 --apply --backend kubernetes
+# kubecourse workshop creds --learners 20 --out kubeconfigs/   # hand learner-07.kubeconfig to learner 7
+# KUBECONFIG=kubeconfigs/learner-07.kubeconfig kubecourse doctor --lesson 02   # as that learner
+# kubecourse workshop status --learners 20                      # the progress board
+# kubecourse workshop down --learners 20 --apply --backend kubernetes   # idempotent
 # ```
 # Run this notebook with `BACKEND = "kubernetes"` to send the workshop (server-side dry run by
 # default; set `SERVER_DRY_RUN = False` to create it, the cleanup cell removes it).
@@ -232,8 +278,8 @@ print("check passed: the fixed job complies with the course policy")
 # ## Clean up
 
 # %%
-removed = workshop.down(client.backend)
-present_after_down = len(workshop.present(client.backend))
+removed = workshop.down(client)
+present_after_down = len(workshop.present(client))
 print(
     f"removed: {sum(r == 'deleted' for r in removed.values())}, still present: {present_after_down}"
 )
@@ -266,8 +312,10 @@ for expected in (
     assert expected in insecure_fields, (expected, sorted(insecure_fields))
 assert admits == {"cifar10-queued": 4, "cifar10-ha": 8, "cifar10-gang": 4}, admits
 assert workshop_report.ok, str(workshop_report)
-assert len(workshop_objects) == 2 + 11 * LEARNERS
+assert len(workshop_objects) == 2 + 13 * LEARNERS
 assert present_after_up == (0 if dry_run else len(workshop_objects))
 assert present_after_down == 0
+assert role_rights(learner_role) == lesson_rights()
+assert set(board.cells) == set(workshop.namespaces())
 if not dry_run:
     assert set(created.values()) == {"created"} and set(removed.values()) == {"deleted"}

@@ -29,13 +29,14 @@
 
 # %% tags=["parameters"]
 SMOKE = True  # small preemption experiment (2 disruptions of a 30-step run)
-BACKEND = "local"  # the experiment needs the local backend's preempt()/kill()
+BACKEND = "local"  # "local" or "kubernetes": the experiment uses client.preempt()/client.kill()
 OFFER = "aws-p4d-a100"  # a name from docs/gpu-prices.yaml
+CURRENCY = "USD"  # "USD" or "CNY": every offer is converted with the file's dated exchange_rates
 COMPUTE_H = 100.0  # hours of training without failures or checkpoints (measure: steps x s/step)
 GPUS = 8
 CHECKPOINT_S = 60.0  # seconds to write one checkpoint (size / storage write bandwidth)
 RESTART_S = 300.0  # seconds from a reclaim to training again (new node, image, data, resume)
-BUDGET = 2500.0  # money you are willing to spend on this run
+BUDGET = 2500.0  # money you are willing to spend on this run, in CURRENCY
 CHECKPOINT_EVERY = 5  # steps between the lab's checkpoints in the experiment
 SEED = 0
 
@@ -58,7 +59,7 @@ from kubecourse.cost import (
 from kubecourse.course import record_outcome
 from kubecourse.preemption import ha_job, run_preemption_experiment
 
-offers = load_prices()
+offers = load_prices(currency=CURRENCY)
 client = TrainingClient(backend=BACKEND)
 
 # %% [markdown]
@@ -155,13 +156,13 @@ print("accepted:", spot_accepted)
 # ## 6. Preemption for real
 # The model says a reclaim at a random moment loses, on average, half a checkpoint interval. Let
 # us check on a real run: lesson 04's HA Job (`manifests/04-production/jobs/job-ha.yaml`) trains
-# the CIFAR lab at smoke size on the local backend, checkpointing every `CHECKPOINT_EVERY` steps.
+# the CIFAR lab at smoke size, checkpointing every `CHECKPOINT_EVERY` steps.
 # At random steps we disrupt the running pod:
 #
-# * **SIGTERM** (`backend.preempt`, what a preemption, drain or spot reclaim does): the pod gets the
+# * **SIGTERM** (`client.preempt`, what a preemption, drain or spot reclaim does): the pod gets the
 #   `DisruptionTarget` condition and SIGTERM; the lab finishes its step, writes a final checkpoint
 #   and exits 143; the podFailurePolicy ignores it and a new pod resumes. Predicted loss: 0.
-# * **SIGKILL** (`backend.kill`, a crash or a grace period too short): nothing is saved; the new
+# * **SIGKILL** (`client.kill`, a crash or a grace period too short): nothing is saved; the new
 #   pod resumes from the last periodic checkpoint. Predicted loss: `CHECKPOINT_EVERY / 2` on
 #   average, at most `CHECKPOINT_EVERY`.
 #

@@ -36,7 +36,6 @@ NAN_AT_STEP = 12  # inject a NaN loss at this optimizer step (0 = no fault): fir
 TIMEOUT_S = 600
 
 # %%
-import shutil
 import urllib.request
 
 from kubecourse import TrainingClient, render
@@ -103,10 +102,7 @@ print([r["name"] for r in prom.rules()])
 # While it runs we also watch `/api/v1/alerts`.
 
 # %%
-if BACKEND == "local":  # a PVC outlives jobs: start from an empty checkpoint folder
-    shutil.rmtree(
-        client.backend.pvc_dir("training-checkpoints", NAMESPACE) / JOB_NAME, ignore_errors=True
-    )
+client.reset_volume("training-checkpoints", JOB_NAME)  # a PVC outlives jobs: start empty
 job = client.submit(objects)
 fired: dict[str, dict] = {}
 scrape_text = ""

@@ -28,13 +28,14 @@
 
 # %% tags=["parameters"]
 SMOKE = True  # tiny runs (20 optimizer steps each, ~3 s of training on one CPU thread)
-BACKEND = "local"  # fault injection needs the local backend's kill()/preempt()
+BACKEND = "local"  # "local" (processes on this machine) or "kubernetes" ($KUBECONFIG)
 NAMESPACE = "default"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 KILL_SEED = 11  # picks the steps at which the pod is killed and preempted
 TIMEOUT_S = 600
 
 # %%
+import io
 import random
 import shutil
 import subprocess
@@ -46,20 +47,14 @@ from pathlib import Path
 import torch
 
 from kubecourse import TrainingClient, render
+from kubecourse.contract import StepLine, parse_line
 from kubecourse.course import record_outcome
 from kubecourse.diagnose import case_dir, classify_case, load_case
 from kubecourse.exercises import EXERCISES, grade, load_broken
 from kubecourse.manifests import pod_spec, trainer_container
 from labs.common.checkpoint import load_latest
-from labs.common.data import prepare_synthetic
 
 client = TrainingClient(backend=BACKEND, namespace=NAMESPACE)
-LOCAL = BACKEND == "local"
-if not LOCAL:
-    print(
-        "fault injection (kill/preempt/NaN/hang) runs on the local backend only; on a cluster use "
-        "`kubectl delete pod --grace-period=0 --force` and `kubectl drain`; skipping those cells"
-    )
 
 # %% [markdown]
 # ## 1. Five copies of one tiny run
@@ -89,7 +84,7 @@ TINY = [
 ]
 
 
-def tiny_job(name: str, *extra: str, backoff_limit: int = 3):
+def tiny_job(name: str, *extra: str, backoff_limit: int = 3, prepare: bool = False):
     objects = render(
         "01",
         name=name,
@@ -99,17 +94,16 @@ def tiny_job(name: str, *extra: str, backoff_limit: int = 3):
         args=TINY + list(extra),
         backoff_limit=backoff_limit,
     )
-    if LOCAL:
-        # The data is already on the data PVC (below), so every pod can skip the init container
-        # that would check it: 8 fewer process starts. On a cluster keep it.
-        for obj in objects:
-            if obj["kind"] == "Job":
-                pod_spec(obj).pop("initContainers")
+    for obj in objects:
+        if obj["kind"] == "Job" and prepare:  # only the init container runs: it fills the data PVC
+            trainer_container(pod_spec(obj)).update(
+                command=["python", "-c", "print('data ready')"], args=[]
+            )
+        elif obj["kind"] == "Job":
+            # The data is already on the data PVC (the prepare job below), so every pod can skip
+            # the init container that would check it: 8 fewer process starts.
+            pod_spec(obj).pop("initContainers")
     return objects
-
-
-def checkpoint_dir(name: str):
-    return client.backend.pvc_dir("training-checkpoints", NAMESPACE) / name
 
 
 faulty = {
@@ -121,21 +115,22 @@ faulty = {
 
 # %%
 jobs = {}
-if LOCAL:
-    # What the init container does, once, on the data PVC's folder (`.course/volumes/...`).
-    prepare_synthetic(client.backend.pvc_dir("cifar10-data", NAMESPACE), log=print)
-    for name in ["reference", *faulty]:
-        shutil.rmtree(checkpoint_dir(name), ignore_errors=True)  # start from nothing
-    jobs["reference"] = client.submit(tiny_job("reference"))
-    for name, objects in faulty.items():
-        jobs[name] = client.submit(objects)
+# The data set once, by a job whose init container writes it to the data PVC.
+prepare = client.submit(tiny_job("prepare-data", prepare=True))
+assert client.wait(prepare, timeout_s=TIMEOUT_S, progress=False).phase == "Succeeded"
+client.delete(prepare)
+for name in ["reference", *faulty]:
+    client.reset_volume("training-checkpoints", name)  # start from nothing
+jobs["reference"] = client.submit(tiny_job("reference"))
+for name, objects in faulty.items():
+    jobs[name] = client.submit(objects)
 
 # %% [markdown]
 # ## 2. Kill -9 one job at a random step, preempt another
-# `LocalBackend.kill()` sends SIGKILL to the pod's processes (what the OOM killer or a node crash
-# does: no chance to checkpoint); `preempt()` sets the DisruptionTarget condition, sends SIGTERM, and
-# SIGKILL after the grace period (the lab checkpoints on SIGTERM and exits 143). On a cluster:
-# `kubectl delete pod <pod> --grace-period=0 --force` and `kubectl drain <node>`.
+# `client.kill(job)` crashes a running pod: SIGKILL, no chance to checkpoint, what the OOM killer or
+# a node crash does (on a cluster: the pod is force-deleted). `client.preempt(job)` evicts it: the
+# DisruptionTarget condition, SIGTERM, and SIGKILL after the grace period (the lab checkpoints on
+# SIGTERM and exits 143). Each call prints its kubectl twin.
 
 # %%
 rng = random.Random(KILL_SEED)
@@ -147,16 +142,15 @@ disruptions = []
 def disrupt_at(name: str, at_step: int, action) -> None:
     """Follow the job's log; at the first line of step >= at_step, disrupt its running pod."""
     for line in client.iter_logs(jobs[name], follow=True):
-        if line.text.startswith("step ") and int(line.text.split()[1].split("/")[0]) >= at_step:
-            step = int(line.text.split()[1].split("/")[0])
-            disruptions.append((action.__name__, step, action(name, NAMESPACE)))
+        record = parse_line(line.text)
+        if isinstance(record, StepLine) and record.step >= at_step:
+            disruptions.append((action.__name__, record.step, action(jobs[name])))
             return
 
 
-if LOCAL:
-    disrupt_at("killed", kill_at, client.backend.kill)
-    disrupt_at("preempted", preempt_at, client.backend.preempt)
-    print(disruptions)
+disrupt_at("killed", kill_at, client.kill)
+disrupt_at("preempted", preempt_at, client.preempt)
+print(disruptions)
 
 # %%
 statuses = {
@@ -187,8 +181,11 @@ for diagnosis in diagnoses.values():
 
 # %%
 def final_checkpoint(name: str) -> dict:
-    path = sorted((checkpoint_dir(name) / "checkpoints").glob("ckpt-step-*.pt"))[-1]
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The newest checkpoint of a job, read from the checkpoints PVC."""
+    files = client.list_volume("training-checkpoints", f"{name}/checkpoints")
+    newest = sorted(f for f in files if f.startswith("ckpt-step-") and f.endswith(".pt"))[-1]
+    data = client.read_volume("training-checkpoints", f"{name}/checkpoints/{newest}")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def bitwise_equal(a: dict, b: dict) -> bool:
@@ -197,10 +194,8 @@ def bitwise_equal(a: dict, b: dict) -> bool:
     )
 
 
-equal = {}
-if LOCAL:
-    reference = final_checkpoint("reference")
-    equal = {name: bitwise_equal(reference, final_checkpoint(name)) for name in faulty}
+reference = final_checkpoint("reference")
+equal = {name: bitwise_equal(reference, final_checkpoint(name)) for name in faulty}
 print(equal)
 
 # %% [markdown]
@@ -255,16 +250,15 @@ assert all(d.kinds == c["expect"] for d, c in recorded.values()), {
     n: d.kinds for n, (d, c) in recorded.items() if d.kinds != c["expect"]
 }
 assert torn_state["step"] == 3 and not list(torn_dir.glob("*.tmp"))
-if LOCAL:
-    assert all(s.phase == "Succeeded" for s in statuses.values()), statuses
-    assert [d[0] for d in disruptions] == ["kill", "preempt"], disruptions
-    assert diagnoses["reference"].kinds == []
-    assert diagnoses["killed"].kinds == ["Killed"], diagnoses["killed"]
-    assert diagnoses["preempted"].kinds == ["Preempted"], diagnoses["preempted"]
-    assert diagnoses["nan"].kinds == ["NaNLoss"] and diagnoses["hang"].kinds == ["Hung"]
-    assert [p.exit_code for p in statuses["killed"].pods] == [137, 0], statuses["killed"]
-    assert [p.exit_code for p in statuses["preempted"].pods] == [143, 0], statuses["preempted"]
-    assert equal == {name: True for name in faulty}, f"not bitwise equal: {equal}"
+assert all(s.phase == "Succeeded" for s in statuses.values()), statuses
+assert [d[0] for d in disruptions] == ["kill", "preempt"], disruptions
+assert diagnoses["reference"].kinds == []
+assert diagnoses["killed"].kinds == ["Killed"], diagnoses["killed"]
+assert diagnoses["preempted"].kinds == ["Preempted"], diagnoses["preempted"]
+assert diagnoses["nan"].kinds == ["NaNLoss"] and diagnoses["hang"].kinds == ["Hung"]
+# The crash counts against backoffLimit; the preemption (DisruptionTarget) is ignored.
+assert (statuses["killed"].failed, statuses["preempted"].failed) == (1, 0), statuses
+assert equal == {name: True for name in faulty}, f"not bitwise equal: {equal}"
 record_outcome(
     "11_fault_diagnosis_recovery",
     backend=BACKEND,
@@ -372,8 +366,7 @@ for name, exercise in EXERCISES.items():
 # %%
 for ref in jobs.values():
     client.delete(ref)
-if LOCAL:
-    for name in ["reference", *faulty]:
-        shutil.rmtree(checkpoint_dir(name), ignore_errors=True)
+for name in ["reference", *faulty]:
+    client.reset_volume("training-checkpoints", name)
 shutil.rmtree(torn_dir.parent, ignore_errors=True)
 client.close()

@@ -9,7 +9,7 @@ workers on two cores, another build running), so the guards are far above any id
     HANG_GUARD_S   one wait: a lab subprocess, a job, a cell, a poll. The slowest single wait in the
                    suite is a lab smoke run or a notebook cell of about a minute idle: 10x that.
     TEST_GUARD_S   one whole test (several waits in a row), applied by tests/conftest.py to every
-                   test through pytest-timeout; it replaces any per-test `timeout` mark.
+                   test through pytest-timeout; a smaller per-test `timeout` mark counts as this.
 
 Set KUBECOURSE_HANG_GUARD_S to scale both (e.g. 60 to see a hang fail fast while debugging, or
 3000 on a very slow emulator). A guard is never a reason for a test to fail on a healthy machine.

@@ -1,11 +1,14 @@
 """`kubecourse` command line: the facade's verbs for a terminal.
 
 kubecourse env                                   # what notebook 00 checks
+kubecourse doctor --namespace learner-01 --lesson 02   # preflight on the cluster, exit 1 on a failure
 kubecourse render 01 --set name=my-run --set gpus=0
 kubecourse validate 01                           # or a YAML file
 kubecourse submit 01 --set extra_args='["--smoke"]' --set env='{"DATASET":"synthetic"}' --follow
 kubecourse workshop up --learners 3              # table of what would be created (dry run)
 kubecourse workshop up --learners 3 --apply --backend kubernetes   # create; `down` removes
+kubecourse workshop creds --learners 3 --out kubeconfigs/          # one kubeconfig per learner
+kubecourse workshop status --learners 3                            # the progress board
 """
 
 from __future__ import annotations
@@ -44,28 +47,76 @@ def _objects(target: str, sets: list[str]) -> list[dict]:
 
 
 def _workshop(args: argparse.Namespace) -> int:
-    from .client import make_backend
-    from .workshop import Workshop
+    from .workshop import DRY_RUN_NOTE, NOT_CHECKED, Workshop
 
     ws = Workshop(
         learners=args.learners, name=args.name, gpus=args.gpus, cpu=args.cpu, memory=args.memory
     )
+    if args.action in ("creds", "status"):
+        return _workshop_cluster(ws, args)
     objects = ws.render()
     if not args.apply:
         print(ws.table(objects))
         verb = "create" if args.action == "up" else "delete"
         print(f"dry run: would {verb} {len(objects)} objects; add --apply to do it")
         return 0
-    backend = make_backend(args.backend)
+    from .backends.config import KubernetesBackendConfig
+    from .client import make_backend
+
+    config = args.backend
+    if args.backend == "kubernetes":
+        config = KubernetesBackendConfig(kubeconfig=args.kubeconfig)
+    backend = make_backend(config)
     try:
         if args.action == "up":
-            results = ws.up(backend, dry_run=args.server_dry_run)
+            results = ws.up(
+                backend, dry_run=args.server_dry_run, create_namespaces=args.create_namespaces
+            )
         else:
             results = ws.down(backend)
     finally:
         backend.close()
     print(ws.table(objects, results))
+    if NOT_CHECKED in results.values():
+        print(f"note: {DRY_RUN_NOTE}")
     return 0
+
+
+def _workshop_cluster(ws, args: argparse.Namespace) -> int:
+    """creds and status read and write through the cluster API (kubeconfig of the instructor)."""
+    from .cluster import ClusterApi
+
+    api = ClusterApi(kubeconfig=args.kubeconfig)
+    try:
+        if args.action == "creds":
+            rows = ws.credentials(api, args.out, expiry_s=int(args.expiry_hours * 3600))
+            for row in rows:
+                print(f"{row['learner']}  {row['kubeconfig']}  expires {row['expires']}")
+            print(f"{len(rows)} kubeconfigs in {args.out}: hand each learner theirs")
+        else:
+            print(ws.board(ws.jobs(api)))
+    finally:
+        api.close()
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .cluster import ClusterApi
+    from .context import resolve_namespace, resolve_queue
+    from .doctor import run_doctor
+
+    api = ClusterApi(kubeconfig=args.kubeconfig)
+    try:
+        report = run_doctor(
+            api,
+            namespace=resolve_namespace(args.namespace or "", args.kubeconfig),
+            lessons=args.lesson or None,
+            queue=resolve_queue(args.queue or "", args.kubeconfig),
+        )
+    finally:
+        api.close()
+    print(report)
+    return 0 if report.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,24 +150,49 @@ def main(argv: list[str] | None = None) -> int:
                 "--follow", action="store_true", help="follow logs and wait for the end"
             )
             command.add_argument("--timeout", type=float, default=3600, help="seconds to wait")
+    doctor = sub.add_parser("doctor", help="preflight: API, versions, CRDs, GPUs, storage, rights")
+    doctor.add_argument("--namespace", help="default: $KUBECOURSE_NAMESPACE, kubeconfig context")
+    doctor.add_argument(
+        "--lesson", action="append", help="manifest lesson number (repeatable; default: all)"
+    )
+    doctor.add_argument("--queue", help="LocalQueue to check (default: $KUBECOURSE_QUEUE)")
+    doctor.add_argument("--kubeconfig", help="kubeconfig file (default: what kubectl uses)")
     workshop = sub.add_parser("workshop", help="namespaces, quotas, queues, RBAC for N learners")
-    workshop.add_argument("action", choices=["up", "down"], help="create or remove")
+    workshop.add_argument(
+        "action",
+        choices=["up", "down", "creds", "status"],
+        help="create, remove, write one kubeconfig per learner, show the progress board",
+    )
     workshop.add_argument("--learners", type=int, required=True)
     workshop.add_argument("--name", default="kubecourse", help="label value that groups it all")
-    workshop.add_argument("--gpus", type=int, default=1, help="GPU quota per learner")
-    workshop.add_argument("--cpu", default="8", help="cpu quota per learner")
-    workshop.add_argument("--memory", default="32Gi", help="memory quota per learner")
+    workshop.add_argument(
+        "--gpus", type=int, help="GPU quota per learner (default: largest lesson)"
+    )
+    workshop.add_argument("--cpu", help="cpu quota per learner (default: largest lesson)")
+    workshop.add_argument("--memory", help="memory quota per learner (default: largest lesson)")
     workshop.add_argument("--backend", default="local", choices=["local", "kubernetes"])
+    workshop.add_argument("--kubeconfig", help="kubeconfig file (default: what kubectl uses)")
     workshop.add_argument(
         "--apply", action="store_true", help="really create/delete (default: only print the plan)"
     )
     workshop.add_argument(
         "--server-dry-run", action="store_true", help="with --apply: dryRun=All (kubernetes)"
     )
+    workshop.add_argument(
+        "--create-namespaces",
+        action="store_true",
+        help="with --server-dry-run: create the namespaces for real, dry-run everything else",
+    )
+    workshop.add_argument("--out", default="workshop-kubeconfigs", help="creds: output folder")
+    workshop.add_argument(
+        "--expiry-hours", type=float, default=24.0, help="creds: token lifetime in hours"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "workshop":
             return _workshop(args)
+        if args.command == "doctor":
+            return _doctor(args)
         if args.command == "env":
             from .env import check_environment
 

@@ -18,11 +18,13 @@ import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from . import constants as C
 from . import display
 from .backends.base import Backend
 from .backends.config import CONFIGS, BackendConfig
+from .context import resolve_namespace
 from .errors import JobFailed, ManifestError, OptionError
 from .manifests import Manifest, object_id, repo_root, workload
 from .types import Event, JobRef, JobStatus, LogLine
@@ -64,7 +66,8 @@ class TrainingClient:
         rendered_dir: str | Path | None = None,
     ):
         self.backend = make_backend(backend)
-        self.namespace = namespace
+        # "": $KUBECOURSE_NAMESPACE, else the kubeconfig context, else the course namespace
+        self.namespace = namespace or resolve_namespace()
         self.show_kubectl = show_kubectl
         self.policy = policy
         state = os.environ.get(C.LOCAL_STATE_DIR_ENV) or repo_root() / C.LOCAL_STATE_DIR
@@ -113,6 +116,11 @@ class TrainingClient:
                     obj["metadata"].setdefault("namespace", self.namespace)
         report = self.validate(objects)
         report.raise_for_findings()
+        if self.backend.runs_images:
+            from .policy import image_warnings
+
+            for warning in image_warnings(objects):
+                print(f"warning: {warning.obj}: {warning.field}: {warning.message}")
         for reason in report.skipped:
             print(f"note: {reason}")
         target = workload(objects)
@@ -262,6 +270,56 @@ class TrainingClient:
         self._twin("diagnose", ref)
         return diagnose(self.backend, ref, tail_lines=tail_lines)
 
+    # Outputs, volumes and disruptions: the same verbs and answers on every backend
+    # (kubecourse.backends.outputs says where each comes from).
+
+    def result(self, job: JobRef | str) -> dict[str, Any] | None:
+        """What the lab wrote to result.json (from its final `result` log line); None if unfinished."""
+        ref = self._ref(job)
+        self._twin("result", ref)
+        return self.backend.result(ref)
+
+    def metrics(self, job: JobRef | str) -> list[dict[str, Any]]:
+        """The records of the job's metrics.jsonl, on the volume its --out-dir lies on."""
+        ref = self._ref(job)
+        self._twin("metrics", ref)
+        return self.backend.metrics(ref)
+
+    def read_volume(self, claim: str, path: str, *, namespace: str | None = None) -> bytes | None:
+        """One file of a PVC (path relative to the claim's root); None if it does not exist."""
+        return self.backend.read_volume(claim, namespace or self.namespace, path)
+
+    def list_volume(
+        self, claim: str, subpath: str = "", *, namespace: str | None = None
+    ) -> list[str]:
+        """The files under subpath of a PVC, relative to subpath, sorted."""
+        return self.backend.list_volume(claim, namespace or self.namespace, subpath)
+
+    def reset_volume(self, claim: str, subpath: str = "", *, namespace: str | None = None) -> None:
+        """Empty subpath of a PVC (a lesson starts from no checkpoints): a PVC outlives jobs."""
+        print(f"reset volume {claim}:/{subpath.strip('/')}")
+        self.backend.reset_volume(claim, namespace or self.namespace, subpath)
+
+    def kill(self, job: JobRef | str, *, index: int | None = None) -> str:
+        """Crash a running pod of the job (SIGKILL, no DisruptionTarget): counts as a failure."""
+        ref = self._ref(job)
+        self._twin("kill", ref, index=index)
+        return self.backend.kill(ref, index=index)
+
+    def preempt(self, job: JobRef | str, *, index: int | None = None) -> str:
+        """Evict a running pod (DisruptionTarget, SIGTERM, grace period); returns the pod's name."""
+        ref = self._ref(job)
+        self._twin("preempt", ref, index=index)
+        return self.backend.preempt(ref, index=index)
+
+    def kill_worker(
+        self, job: JobRef | str, *, rank: int | None = None, index: int | None = None
+    ) -> dict[str, Any]:
+        """SIGKILL one torchrun worker process (not the pod): {"rank": r, "pid": p}."""
+        ref = self._ref(job)
+        self._twin("kill-worker", ref, index=index)
+        return self.backend.kill_worker(ref, rank=rank, index=index)
+
     def delete(self, job: JobRef | str, *, missing_ok: bool = False, volumes: bool = False) -> None:
         """Stop the job and remove it with its pods and what its submit created, except PVCs
         (their data stays; volumes=True removes them too). A job that is not there raises
@@ -270,6 +328,19 @@ class TrainingClient:
         self._twin("delete", ref)
         self.backend.delete(ref, missing_ok=missing_ok, volumes=volumes)
         self._submitted.pop((ref.namespace, ref.name), None)
+
+    # Plain objects that are not a job (the workshop's namespaces, quotas, queues, RBAC).
+    def apply_objects(self, objects: list[Manifest], *, dry_run: bool = False) -> list[str]:
+        """Create each object; one result per object: "created", "exists" or "dry run"."""
+        return self.backend.apply_objects(objects, dry_run=dry_run)
+
+    def delete_objects(self, objects: list[Manifest]) -> list[str]:
+        """Delete each object (idempotent); one result per object: "deleted" or "absent"."""
+        return self.backend.delete_objects(objects)
+
+    def get_objects(self, objects: list[Manifest]) -> list[Manifest | None]:
+        """The stored version of each object, None where it does not exist."""
+        return self.backend.get_objects(objects)
 
     def close(self) -> None:
         self.backend.close()

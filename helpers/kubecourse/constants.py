@@ -22,6 +22,13 @@ COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # Kueue: priority of the workload (a WorkloadPriorityClass name).
 KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+# The label each controller puts on the pods of one job (what a per-job NetworkPolicy selects):
+# JobSet (also a TrainJob's pods: Trainer v2 makes a JobSet of the TrainJob's name), PyTorchJob,
+# Volcano Job. batch/v1 Jobs use JOB_NAME_LABEL above.
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+PYTORCHJOB_NAME_LABEL = "training.kubeflow.org/job-name"
+VOLCANO_JOB_NAME_LABEL = "volcano.sh/job-name"
+JOB_NAME_LABELS = (JOB_NAME_LABEL, JOBSET_NAME_LABEL, PYTORCHJOB_NAME_LABEL, VOLCANO_JOB_NAME_LABEL)
 # Every object the course creates carries this label, so one selector finds and cleans them all.
 COURSE_LABEL = "course.kubecourse.dev/lesson"
 

@@ -20,7 +20,10 @@ A SIGTERM with a grace period long enough for a final checkpoint (the course's l
 almost nothing; the model's loss is that of a SIGKILL, a crash, or a grace period too short.
 
 Prices are data (docs/gpu-prices.yaml, with date and source): examples to refresh, not quotes.
-All times are seconds unless a name ends in _h (hours); money is in the price file's currency.
+All times are seconds unless a name ends in _h (hours). Offers may be priced in different currencies
+(USD for the US clouds, CNY for the Chinese ones); `load_prices(currency="CNY")` converts every offer
+with the file's dated `exchange_rates`, so offers are always compared in one currency (by default
+the file's `currency`), and a budget is in that currency too.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class GpuOffer:
     spot_preemptions_per_hour: float
     source: str = ""
     as_of: str = ""
+    currency: str = "USD"  # the currency of the two prices above (after any conversion)
+    priced_in: str = ""  # the currency the provider quotes, when it was converted from it
 
     def price(self, spot: bool) -> float:
         return self.spot_per_gpu_hour if spot else self.on_demand_per_gpu_hour
@@ -65,21 +70,31 @@ def default_price_file() -> Path:
     return repo_root() / "docs" / "gpu-prices.yaml"
 
 
-def load_prices(path: str | Path | None = None) -> dict[str, GpuOffer]:
-    """The offers in a price file (default docs/gpu-prices.yaml), by name."""
+def load_prices(path: str | Path | None = None, currency: str | None = None) -> dict[str, GpuOffer]:
+    """The offers in a price file (default docs/gpu-prices.yaml), by name, all in one currency.
+
+    `currency` (e.g. "CNY"): convert every offer into it with the file's `exchange_rates`; default:
+    the file's `currency`. An offer carries its own `currency` when the provider quotes another one.
+    """
     source = Path(path) if path is not None else default_price_file()
-    data = yaml.safe_load(source.read_text())
+    data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    default_currency = str(data.get("currency", "USD"))
+    target = currency or default_currency
     offers = {}
     for i, entry in enumerate(data.get("offers") or []):
         try:
+            quoted_in = str(entry.get("currency", default_currency))
+            rate = exchange_rate(quoted_in, target, data, source)
             offer = GpuOffer(
                 name=entry["name"],
                 gpu=entry["gpu"],
-                on_demand_per_gpu_hour=float(entry["on_demand_per_gpu_hour"]),
-                spot_per_gpu_hour=float(entry["spot_per_gpu_hour"]),
+                on_demand_per_gpu_hour=float(entry["on_demand_per_gpu_hour"]) * rate,
+                spot_per_gpu_hour=float(entry["spot_per_gpu_hour"]) * rate,
                 spot_preemptions_per_hour=float(entry["spot_preemptions_per_hour"]),
                 source=entry.get("source", ""),
-                as_of=str(data.get("as_of", "")),
+                as_of=str(entry.get("as_of", data.get("as_of", ""))),
+                currency=target,
+                priced_in=quoted_in if quoted_in != target else "",
             )
         except (KeyError, TypeError, ValueError) as error:
             raise CourseError(
@@ -87,6 +102,26 @@ def load_prices(path: str | Path | None = None) -> dict[str, GpuOffer]:
             ) from error
         offers[offer.name] = offer
     return offers
+
+
+def exchange_rate(
+    from_currency: str, to_currency: str, data: dict, source: Path | str = ""
+) -> float:
+    """How many `to_currency` one `from_currency` buys, from a price file's `exchange_rates`
+    (units of each currency per 1 of the file's `currency`, dated and sourced like the prices)."""
+    if from_currency == to_currency:
+        return 1.0
+    rates = {str(k): v for k, v in (data.get("exchange_rates") or {}).items()}
+    rates.setdefault(str(data.get("currency", "USD")), 1.0)
+    missing = [
+        c for c in (from_currency, to_currency) if not isinstance(rates.get(c), (int, float))
+    ]
+    if missing:
+        raise CourseError(
+            f"{source}: no exchange rate for {', '.join(missing)} in exchange_rates "
+            f"(known: {', '.join(sorted(k for k, v in rates.items() if isinstance(v, (int, float))))})"
+        )
+    return float(rates[to_currency]) / float(rates[from_currency])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,6 +225,7 @@ class Estimate:
     cost: float
     gpus: int
     compute_h: float
+    currency: str = "USD"
 
     @property
     def overhead(self) -> float:
@@ -200,7 +236,7 @@ class Estimate:
         kind = "spot" if self.spot else "on-demand"
         return (
             f"{self.offer} {kind}: {self.wall_h:.2f} h wall x {self.gpus} GPU x "
-            f"{self.price_per_gpu_hour:.2f}/GPU-h = {self.cost:.2f}; checkpoint every "
+            f"{self.price_per_gpu_hour:.2f}/GPU-h = {self.cost:.2f} {self.currency}; checkpoint every "
             f"{self.interval_s / 60:.1f} min, MTBF {self.mtbf_h:.1f} h, ~{self.expected_failures:.1f} failures"
         )
 
@@ -230,6 +266,7 @@ def estimate(plan: RunPlan, offer: GpuOffer, *, spot: bool = False) -> Estimate:
         cost=wall_h * plan.gpus * price,
         gpus=plan.gpus,
         compute_h=plan.compute_h,
+        currency=offer.currency,
     )
 
 
@@ -246,6 +283,7 @@ def budget_guard(estimated: Estimate, limit: float) -> Estimate:
         kind = "spot" if estimated.spot else "on-demand"
         raise BudgetExceeded(
             f"refused: estimated cost {estimated.cost:.2f} exceeds the budget {limit:.2f} "
+            f"{estimated.currency} "
             f"({estimated.wall_h:.2f} h expected wall time x {estimated.gpus} GPU x "
             f"{estimated.price_per_gpu_hour:.2f} per GPU-hour, {estimated.offer} {kind}, "
             f"~{estimated.expected_failures:.1f} failures); use fewer GPU-hours, spot capacity, "
@@ -264,6 +302,7 @@ __all__ = [
     "cost_curve",
     "daly_interval",
     "estimate",
+    "exchange_rate",
     "expected_lost_work",
     "expected_wall_time",
     "load_prices",

@@ -2,6 +2,9 @@
 
     python -m kubecourse.course --out build/course   # execute every notebook, write summary.md
     python -m kubecourse.course --sync               # regenerate notebooks/*.ipynb from the .py sources
+    python -m kubecourse.course --lang zh_CN --out build/course-zh_CN   # the Chinese notebooks
+
+The Chinese notebooks (notebooks/zh_CN/) are built from the English ones by kubecourse.i18n.
 
 Notebooks are edited as jupytext py:percent files (notebooks/NN_topic.py); the .ipynb beside each is
 a build product committed without outputs. Each notebook ends by calling record_outcome() with the
@@ -29,9 +32,10 @@ def notebook_dir() -> Path:
     return repo_root() / "notebooks"
 
 
-def notebooks() -> list[Path]:
-    """Every lesson notebook, in lesson order (NN_topic.ipynb)."""
-    return sorted(p for p in notebook_dir().glob("[0-9][0-9]_*.ipynb"))
+def notebooks(lang: str | None = None) -> list[Path]:
+    """Every lesson notebook, in lesson order (NN_topic.ipynb); `lang`: the translated ones."""
+    folder = notebook_dir() / lang if lang and lang != "en" else notebook_dir()
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -170,12 +174,20 @@ def _kernel_name() -> str:
     return name
 
 
-def run_course(out_dir: Path, only: str | None = None) -> Path:
-    """Execute every notebook in order; write summary.md and summary.json beside the copies."""
+def run_course(out_dir: Path, only: str | None = None, lang: str | None = None) -> Path:
+    """Execute every notebook in order; write summary.md and summary.json beside the copies.
+
+    `lang` (e.g. "zh_CN"): run the translated notebooks and write the summary in that language.
+    """
+    from .i18n import gettext
+
+    def _(message: str) -> str:
+        return gettext(message, lang)
+
     outcomes_dir = out_dir / "outcomes"
     rows = []
     failures = 0
-    for notebook in notebooks():
+    for notebook in notebooks(lang):
         if only and not re.search(only, notebook.name):
             continue
         start = time.monotonic()
@@ -192,9 +204,9 @@ def run_course(out_dir: Path, only: str | None = None) -> Path:
         rows.append({"notebook": notebook.name, "seconds": round(wall, 1), "error": error})
     outcomes = {p.stem: json.loads(p.read_text()) for p in sorted(outcomes_dir.glob("*.json"))}
     lines = [
-        "# Course run (local backend)",
+        _("# Course run (local backend)"),
         "",
-        "| notebook | time (s) | result | outcome |",
+        _("| notebook | time (s) | result | outcome |"),
         "|---|---|---|---|",
     ]
     for row in rows:
@@ -204,12 +216,12 @@ def run_course(out_dir: Path, only: str | None = None) -> Path:
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in numbers.items()
         )
         lines.append(
-            f"| {row['notebook']} | {row['seconds']} | {'FAILED ' + row['error'] if row['error'] else 'passed'} | {shown} |"
+            f"| {row['notebook']} | {row['seconds']} | {_('FAILED') + ' ' + row['error'] if row['error'] else _('passed')} | {shown} |"
         )
     figures = [f for o in outcomes.values() for f in o.get("figures", [])]
     if figures:
-        lines += ["", "## Plots", ""] + [f"![{f}](outcomes/{f})" for f in figures]
-    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+        lines += ["", _("## Plots"), ""] + [f"![{f}](outcomes/{f})" for f in figures]
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out_dir / "summary.json").write_text(
         json.dumps({"notebooks": rows, "outcomes": outcomes}, indent=2, default=str)
     )
@@ -230,12 +242,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--sync", action="store_true", help="regenerate the .ipynb files from the .py sources"
     )
+    parser.add_argument(
+        "--lang", default="en", help="en (default) or zh_CN: the notebooks and summary language"
+    )
     args = parser.parse_args(argv)
     if args.sync:
         for path in sync():
             print(f"wrote {path.relative_to(repo_root())}")
         return
-    run_course(args.out.resolve(), args.only)
+    run_course(args.out.resolve(), args.only, args.lang)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,12 @@ recorded cases in notebooks/exercises/11/cases/, which the tests serve through a
 from __future__ import annotations
 
 import html
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import contract
 from .errors import ApiError
 from .types import Event, JobStatus
 
@@ -114,7 +116,8 @@ CAUSES: dict[str, tuple[str, str]] = {
 
 _LOG_RULES: list[tuple[str, re.Pattern]] = [
     ("GPUOutOfMemory", re.compile(r"CUDA out of memory|torch\.OutOfMemoryError", re.I)),
-    ("NaNLoss", re.compile(r"non-finite loss|\bloss (nan|inf)\b|loss is (nan|inf)", re.I)),
+    # A `step` line whose loss is nan/inf is found through kubecourse.contract (_nonfinite_step).
+    ("NaNLoss", re.compile(r"non-finite loss|loss is (nan|inf)", re.I)),
     (
         "RendezvousTimeout",
         re.compile(
@@ -134,6 +137,14 @@ _LOG_RULES: list[tuple[str, re.Pattern]] = [
     ("Hung", re.compile(r"watchdog: no training progress")),
     ("ConfigError", re.compile(r"^error: --[a-z]")),
 ]
+
+
+def _nonfinite_step(line: str) -> bool:
+    """A contract `step` line (kubecourse.contract) whose loss is nan or inf."""
+    record = contract.parse_line(line)
+    return isinstance(record, contract.StepLine) and not math.isfinite(record.loss)
+
+
 _SCHEDULING_RULES: list[tuple[str, re.Pattern]] = [
     ("InsufficientGPU", re.compile(r"Insufficient nvidia\.com/gpu")),
     ("UntoleratedTaint", re.compile(r"untolerated taint|had taint", re.I)),
@@ -294,9 +305,10 @@ def classify(
             found.append(("NotAdmitted", text, pod))
     for pod, lines in logs.items():
         for line in lines:
-            for kind, rx in _LOG_RULES:
-                if rx.search(line):
-                    found.append((kind, f"log {pod}: {line.strip()[:200]}", pod))
+            kinds = [kind for kind, rx in _LOG_RULES if rx.search(line)]
+            if _nonfinite_step(line) and "NaNLoss" not in kinds:
+                kinds.append("NaNLoss")
+            found += [(kind, f"log {pod}: {line.strip()[:200]}", pod) for kind in kinds]
     # A SIGKILL explained by something else on the same pod (an OOM, the SIGKILL that follows a
     # preemption's or deadline's grace period, the watchdog) is not a cause of its own.
     explained = {

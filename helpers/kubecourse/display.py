@@ -143,5 +143,13 @@ def kubectl(
         f" && kubectl events {ns} --for job/{name} && kubectl logs {ns} {selector} --tail=200",
         "delete": f"kubectl delete job {name} {ns} --cascade=foreground",
         "validate": f"kubectl apply {ns} -f {shlex.quote(path)} --dry-run=server --validate=strict",
+        "result": f"kubectl logs {ns} {selector} -c trainer --tail=-1 | grep '^result '",
+        "metrics": f"kubectl cp {ns} <pod-mounting-the-pvc>:<out-dir>/metrics.jsonl metrics.jsonl",
+        "kill": f"kubectl delete pod {ns} $(kubectl get pods {ns} {selector} -o name "
+        "--field-selector=status.phase=Running | head -1) --grace-period=0 --force",
+        "preempt": f"kubectl drain --pod-selector={C.JOB_NAME_LABEL}={name} <node> "
+        "--ignore-daemonsets --delete-emptydir-data  # an Eviction: DisruptionTarget + SIGTERM",
+        "kill-worker": f"kubectl exec {ns} $(kubectl get pods {ns} {selector} -o name | head -1)"
+        " -- pkill -KILL -f labs.lm_pretrain  # one worker process, not the pod",
     }
     return commands[verb]

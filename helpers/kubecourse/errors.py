@@ -60,27 +60,42 @@ class JobFailed(CourseError):
 
 
 class ApiError(CourseError):
-    """A Kubernetes API call failed. Keeps the HTTP status, the reason and the server's message."""
+    """A Kubernetes API call failed. Keeps the HTTP status, the reason and the server's message.
+
+    The text ends in "(HTTP <status> <reason>)" when the server answered, in "(<reason>)" when no
+    HTTP answer came (status None: never "HTTP None"), then a hint where a class has one."""
 
     status: int | None = None
+    hint: str = ""
 
     def __init__(self, message: str, status: int | None = None, reason: str = "", body: str = ""):
         self.status = status if status is not None else type(self).status
         self.reason = reason
         self.body = body
-        super().__init__(f"{message}: HTTP {self.status} {reason}".rstrip())
+        self.message = message
+        if self.status is not None:
+            where = f"HTTP {self.status} {reason}".rstrip()
+        else:
+            where = reason or "no HTTP answer"
+        super().__init__(f"{message} ({where})" + (f"; {self.hint}" if self.hint else ""))
 
 
 class Unauthorized(ApiError):
     """401: the credentials in the kubeconfig are missing, expired or wrong."""
 
     status = 401
+    hint = (
+        "check the kubeconfig: is its current context the cluster you mean "
+        "(kubectl config current-context), and has its token or client certificate expired "
+        "(kubectl auth whoami; log in again or refresh the kubeconfig)?"
+    )
 
 
 class Forbidden(ApiError):
     """403: authenticated, but RBAC does not allow this verb on this resource."""
 
     status = 403
+    hint = "RBAC does not allow it: kubectl auth can-i <verb> <resource> -n <namespace>"
 
 
 class NotFound(ApiError):
@@ -120,6 +135,14 @@ class ServerError(ApiError):
     """5xx: the API server (or an aggregated API / webhook behind it) failed; retried with backoff."""
 
     status = 500
+
+
+class PodNotStarted(ApiError):
+    """A pod has no log yet: it is not scheduled to a node (the server answers 204 No Content) or
+    its containers are still waiting to start (400). The message names the pod and what holds it."""
+
+    def __init__(self, message: str, status: int | None = None, reason: str = "", body: str = ""):
+        super().__init__(message, status=status, reason=reason or "PodNotStarted", body=body)
 
 
 class ClusterUnreachable(ApiError):

@@ -7,7 +7,6 @@ tails the first for the live plot and reads the second for the asserts.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import contract
 from .manifests import repo_root
 
 
@@ -35,22 +35,18 @@ class LabRun:
 
     @property
     def result(self) -> dict[str, Any]:
-        path = self.out_dir / "result.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        """result.json, or the log's `result` line when the file is gone; {} if neither."""
+        return contract.read_result(self.out_dir) or contract.last_result(self.log) or {}
+
+    @property
+    def records(self) -> list[contract.Record]:
+        """The log's contract records (kubecourse.contract): start, steps, checkpoints, done..."""
+        return contract.parse_log(self.log)
 
 
 def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
-    """Every complete JSON line of out_dir/metrics.jsonl (a line being written is skipped)."""
-    path = Path(out_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    """Every complete record of out_dir/metrics.jsonl (a line being written is skipped)."""
+    return contract.read_metrics(out_dir)
 
 
 def plot_metrics(records: list[dict[str, Any]], title: str = "training", ax=None):
@@ -145,7 +141,8 @@ def run_lab(
         assert process.stdout is not None
         for number, line in enumerate(process.stdout):
             log.append(line.rstrip("\n"))
-            if echo_every and (number % echo_every == 0 or not line.startswith("step ")):
+            is_step = isinstance(contract.parse_line(line), contract.StepLine)
+            if echo_every and (number % echo_every == 0 or not is_step):
                 print(line, end="")
             if time.monotonic() - start > timeout_s:
                 raise subprocess.TimeoutExpired(argv, timeout_s)

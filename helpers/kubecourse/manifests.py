@@ -272,29 +272,58 @@ class Name(Option):
         )
 
     def apply(self, objects: list[Manifest]) -> None:
-        workload(objects)["metadata"]["name"] = self.value
+        target = workload(objects)
+        old = target["metadata"]["name"]
+        target["metadata"]["name"] = self.value
+        # The job's own NetworkPolicy (<name>-peers) selects its pods by the controller's
+        # job-name label: it follows the new name.
+        for obj in objects:
+            if obj.get("kind") == "NetworkPolicy":
+                _rename_job_selectors(obj, old, self.value)
+                if obj["metadata"].get("name") == f"{old}-peers":
+                    obj["metadata"]["name"] = f"{self.value}-peers"
+
+
+def _rename_job_selectors(node: Any, old: str, new: str) -> None:
+    if isinstance(node, dict):
+        labels = node.get("matchLabels")
+        if isinstance(labels, dict):
+            for key in C.JOB_NAME_LABELS:
+                if labels.get(key) == old:
+                    labels[key] = new
+        for value in node.values():
+            _rename_job_selectors(value, old, new)
+    elif isinstance(node, list):
+        for value in node:
+            _rename_job_selectors(value, old, new)
 
 
 @dataclass(frozen=True)
 class Namespace(Option):
-    """metadata.namespace of every namespaced object."""
+    """metadata.namespace of every namespaced object ("": resolved by kubecourse.context:
+    $KUBECOURSE_NAMESPACE, else the kubeconfig context's namespace, else the course namespace)."""
 
     value: str
     field = "namespace"
 
+    @property
+    def resolved(self) -> str:
+        from .context import resolve_namespace
+
+        return resolve_namespace(self.value) if self.value == "" else self.value
+
     def check(self) -> None:
+        value = self.resolved if isinstance(self.value, str) else self.value
         _require(
-            isinstance(self.value, str)
-            and len(self.value) <= 63
-            and bool(_DNS_LABEL.match(self.value)),
+            isinstance(value, str) and len(value) <= 63 and bool(_DNS_LABEL.match(value)),
             "namespace",
-            f"{self.value!r} is not a valid namespace: a DNS-1123 label (lower-case letters, digits, '-'; at most 63 characters)",
+            f"{value!r} is not a valid namespace: a DNS-1123 label (lower-case letters, digits, '-'; at most 63 characters)",
         )
 
     def apply(self, objects: list[Manifest]) -> None:
         for obj in objects:
             if C.RESOURCES.get(obj.get("kind", ""), ("", True))[1]:
-                obj.setdefault("metadata", {})["namespace"] = self.value
+                obj.setdefault("metadata", {})["namespace"] = self.resolved
 
 
 @dataclass(frozen=True)
@@ -316,6 +345,12 @@ class Image(Option):
             pinned,
             "image",
             f"{self.value!r} is not pinned: give an explicit version tag or digest, never ':latest'",
+        )
+        digest = self.value.partition("@sha256:")[2]
+        _require(
+            "@sha256:" not in self.value or bool(re.fullmatch(r"[0-9a-f]{64}", digest)),
+            "image",
+            f"{self.value!r}: a digest is @sha256: and 64 hex digits (what `make image` records)",
         )
 
     def apply(self, objects: list[Manifest]) -> None:
@@ -662,8 +697,76 @@ class BackoffLimit(Option):
         job["spec"]["backoffLimit"] = self.value
 
 
+# Working where the Hugging Face hub, PyPI or Docker Hub are out of reach (e.g. from mainland China).
+MIRROR_KEYS = {
+    "hf_endpoint": "HF_ENDPOINT",
+    "pip_index_url": "PIP_INDEX_URL",
+    "registry_prefix": "",
+}
+
+
+def with_registry_prefix(image: str, prefix: str) -> str:
+    """`pytorch/pytorch:2.5` -> `<prefix>/docker.io/pytorch/pytorch:2.5` (the full reference under a
+    mirror that proxies every registry by path, e.g. `m.daocloud.io`); tag and digest unchanged."""
+    prefix = prefix.rstrip("/")
+    if not prefix or image.startswith(prefix + "/"):
+        return image
+    first, _, rest = image.partition("/")
+    if not rest:  # "busybox:1.36": an official Docker Hub image
+        image = f"docker.io/library/{image}"
+    elif not ("." in first or ":" in first or first == "localhost"):  # "user/repo": Docker Hub
+        image = f"docker.io/{image}"
+    return f"{prefix}/{image}"
+
+
+@dataclass(frozen=True)
+class Mirrors(Option):
+    """Mirrors: HF_ENDPOINT and PIP_INDEX_URL in every container, a registry prefix on every image."""
+
+    value: tuple[tuple[str, str], ...]
+    field = "mirrors"
+
+    def check(self) -> None:
+        for key, val in self.value:
+            _require(
+                key in MIRROR_KEYS,
+                f"mirrors.{key}",
+                f"unknown mirror {key!r}; known: {', '.join(MIRROR_KEYS)}",
+            )
+            _require(isinstance(val, str), f"mirrors.{key}", "the value must be a string")
+            if key == "registry_prefix":
+                _require(
+                    "://" not in val and " " not in val,
+                    f"mirrors.{key}",
+                    f"{val!r} must be a registry host (and path), like 'm.daocloud.io', no scheme",
+                )
+            elif val:
+                _require(
+                    bool(re.match(r"^https?://[^\s/]+", val)),
+                    f"mirrors.{key}",
+                    f"{val!r} must be an http(s) URL, like 'https://hf-mirror.com'",
+                )
+
+    def apply(self, objects: list[Manifest]) -> None:
+        values = dict(self.value)
+        env = tuple((MIRROR_KEYS[k], v) for k, v in values.items() if MIRROR_KEYS[k] and v)
+        if env:
+            Env(env).apply(objects)
+        prefix = values.get("registry_prefix", "")
+        if prefix:
+            obj = workload(objects)
+            if obj.get("kind") == "TrainJob":
+                for trainer in trainers(objects):
+                    if trainer.get("image"):
+                        trainer["image"] = with_registry_prefix(trainer["image"], prefix)
+            for spec in pod_templates(obj):
+                for container in all_containers(spec):
+                    if container.get("image"):
+                        container["image"] = with_registry_prefix(container["image"], prefix)
+
+
 _LIST_OPTIONS = {"command": Command, "args": Args, "extra_args": ExtraArgs}
-_MAP_OPTIONS = {"env": Env, "volumes": Volumes}
+_MAP_OPTIONS = {"env": Env, "volumes": Volumes, "mirrors": Mirrors}
 _SCALAR_OPTIONS = {
     "name": Name,
     "namespace": Namespace,
@@ -735,8 +838,18 @@ def apply_options(
 
 
 def render(lesson: str | int, options: Iterable[Option] = (), **values: Any) -> list[Manifest]:
-    """Load a lesson's manifests and apply options: `render("01", name="my-run", gpus=0)`."""
-    return apply_options(load_lesson(lesson), options, **values)
+    """Load a lesson's manifests and apply options: `render("01", name="my-run", gpus=0)`.
+    Without a queue option the job goes to the configured LocalQueue, if any
+    ($KUBECOURSE_QUEUE or the workshop kubeconfig's; see kubecourse.context)."""
+    from .context import resolve_queue
+
+    options = list(options)
+    objects = load_lesson(lesson)
+    given = "queue" in values or any(isinstance(o, Queue) for o in options)
+    single = sum(o.get("kind") in C.WORKLOAD_KINDS for o in objects) == 1
+    if not given and single and resolve_queue():
+        values["queue"] = resolve_queue()
+    return apply_options(objects, options, **values)
 
 
 def option_fields() -> dict[str, str]:
@@ -765,6 +878,8 @@ __all__ = [
     "Priority",
     "Deadline",
     "BackoffLimit",
+    "Mirrors",
+    "with_registry_prefix",
     "apply_options",
     "load_lesson",
     "options_from_dict",

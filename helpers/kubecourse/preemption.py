@@ -6,12 +6,12 @@
     print(run.table())
 
 The job is lesson 04's preemption-tolerant Job (manifests/04-production/jobs/job-ha.yaml) with the
-CIFAR lab at smoke size, run on the local backend. While it trains, the experiment follows its log
+CIFAR lab at smoke size (on the local backend, or a cluster: the same facade verbs). While it trains, the experiment follows its log
 and, at a random step within the next two checkpoint intervals, disrupts the running pod:
-  * "SIGTERM" = `LocalBackend.preempt`: the DisruptionTarget condition, SIGTERM, SIGKILL after the
+  * "SIGTERM" = `client.preempt`: the DisruptionTarget condition, SIGTERM, SIGKILL after the
     grace period. The lab finishes its step, writes a final checkpoint and exits 143; the Job's
     podFailurePolicy ignores the failure and a new pod resumes. Expected loss: ~0 steps.
-  * "SIGKILL" = `LocalBackend.kill`: a crash with no chance to save (what the Young/Daly model
+  * "SIGKILL" = `client.kill`: a crash with no chance to save (what the Young/Daly model
     assumes). The new pod resumes from the last periodic checkpoint. Expected loss: half an
     interval on average, never more than one interval.
 Lost work per disruption = the last step the killed pod logged - the step the next pod resumed
@@ -24,17 +24,13 @@ time and so also the step in flight).
 from __future__ import annotations
 
 import random
-import re
-import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
 
+from . import contract
 from .manifests import Manifest, apply_options, load_lesson
 
-_STEP = re.compile(r"^step (\d+)/(\d+)\b")
-_RESUMED = re.compile(r"\bresumed_from=(\d+|None)\b")
-_STOPPED = re.compile(r"^stopped by SIGTERM at step (\d+)")
 KINDS = ("SIGTERM", "SIGKILL")
 
 
@@ -140,18 +136,12 @@ def run_preemption_experiment(
     seed: int = 0,
     timeout_s: float = 300.0,
 ) -> PreemptionRun:
-    """Submit `objects` (see ha_job) through `client` (a TrainingClient on the local backend),
+    """Submit `objects` (see ha_job) through `client` (a TrainingClient on any backend),
     disrupt the running pod once per entry of `disruptions` ("SIGTERM" or "SIGKILL") at random
     steps, wait for the end, and return what each disruption lost. Deletes the job afterwards."""
     for kind in disruptions:
         if kind not in KINDS:
             raise ValueError(f"disruptions: {kind!r} is not one of {KINDS}")
-    backend = client.backend
-    if not hasattr(backend, "preempt"):
-        raise NotImplementedError(
-            f"the {backend.name} backend cannot disrupt pods; use the local backend "
-            "(on a cluster: kubectl drain / delete pod, see notebook 09)"
-        )
     job = next(o for o in objects if o["kind"] == "Job")
     name, namespace = job["metadata"]["name"], job["metadata"].get("namespace", "default")
     args = job["spec"]["template"]["spec"]["containers"][0].get("args") or []
@@ -161,7 +151,7 @@ def run_preemption_experiment(
     if not every:
         raise ValueError("the trainer's args need --checkpoint-every=N (see ha_job)")
     # A PVC outlives jobs: start from an empty checkpoint folder so the first pod starts at step 0.
-    shutil.rmtree(backend.pvc_dir("training-checkpoints", namespace) / name, ignore_errors=True)
+    client.reset_volume("training-checkpoints", name, namespace=namespace)
 
     rng = random.Random(seed)
     plan = list(disruptions)
@@ -172,22 +162,20 @@ def run_preemption_experiment(
     start = time.monotonic()
     ref = client.submit(objects)
     try:
-        for line in backend.logs(ref, follow=True):
-            text = line.text
+        for line in client.iter_logs(ref, follow=True):
             if time.monotonic() - start > timeout_s:
                 raise TimeoutError(f"preemption experiment {name} ran over {timeout_s:.0f} s")
-            resumed = _RESUMED.search(text)
-            if resumed and pending is not None and line.pod != pending.pod:
-                pending.resumed_from = 0 if resumed.group(1) == "None" else int(resumed.group(1))
+            record = contract.parse_line(line.text)
+            if isinstance(record, contract.StartLine):
+                if pending is not None and line.pod != pending.pod:
+                    pending.resumed_from = record.resumed_from or 0
                 continue
-            stopped = _STOPPED.match(text)
-            if stopped and line.pod in by_pod:
-                by_pod[line.pod].at_step = int(stopped.group(1))
+            if isinstance(record, contract.Stopped) and line.pod in by_pod:
+                by_pod[line.pod].at_step = record.step
                 continue
-            step_match = _STEP.match(text)
-            if not step_match:
+            if not isinstance(record, contract.StepLine):
                 continue
-            step, run.total_steps = int(step_match.group(1)), int(step_match.group(2))
+            step, run.total_steps = record.step, record.total
             if line.pod in by_pod:  # the disrupted pod finished a step before the signal landed
                 by_pod[line.pod].at_step = max(by_pod[line.pod].at_step, step)
                 continue
@@ -201,8 +189,7 @@ def run_preemption_experiment(
             if step >= target and step < run.total_steps - 2:
                 kind = plan.pop(0)
                 signalled = time.monotonic()
-                disrupt = backend.preempt if kind == "SIGTERM" else backend.kill
-                pod = disrupt(name, namespace)
+                pod = (client.preempt if kind == "SIGTERM" else client.kill)(ref)
                 pending = Disruption(kind, pod, step, signalled_at=signalled)
                 by_pod[pod] = pending
                 run.disruptions.append(pending)

@@ -11,8 +11,8 @@ from . import constants as C
 class JobRef:
     """What submit() returns and every job verb takes: enough to find the job again.
 
-    kind: the workload's kind (Job, JobSet, PyTorchJob, TrainJob or a Volcano Job); it decides which
-    API the backend reads and which labels find the job's pods. created / reused: the objects
+    kind (and api_version): the workload's kind (Job, JobSet, PyTorchJob, TrainJob or a Volcano
+    Job); it decides which API the backend reads and which labels find the job's pods. created / reused: the objects
     ("Kind/name") this submit created and those that existed already and were left as they were
     (a PVC of an earlier run); they do not take part in equality.
     """
@@ -21,6 +21,9 @@ class JobRef:
     namespace: str
     kind: str = "Job"
     dry_run: bool = False
+    api_version: str = (
+        ""  # "" = the kind's usual API (batch/v1 for Job); batch.volcano.sh/v1alpha1 ...
+    )
     created: tuple[str, ...] = field(default=(), compare=False)
     reused: tuple[str, ...] = field(default=(), compare=False)
 

@@ -3,7 +3,7 @@
     from kubecourse.workshop import Workshop
     ws = Workshop(learners=3)                 # learner-01 .. learner-03
     print(ws.table())                         # what would be created (nothing is sent)
-    ws.up(backend, dry_run=False)             # create; ws.down(backend) removes it all again
+    ws.up(client, dry_run=False)              # create (a TrainingClient or a Backend); ws.down(client)
 
 or from a terminal (dry run unless --apply):
 
@@ -22,13 +22,25 @@ is what the lesson teaches. Objects carry the label `course.kubecourse.dev/works
 
 from __future__ import annotations
 
+import base64
 import copy
+import html
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+import yaml
+
+from . import constants as C
 from .backends.base import Backend
-from .errors import OptionError
+from .cluster import ClusterApi
+from .context import QUEUE_EXTENSION
+from .errors import NotFound, OptionError
 from .manifests import Manifest, load_lesson, object_id, sort_for_creation
 from .validation import Report, validate
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .client import TrainingClient
 
 WORKSHOP_LABEL = "course.kubecourse.dev/workshop"
 LEARNER_LABEL = "course.kubecourse.dev/learner"
@@ -44,6 +56,14 @@ _PER_LEARNER_KINDS = (
     "NetworkPolicy",
 )
 _RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding")
+# The result of an object a server-side dry run could not send, and why.
+NOT_CHECKED = "unchecked"  # the backends' word (Backend.apply_objects)
+DRY_RUN_NOTE = (
+    "A server-side dry run stores nothing, not even a Namespace, so the API server cannot check "
+    "objects inside a namespace that does not exist yet (it would answer 404 namespaces not found). "
+    "Objects marked '" + NOT_CHECKED + "' were not sent: add --create-namespaces to create the "
+    "learner namespaces for real and dry-run the rest, or drop --server-dry-run."
+)
 _LEARNER_ROLE = (
     "learner"  # the learner's SA/Role/RoleBinding (not the helper's) from rbac-learner.yaml
 )
@@ -57,9 +77,9 @@ class Workshop:
     learners: int
     name: str = "kubecourse"
     prefix: str = "learner"
-    gpus: int = 1
-    cpu: str = "8"
-    memory: str = "32Gi"
+    gpus: int | None = None  # None: what the largest lesson needs (see lesson_sized_quota)
+    cpu: str | None = None
+    memory: str | None = None
     users: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -67,6 +87,11 @@ class Workshop:
             raise OptionError(
                 "learners", f"must be an integer from 1 to 500, got {self.learners!r}"
             )
+        if None in (self.gpus, self.cpu, self.memory):
+            sized = lesson_sized_quota()
+            for key in ("gpus", "cpu", "memory"):
+                if getattr(self, key) is None:
+                    object.__setattr__(self, key, sized[key])
         if not isinstance(self.gpus, int) or self.gpus < 0:
             raise OptionError("gpus", f"must be an integer >= 0, got {self.gpus!r}")
         if self.users and len(self.users) != self.learners:
@@ -150,7 +175,11 @@ class Workshop:
             meta["namespace"] = namespace
         self._labels(obj, namespace)
         kind = obj["kind"]
-        if kind == "ResourceQuota":
+        if kind == "ResourceQuota" and obj["spec"].get("scopeSelector"):
+            # learners get no pods at the preempting priority (a scoped quota of 0)
+            meta["name"] = "learner-priority-quota"
+            obj["spec"]["hard"] = {"pods": "0"}
+        elif kind == "ResourceQuota":
             hard = obj["spec"]["hard"]
             hard.update(
                 {
@@ -213,23 +242,246 @@ class Workshop:
         ]
         return "\n".join(lines)
 
-    def up(self, backend: Backend, *, dry_run: bool = True) -> dict[str, str]:
-        """Validate, then create every object through `backend` (server-side dry run with
-        dry_run=True on Kubernetes). Returns {"Kind/name@namespace": result}."""
+    def up(
+        self,
+        backend: Backend | TrainingClient,
+        *,
+        dry_run: bool = True,
+        create_namespaces: bool = False,
+    ) -> dict[str, str]:
+        """Validate, then create every object through `backend`. Returns {"Kind/name@namespace":
+        result}. dry_run=True sends a server-side dry run on Kubernetes; a dry run stores nothing,
+        not even the Namespaces, so the objects inside a namespace that does not exist yet are
+        not sent (result NOT_CHECKED, see DRY_RUN_NOTE) unless create_namespaces=True creates
+        the namespaces for real first."""
         objects = self.render()
         self.validate(objects).raise_for_findings()
-        results = backend.apply_objects(objects, dry_run=dry_run)
-        return {_key(o): r for o, r in zip(objects, results, strict=True)}
+        if not dry_run:
+            results = backend.apply_objects(objects, dry_run=False)
+            return {_key(o): r for o, r in zip(objects, results, strict=True)}
+        out: dict[str, str] = {}
+        spaces = [o for o in objects if o["kind"] == "Namespace"]
+        if create_namespaces:
+            out.update(
+                zip(map(_key, spaces), backend.apply_objects(spaces, dry_run=False), strict=True)
+            )
+        scoped = [o for o in objects if not o["metadata"].get("namespace") and _key(o) not in out]
+        out.update(zip(map(_key, scoped), backend.apply_objects(scoped, dry_run=True), strict=True))
+        present = {
+            o["metadata"]["name"]
+            for o in backend.get_objects(spaces)
+            if o is not None and not (o.get("metadata") or {}).get("deletionTimestamp")
+        }
+        inside = [o for o in objects if o["metadata"].get("namespace")]
+        sendable = [o for o in inside if o["metadata"]["namespace"] in present]
+        out.update(
+            zip(map(_key, sendable), backend.apply_objects(sendable, dry_run=True), strict=True)
+        )
+        for obj in inside:
+            out.setdefault(_key(obj), NOT_CHECKED)
+        return {_key(o): out[_key(o)] for o in objects}
 
-    def down(self, backend: Backend) -> dict[str, str]:
+    def down(self, backend: Backend | TrainingClient) -> dict[str, str]:
         """Delete every object of the workshop (learner namespaces take their contents along)."""
         objects = self.render()
         results = backend.delete_objects(objects)
         return {_key(o): r for o, r in zip(objects, results, strict=True)}
 
-    def present(self, backend: Backend) -> list[Manifest]:
+    def present(self, backend: Backend | TrainingClient) -> list[Manifest]:
         """The workshop's objects that exist on the backend now."""
         return [o for o in backend.get_objects(self.render()) if o is not None]
+
+    # ---------------------------------------------------------------------------------------------
+
+    def credentials(
+        self, api: ClusterApi, out_dir: str | Path, *, expiry_s: int = 86400
+    ) -> list[dict]:
+        """One kubeconfig per learner in out_dir (`learner-01.kubeconfig`, mode 0600): the
+        learner ServiceAccount's token from the TokenRequest API, valid for expiry_s seconds,
+        and the learner's namespace as the context's default. Returns one row per learner."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for namespace in self.namespaces():
+            token = api.token(namespace, _LEARNER_ROLE, expiry_s)
+            path = out / f"{namespace}.kubeconfig"
+            path.write_text(_kubeconfig(api, namespace, token["token"]))
+            path.chmod(0o600)
+            rows.append(
+                {
+                    "learner": namespace,
+                    "kubeconfig": str(path),
+                    "expires": token.get("expirationTimestamp", "?"),
+                }
+            )
+        return rows
+
+    def jobs(self, api: ClusterApi) -> list[Manifest]:
+        """Every lesson workload (labelled with the lesson) in the learners' namespaces."""
+        found = []
+        for namespace in self.namespaces():
+            for group_version, plural in BOARD_KINDS:
+                base = "/api" if group_version == "v1" else "/apis"
+                path = f"{base}/{group_version}/namespaces/{namespace}/{plural}"
+                try:
+                    items = api.list(path, labelSelector=C.COURSE_LABEL)
+                except NotFound:  # the operator is not installed, or the namespace is gone
+                    continue
+                for item in items:
+                    item.setdefault("metadata", {}).setdefault("namespace", namespace)
+                found += items
+        return found
+
+    def board(self, jobs: list[Manifest]) -> Board:
+        """The progress board: per learner and lesson, whether a job ran and how it ended."""
+        lessons = sorted({_lesson_of(j) for j in jobs} - {None})
+        cells = {ns: dict.fromkeys(lessons, "-") for ns in self.namespaces()}
+        rank = {"-": 0, "pending": 1, "running": 2, "failed": 3, "succeeded": 4}
+        for job in jobs:
+            namespace, lesson = job["metadata"].get("namespace"), _lesson_of(job)
+            if namespace in cells and lesson:
+                state = job_state(job)
+                if rank[state] > rank[cells[namespace][lesson]]:
+                    cells[namespace][lesson] = state
+        return Board(lessons, cells)
+
+
+# Workload kinds the board lists: (group/version, plural).
+BOARD_KINDS = (
+    ("batch/v1", "jobs"),
+    ("jobset.x-k8s.io/v1alpha2", "jobsets"),
+    ("kubeflow.org/v1", "pytorchjobs"),
+    ("trainer.kubeflow.org/v1alpha1", "trainjobs"),
+    ("batch.volcano.sh/v1alpha1", "jobs"),
+)
+_SYMBOL = {
+    "succeeded": "ok",
+    "failed": "FAILED",
+    "running": "running",
+    "pending": "pending",
+    "-": "-",
+}
+
+
+@dataclass(frozen=True)
+class Board:
+    """Learners x lessons: "succeeded", "failed", "running", "pending" or "-" (no job yet).
+    str() is the terminal table; in a notebook it renders as an HTML table."""
+
+    lessons: list[str]
+    cells: dict[str, dict[str, str]]
+
+    def done(self, learner: str) -> int:
+        return sum(state == "succeeded" for state in self.cells[learner].values())
+
+    def __str__(self) -> str:
+        header = ["learner", *[f"lesson {n}" for n in self.lessons], "done"]
+        rows = [
+            [
+                learner,
+                *[_SYMBOL[row[n]] for n in self.lessons],
+                f"{self.done(learner)}/{len(self.lessons)}",
+            ]
+            for learner, row in self.cells.items()
+        ]
+        if not self.lessons:
+            return "no lesson jobs yet in " + ", ".join(self.cells)
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        return "\n".join(
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in [header, *rows]
+        )
+
+    def _repr_html_(self) -> str:
+        colour = {
+            "succeeded": "#c8e6c9",
+            "failed": "#ffcdd2",
+            "running": "#fff9c4",
+            "pending": "#eeeeee",
+            "-": "#ffffff",
+        }
+        head = "".join(f"<th>lesson {html.escape(n)}</th>" for n in self.lessons)
+        body = "".join(
+            f"<tr><td>{html.escape(learner)}</td>"
+            + "".join(
+                f'<td style="background:{colour[row[n]]}">{_SYMBOL[row[n]]}</td>'
+                for n in self.lessons
+            )
+            + f"<td>{self.done(learner)}/{len(self.lessons)}</td></tr>"
+            for learner, row in self.cells.items()
+        )
+        return f"<table><tr><th>learner</th>{head}<th>done</th></tr>{body}</table>"
+
+
+def job_state(job: Manifest) -> str:
+    """succeeded / failed / running / pending from a workload's status (any of the course's kinds)."""
+    status = job.get("status") or {}
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    phase = ((status.get("state") or {}).get("phase")) or ""  # Volcano
+    if (
+        "True"
+        in (conditions.get("Complete"), conditions.get("Completed"), conditions.get("Succeeded"))
+        or phase == "Completed"
+    ):
+        return "succeeded"
+    if conditions.get("Failed") == "True" or phase in ("Failed", "Aborted"):
+        return "failed"
+    if status.get("active") or status.get("startTime") or phase == "Running":
+        return "running"
+    return "pending"
+
+
+def _lesson_of(job: Manifest) -> str | None:
+    return ((job.get("metadata") or {}).get("labels") or {}).get(C.COURSE_LABEL)
+
+
+def _kubeconfig(api: ClusterApi, namespace: str, token: str) -> str:
+    cluster: dict = {"server": api.server}
+    ca = api.ca_data()
+    if ca:
+        cluster["certificate-authority-data"] = base64.b64encode(ca.encode()).decode()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "workshop", "cluster": cluster}],
+        "users": [{"name": namespace, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": namespace,
+                "context": {
+                    "cluster": "workshop",
+                    "user": namespace,
+                    "namespace": namespace,
+                    # the learner's LocalQueue (kubecourse.context.resolve_queue reads it)
+                    "extensions": [{"name": QUEUE_EXTENSION, "extension": {"queue": "default"}}],
+                },
+            }
+        ],
+        "current-context": namespace,
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def lesson_sized_quota() -> dict:
+    """A learner's quota that admits the largest lesson workload (computed with kubecourse.quota
+    from the lessons' own requests): {"gpus": 2, "cpu": "16", "memory": "64Gi"} today."""
+    from .access import LEARNER_LESSONS, is_workload
+    from .quota import format_quantity, largest_needs
+
+    workloads = [
+        o
+        for lesson, part in LEARNER_LESSONS.items()
+        for o in load_lesson(lesson, part=part)
+        if is_workload(o)
+    ]
+    needs = largest_needs(workloads)
+    return {
+        "gpus": int(needs.get(f"requests.{C.GPU_RESOURCE}", 0)),
+        "cpu": format_quantity(max(needs["requests.cpu"], needs.get("limits.cpu", 0))),
+        "memory": format_quantity(
+            max(needs["requests.memory"], needs.get("limits.memory", 0)), binary=True
+        ),
+    }
 
 
 def _key(obj: Manifest) -> str:
@@ -250,6 +502,14 @@ def _detail(obj: Manifest) -> str:
     if kind == "Namespace":
         return "pod-security=" + obj["metadata"]["labels"].get(
             "pod-security.kubernetes.io/enforce", "?"
+        )
+    if kind == "ResourceQuota" and spec.get("scopeSelector"):
+        return (
+            "pods at "
+            + ",".join(
+                v for e in spec["scopeSelector"]["matchExpressions"] for v in e.get("values", [])
+            )
+            + f": {spec.get('hard', {}).get('pods')}"
         )
     if kind == "ResourceQuota":
         hard = spec.get("hard", {})
@@ -275,4 +535,13 @@ def _detail(obj: Manifest) -> str:
     return ""
 
 
-__all__ = ["LEARNER_LABEL", "WORKSHOP_LABEL", "Workshop"]
+__all__ = [
+    "DRY_RUN_NOTE",
+    "LEARNER_LABEL",
+    "NOT_CHECKED",
+    "WORKSHOP_LABEL",
+    "Board",
+    "Workshop",
+    "job_state",
+    "lesson_sized_quota",
+]

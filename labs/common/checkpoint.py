@@ -13,6 +13,8 @@ safe are few and all here:
 
 Files are `CKPT_DIR/ckpt-step-XXXXXXXX.pt` (zero-padded optimizer step), loaded with
 `torch.load(weights_only=True)`: a checkpoint holds tensors and plain Python values only.
+Folder checkpoints (`CKPT_DIR/step-XXXXXXXX/`: sharded DCP saves) follow the same three rules,
+with a COMPLETE marker written last (`publish_dir`); `prune` keeps the last K of either kind.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +31,7 @@ from typing import Any
 
 import torch
 
-from labs.common.data import write_atomic
+from labs.common.data import fsync_dir, write_atomic
 
 CKPT_RE = re.compile(r"^ckpt-step-(\d+)\.pt$")
 TMP_SUFFIX = ".tmp"
@@ -62,8 +66,7 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(folder, step)
     write_atomic(final, lambda f: _save(state, f, slow_write_s), suffix=TMP_SUFFIX)
-    for _, old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
-        old.unlink(missing_ok=True)
+    prune(folder, keep)
     return final
 
 
@@ -100,3 +103,92 @@ def load_latest(
             continue
         return state, path
     return None, None
+
+
+# ------------------------------------------------------------------------------------------------
+# Folder checkpoints (a DCP shard set, a Hugging Face `save_pretrained` folder): the same rules.
+# Every writer fills a temp folder next to the final one; `publish_dir` fsyncs it, writes the
+# COMPLETE marker last and renames it into place, so a folder with a real name is always whole.
+
+COMPLETE_MARKER = "COMPLETE"
+DIR_RE = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_dir(ckpt_dir: str | os.PathLike, step: int) -> Path:
+    """`CKPT_DIR/step-00000120/`."""
+    return Path(ckpt_dir) / f"step-{step:08d}"
+
+
+def staging_dir(ckpt_dir: str | os.PathLike, step: int) -> Path:
+    """The temp folder a save of `step` writes into (`.tmp-step-00000120/`)."""
+    return Path(ckpt_dir) / f".tmp-step-{step:08d}"
+
+
+def list_complete(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Folder checkpoints that carry the COMPLETE marker, as (step, path), oldest first."""
+    folder = Path(ckpt_dir)
+    if not folder.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), p)
+        for p in folder.iterdir()
+        if (m := DIR_RE.match(p.name)) and (p / COMPLETE_MARKER).exists()
+    ]
+    return sorted(found)
+
+
+def publish_dir(staged: Path, final: Path, marker: str | None = COMPLETE_MARKER) -> Path:
+    """Make the fully written folder `staged` appear as `final` in one rename.
+
+    fsync every file and the folder, write `marker` (if any) last, then replace `final` (an older
+    copy is moved aside first and removed after) and fsync the parent."""
+    for p in staged.rglob("*"):
+        if p.is_file():
+            with open(p, "rb+") as f:
+                os.fsync(f.fileno())
+    if marker:
+        with open(staged / marker, "w") as f:
+            f.write("complete\n")
+            f.flush()
+            os.fsync(f.fileno())
+    fsync_dir(staged)
+    staged.chmod(0o755)
+    old = final.with_name(f".{final.name}-old")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(staged, final)
+    fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_dir_atomic(final: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """`write(folder)` into a sibling temp folder, then `publish_dir` it (no marker): how the
+    fine-tuning lab writes its adapter and merged model, and the LM lab its Hugging Face export."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        write(staged)
+        return publish_dir(staged, final, marker=None)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def prune(ckpt_dir: str | os.PathLike, keep: int) -> None:
+    """Retention for both layouts: keep the newest `keep` files and the newest `keep` folders."""
+    if keep <= 0:
+        return
+    for _, old in list_checkpoints(ckpt_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    for _, old in list_complete(ckpt_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_staging(ckpt_dir: str | os.PathLike, log: Callable[[str], None] = print) -> None:
+    """Leftovers of interrupted folder saves (`.tmp-step-*`): never loaded, removed with a warning."""
+    folder = Path(ckpt_dir)
+    for leftover in sorted(folder.glob(".tmp-step-*")) if folder.is_dir() else []:
+        log(f"warning: removing {leftover} (a save that was interrupted)")
+        shutil.rmtree(leftover, ignore_errors=True)

@@ -32,6 +32,15 @@ class ConfigError(ValueError):
         self.field = field
 
 
+def check_bounds(cfg: Any, *, positive: str = "", non_negative: str = "") -> None:
+    """ConfigError naming the first field out of bounds: `positive` fields (space-separated
+    names) must be >= 1, `non_negative` ones >= 0."""
+    for names, low in ((positive, 1), (non_negative, 0)):
+        for name in names.split():
+            if getattr(cfg, name) < low:
+                raise ConfigError(name, f"must be >= {low} (got {getattr(cfg, name)})")
+
+
 def param(default: Any, help: str) -> Any:
     """A dataclass field whose help text (unit + why) becomes the flag's `--help` line."""
     return dataclasses.field(default=default, metadata={"help": help})

@@ -64,6 +64,16 @@ def pick_device(requested: str, info: DistInfo) -> torch.device:
     return torch.device("cpu")
 
 
+def set_threads(num_threads: int, env: dict[str, str] | None = None) -> None:
+    """CPU threads of this process: `num_threads`, else $OMP_NUM_THREADS (torchrun sets 1), else
+    torch's default (all cores)."""
+    env = os.environ if env is None else env
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    elif env.get("OMP_NUM_THREADS", "").isdigit():
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+
+
 def init_distributed(info: DistInfo, device: torch.device) -> None:
     """Join the process group (NCCL for CUDA, gloo for CPU); a no-op for a single process."""
     if not info.is_distributed:
@@ -95,6 +105,15 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     box = [obj if info.is_main else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank ([obj] for a single process)."""
+    if not info.is_distributed:
+        return [obj]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def cleanup(info: DistInfo) -> None:

@@ -4,13 +4,16 @@
 tail it for a live plot; every record has a `kind` ("train", "eval") and the optimizer `step`.
 `result.json` is written once at the end, atomically. Only rank 0 writes either.
 
-`PrometheusExporter` serves live metrics for Prometheus on every rank (METRICS_PORT). TensorBoard
-event files are not written: torch.utils.tensorboard needs the `tensorboard` package, which the
-pinned environment does not include; metrics.jsonl and Prometheus cover the same numbers.
+`PrometheusExporter` serves live metrics for Prometheus on every rank (METRICS_PORT). When the
+optional `tensorboard` package is installed (`pip install -e '.[tensorboard]'`), every numeric
+field of every record also goes to a TensorBoard event file in `OUT/tensorboard/` (tag
+`<kind>/<field>`); a resumed run purges the events after its resume step, so the curves read like
+an uninterrupted run's. Without the package nothing changes: metrics.jsonl is the source of truth.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -20,25 +23,49 @@ from labs.common.data import write_bytes_atomic
 
 
 class MetricsLog:
-    """Append-only JSON-lines writer; disabled (a no-op) on every rank but 0."""
+    """Append-only JSON-lines writer; disabled (a no-op) on every rank but 0.
 
-    def __init__(self, path: str | os.PathLike, enabled: bool = True) -> None:
+    tensorboard_from: the step training (re)starts at; records also go to TensorBoard when the
+    package is installed (None = never)."""
+
+    def __init__(
+        self, path: str | os.PathLike, enabled: bool = True, tensorboard_from: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.enabled = enabled
         self._file = None
+        self._tb = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            if tensorboard_from is not None and tensorboard_available():
+                from torch.utils.tensorboard import SummaryWriter
+
+                log_dir = self.path.parent / "tensorboard"
+                self._tb = SummaryWriter(str(log_dir), purge_step=tensorboard_from or None)
 
     def write(self, record: dict[str, Any]) -> None:
         if self._file is not None:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
+        if self._tb is not None:
+            kind, step = record.get("kind", "metrics"), int(record.get("step", 0))
+            for key, value in record.items():
+                if key not in ("kind", "step") and isinstance(value, int | float):
+                    self._tb.add_scalar(f"{kind}/{key}", value, step)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def tensorboard_available() -> bool:
+    """True when the optional `tensorboard` package is importable (checked without importing)."""
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -47,7 +47,9 @@ class TinySpec:
 
     vocab_size: int = 512  # BPE vocabulary incl. 256 byte tokens and the special tokens
     hidden_size: int = 128  # d_model
-    intermediate_size: int = 352  # SwiGLU width (~2.75 x hidden, as in Llama)
+    # SwiGLU width (3 x hidden; Llama uses ~2.7x). A multiple of 64, the bitsandbytes 4-bit block
+    # size: its CPU kernel for AVX512-BF16 machines cannot handle a partial block (measured).
+    intermediate_size: int = 384
     num_layers: int = 2
     num_heads: int = 4
     num_kv_heads: int = 2  # grouped-query attention, as in Llama 3 / Qwen 2.5
@@ -104,26 +106,71 @@ def build_tokenizer(spec: TinySpec, lines: list[str]) -> Any:
     return fast
 
 
-def build_model(spec: TinySpec, tokenizer: Any) -> Any:
-    """A randomly initialised `LlamaForCausalLM` of the spec's size (seeded)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def llama_config(
+    *,
+    vocab_size: int,
+    hidden_size: int,
+    intermediate_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    max_positions: int,
+    tie_word_embeddings: bool = True,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+) -> Any:
+    """THE course model: a Hugging Face `LlamaConfig` (RMSNorm, RoPE, grouped-query attention,
+    SwiGLU; module names q_proj ... down_proj). The LM lab pretrains it (DDP, FSDP2, DCP), the
+    fine-tuning lab adapts it (LoRA, QLoRA): one definition, built locally, nothing downloaded."""
+    from transformers import LlamaConfig
 
-    config = LlamaConfig(
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=tie_word_embeddings,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+    )
+
+
+def build_llama(config: Any, seed: int) -> Any:
+    """A randomly initialised `LlamaForCausalLM` (seeded: identical on every rank)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def load_tokenizer(cache_dir: str | os.PathLike, log: Any = print) -> Any:
+    """The course tokenizer (byte-level BPE + chat template), from the tiny model's cache folder."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(ensure_tiny_lm(cache_dir, log=log)))
+
+
+def build_model(spec: TinySpec, tokenizer: Any) -> Any:
+    """The tiny fine-tuning base: the course model at the spec's size (seeded)."""
+    config = llama_config(
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads,
-        max_position_embeddings=spec.max_positions,
-        tie_word_embeddings=True,
+        num_layers=spec.num_layers,
+        num_heads=spec.num_heads,
+        num_kv_heads=spec.num_kv_heads,
+        max_positions=spec.max_positions,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(spec.seed)
-    return LlamaForCausalLM(config)
+    return build_llama(config, spec.seed)
 
 
 def pretrain(model: Any, tokenizer: Any, lines: list[str], spec: TinySpec) -> list[float]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import collections
 import copy
+import dataclasses
 import json
 import os
 import random
@@ -39,6 +40,8 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
+
+from . import apirules
 
 KNOWN_DIFFERENCES = """\
 - Strategic merge patch is applied as a JSON merge patch (lists are replaced, not merged by key).
@@ -59,7 +62,13 @@ KNOWN_DIFFERENCES = """\
   create as if every CRD had a status subresource.
 - Field selectors accept the common per-resource fields (metadata.*, pods status.phase and
   spec.nodeName, events involvedObject.*/reason/type/source, ...); others get 400 as for real.
-- run_job runs every pod at once and never retries a failed pod (no backoffLimit accounting).
+- run_job runs every pod at once and never retries a failed pod (no backoffLimit accounting);
+  tests/fakes/cluster.py adds a real Job controller, scheduler and kubelet (see its
+  CLUSTER_DIFFERENCES).
+- pods/eviction sets the DisruptionTarget condition and deletes the pod (PodDisruptionBudgets are
+  not checked); a deleted pod's DELETED event carries deletionGracePeriodSeconds (the request's,
+  else the pod's terminationGracePeriodSeconds) but the pod is gone at once.
+- pods/exec, attach, portforward and binding are not served.
 - Pod logs ignore timestamps, previous, sinceSeconds and limitBytes.
 """
 
@@ -612,6 +621,7 @@ def _default_new(res: Resource, obj: dict, keep_status: bool) -> None:
     meta = obj["metadata"]
     if not keep_status:
         obj.pop("status", None)
+    _canonical_quantities(obj.get("spec"))
     if (res.group, res.plural) == ("", "pods"):
         obj.setdefault("status", {}).setdefault("phase", "Pending")
         obj.setdefault("spec", {}).setdefault("restartPolicy", "Always")
@@ -637,6 +647,30 @@ def _default_new(res: Resource, obj: dict, keep_status: bool) -> None:
         template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
         template_meta["labels"] = {**(template_meta.get("labels") or {}), **labels}
         obj.setdefault("status", {})
+
+
+def _canonical_quantities(node: Any) -> None:
+    """Resource quantities as the apiserver stores them: strings (`1` -> "1", `0.5` -> "500m"),
+    in every `resources.requests/limits` of a spec (pods, templates of any workload)."""
+    if isinstance(node, list):
+        for item in node:
+            _canonical_quantities(item)
+        return
+    if not isinstance(node, dict):
+        return
+    resources = node.get("resources")
+    if isinstance(resources, dict):
+        for section in ("requests", "limits"):
+            values = resources.get(section)
+            if isinstance(values, dict):
+                for key, value in values.items():
+                    if isinstance(value, bool) or not isinstance(value, int | float):
+                        continue
+                    values[key] = (
+                        str(int(value)) if value == int(value) else f"{round(value * 1000)}m"
+                    )
+    for value in node.values():
+        _canonical_quantities(value)
 
 
 def _spec_part(obj: dict) -> dict:
@@ -772,13 +806,20 @@ class FakeApiServer:
         self._watch_tokens: dict[int, _WatchToken] = {}
         self._watch_count = 0
         self._callbacks: dict[str, list[Callable[[FakeApiServer, dict], None]]] = {}
+        self._listeners: list[Callable[[str, str, str, dict], None]] = []  # see subscribe()
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._httpd: _HTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
         self.errors: list[str] = []  # tracebacks: on_create callbacks and the fake's own bugs
         self.deletions: list[dict] = []  # every DELETE with its options, in order
-        self.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
+        # Extra endpoints (tests/fakes/cluster_api.py): each hook(handler, method, path, query,
+        # body) answers (code, json) to serve the request itself, or None to pass it on.
+        self.routes: list[Callable[..., tuple[int, Any] | None]] = []
+        for namespace in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            self.put_object(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+            )
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -927,6 +968,13 @@ class FakeApiServer:
                     return False
                 self._cond.wait(min(remaining, 0.05))
             return True
+
+    def subscribe(self, listener: Callable[[str, str, str, dict], None]) -> None:
+        """listener(type, group, plural, obj) for every stored change, in order: the fake
+        cluster's controllers, scheduler and kubelet (tests/fakes/cluster.py) watch through it.
+        It is called with the server's lock held: hand the event to a queue, do nothing slow."""
+        with self._lock:
+            self._listeners.append(listener)
 
     def on_create(self, kind: str, callback: Callable[[FakeApiServer, dict], None]) -> None:
         """Run callback(api, obj) in a background thread after each object of `kind` is created."""
@@ -1314,6 +1362,8 @@ class FakeApiServer:
         )
         while len(self._history) > self._history_limit:
             self._min_rv = self._history.popleft().rv
+        for listener in self._listeners:
+            listener(type_, group, plural, self._history[-1].obj)
         self._cond.notify_all()
 
     def _insert(self, res: Resource, obj: dict, keep_status: bool) -> dict:
@@ -1441,6 +1491,32 @@ class FakeApiServer:
             "metadata": metadata,
             "items": items,
         }
+
+    def _admit(self, t: _Target, body: Any, query: dict[str, str]) -> None:
+        """What the real server checks on create before storing (tests/fakes/apirules.py):
+        decoding (400), strict fields (400), the namespace's existence (404), validation (422)."""
+        if not isinstance(body, dict):
+            return
+        error = apirules.decode_error(t.res.kind, t.res.version, body)
+        if error:
+            raise _bad_request(error)
+        if query.get("fieldValidation") == "Strict":
+            unknown = apirules.unknown_fields(t.group, t.res.version, t.res.kind, body)
+            if unknown:
+                raise _bad_request(apirules.strict_error(unknown))
+        if t.namespace and t.res.namespaced:
+            with self._lock:
+                if ("", t.namespace) not in self._bucket("", "namespaces"):
+                    raise _not_found("", "namespaces", t.namespace)
+        found = apirules.causes(t.group, t.res.kind, body)
+        if found:
+            try:
+                _validate(t.res, body)
+            except ApiError as first:
+                found = [
+                    (c["reason"], c["field"], c["message"]) for c in first.details["causes"]
+                ] + found
+            raise _invalid(t.res, (body.get("metadata") or {}).get("name") or "", found)
 
     def _api_create(self, t: _Target, body: Any, dry_run: bool) -> dict:
         if not isinstance(body, dict):
@@ -1609,7 +1685,7 @@ class FakeApiServer:
             marked = copy.deepcopy(obj)
             meta = marked["metadata"]
             meta["deletionTimestamp"] = meta.get("deletionTimestamp") or _now()
-            meta["deletionGracePeriodSeconds"] = 0
+            meta["deletionGracePeriodSeconds"] = _grace_period(t, obj, query, options)
             gc_finalizer = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}.get(policy)
             returns_object = t.group not in _BUILTIN_GROUPS or t.plural == "pods"
             success = _status(
@@ -1656,8 +1732,28 @@ class FakeApiServer:
                 final["metadata"].pop("finalizers")  # the garbage collector is done
                 self._remove(t.res, final, "Orphan")
                 return response, headers
-            gone = self._remove(t.res, obj, policy)
+            # A pod's DELETED event carries its grace period: the fake kubelet stops it with that.
+            gone = self._remove(t.res, marked if t.plural == "pods" else obj, policy)
             return (gone if returns_object else success), headers
+
+    def _api_evict(self, t: _Target, body: Any) -> dict:
+        """POST pods/<name>/eviction (policy/v1 Eviction): the DisruptionTarget condition, then a
+        graceful delete, as the eviction API does (PodDisruptionBudgets are not checked)."""
+        with self._lock:
+            pod = self._bucket("", "pods").get((t.namespace or "", t.name))
+            if pod is None:
+                raise _not_found("", "pods", t.name)
+            conditions = [
+                c
+                for c in (pod.get("status") or {}).get("conditions") or []
+                if c.get("type") != "DisruptionTarget"
+            ]
+            message = "Eviction API: evicting"
+            conditions.append(_condition("DisruptionTarget", "EvictionByEvictionAPI", message))
+            self.patch_status("pods", t.name, {"conditions": conditions}, t.namespace or "")
+        options = (body or {}).get("deleteOptions") if isinstance(body, dict) else None
+        self._api_delete(dataclasses.replace(t, sub=None), {}, options or {}, dry_run=False)
+        return _status("Success", 201)
 
     def _api_delete_collection(self, t: _Target, query: dict, dry_run: bool) -> dict:
         label = parse_label_selector(query.get("labelSelector"))
@@ -1746,12 +1842,14 @@ class FakeApiServer:
             with self._lock:
                 self._watch_tokens.pop(id(token), None)
 
-    def _log_lines(self, t: _Target, query: dict[str, str]) -> tuple[Iterator[bytes], str]:
+    def _log_lines(self, t: _Target, query: dict[str, str]) -> tuple[Iterator[bytes] | None, str]:
         """The pod's log (text) and, for follow, a generator of what follows; validates first."""
         with self._lock:
             pod = self._bucket("", "pods").get((t.namespace, t.name))
             if pod is None:
                 raise _not_found("", "pods", t.name)
+            if not (pod.get("spec") or {}).get("nodeName"):
+                return None, ""  # LogLocation is empty for a pod without a node: 204 No Content
             names = _container_names(pod)
             container = query.get("container")
             if container and container not in names:
@@ -1803,6 +1901,16 @@ class FakeApiServer:
                     return
 
         return follow(), text
+
+
+def _grace_period(t: _Target, obj: dict, query: dict, options: dict) -> int:
+    """deletionGracePeriodSeconds: the request's, else a pod's terminationGracePeriodSeconds."""
+    asked = query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
+    if asked is not None:
+        return int(asked)
+    if t.plural == "pods":
+        return int((obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+    return 0
 
 
 def _container_names(pod: dict) -> list[str]:
@@ -1972,7 +2080,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._request.status = code
         self.send_response(code, _GO_STATUS_TEXT.get(code))
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
+        if code != 204:  # as Go's net/http: a 204 carries no Content-Length
+            self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache, private")
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -2061,6 +2170,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, path: str, query: dict, body: Any, content_type: str) -> None:
         api = self.server.api
+        for hook in list(api.routes):
+            answer = hook(self, method, path, query, body)
+            if answer is not None:
+                self._send_json(*answer)
+                return
         if method == "GET" and path.rstrip("/") in _DISCOVERY_PATHS:
             self._discovery(path.rstrip("/"))
             return
@@ -2073,6 +2187,9 @@ class _Handler(BaseHTTPRequestHandler):
         dry_run = query.get("dryRun") == "All"
         if query.get("dryRun") not in (None, "All"):
             raise _bad_request(f"dryRun: Unsupported value: {query['dryRun']!r}")
+        if method == "POST" and t.sub == "eviction" and t.plural == "pods" and t.name:
+            self._send_json(201, api._api_evict(t, body))
+            return
         if t.sub not in (None, "status", "log") or (t.sub == "log" and t.plural != "pods"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if method == "GET" and t.name is None:
@@ -2082,13 +2199,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, api._api_list(t, query))
         elif method == "GET" and t.sub == "log":
             follow, text = api._log_lines(t, query)
-            if query.get("follow") in ("true", "1"):
+            if follow is None:  # no node yet: the kubelet has no log, the server answers 204
+                self._send(204, b"", "text/plain")
+            elif query.get("follow") in ("true", "1"):
                 self._stream("text/plain", follow, text.encode())
             else:
                 self._send(200, text.encode(), "text/plain")
         elif method == "GET":
             self._send_json(200, api._api_get(t))
         elif method == "POST" and t.name is None:
+            api._admit(t, body, query)
             self._send_json(201, api._api_create(t, body, dry_run))
         elif method == "PUT" and t.name is not None and t.sub != "log":
             metadata = (body.get("metadata") if isinstance(body, dict) else None) or {}

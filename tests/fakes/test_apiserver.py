@@ -50,7 +50,10 @@ def pod_body(name: str, phase: str = "Running") -> dict:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": NS},
-        "spec": {"containers": [{"name": "train", "image": "busybox:1.37"}]},
+        "spec": {
+            "containers": [{"name": "train", "image": "busybox:1.37"}],
+            **({"nodeName": "node-1"} if phase != "Pending" else {}),  # a started pod has a node
+        },
         "status": {"phase": phase},
     }
 
@@ -132,7 +135,7 @@ def _stale_replace(batch, core):
 
 
 def _pending_logs(batch, core):
-    core.create_namespaced_pod(NS, pod_body("p"))  # a new pod is Pending
+    core.create_namespaced_pod(NS, pod_body("p"))  # scheduled; on create it is Pending again
     core.read_namespaced_pod_log("p", NS)
 
 

@@ -90,6 +90,11 @@ LOCAL_CASES = [
     ),
     ("nan", "import sys\nprint('non-finite loss nan at step 8: fail')\nsys.exit(4)", ["NaNLoss"]),
     (
+        "nan-step",
+        "import sys\nprint('step 8/20 loss 1.5 lr 0.1')\nprint('step 10/20 loss nan lr 0.1')\nsys.exit(1)",
+        ["NaNLoss"],
+    ),
+    (
         "hung",
         "import sys\nprint('watchdog: no training progress for 31 s (limit 30 s, last step 3)', file=sys.stderr)\nsys.exit(3)",
         ["Hung"],
@@ -115,9 +120,7 @@ def test_local_failures_are_diagnosed_from_exit_codes_events_and_logs(
             assert time.monotonic() < deadline
             time.sleep(0.05)
         backend = local_client.backend
-        backend.kill(name, "default", sig=signal.SIGKILL) if how == "kill" else backend.preempt(
-            name, "default"
-        )
+        backend.kill(ref, sig=signal.SIGKILL) if how == "kill" else backend.preempt(ref)
     status = local_client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)
     assert status.phase == "Failed"
     diagnosis = local_client.diagnose(ref)

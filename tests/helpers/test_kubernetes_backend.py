@@ -63,17 +63,24 @@ def test_nothing_is_loaded_or_sent_before_the_first_call(api, tmp_path):
     assert api.requests == [] and backend._api_client is None
 
 
-def test_submit_creates_dependencies_first_with_strict_validation(api, client):
+def test_submit_dry_runs_everything_then_creates_dependencies_first(api, client):
     ref = client.submit(render("01", name="order"))
     assert (ref.name, ref.namespace, ref.kind) == ("order", "default", "Job")
     posts = _posts(api)
-    assert [r.path.rsplit("/", 1)[-1] for r in posts] == [
-        "persistentvolumeclaims",
-        "persistentvolumeclaims",
-        "jobs",
+    order = ["persistentvolumeclaims", "persistentvolumeclaims", "jobs"]
+    assert [(r.path.rsplit("/", 1)[-1], r.query.get("dryRun")) for r in posts] == [
+        *((plural, "All") for plural in order),
+        *((plural, None) for plural in order),
     ]
-    assert all(
-        r.query.get("fieldValidation") == "Strict" and "dryRun" not in r.query for r in posts
+    assert all(r.query.get("fieldValidation") == "Strict" for r in posts)
+    assert (
+        ref.created
+        == (
+            "PersistentVolumeClaim/cifar10-data",
+            "PersistentVolumeClaim/training-checkpoints",
+            "Job/order",
+        )
+        and ref.reused == ()
     )
     assert (
         api.get("jobs", "order", group="batch")["spec"]["template"]["spec"]["containers"][0]["name"]
@@ -224,11 +231,11 @@ def test_delete_is_foreground_and_a_second_delete_is_not_found(api, client):
 
 @pytest.mark.parametrize(
     "status, reason, count, error, attempts",
-    [
+    [  # attempts: POSTs in all (the dry run's, retried, then the create when it succeeds)
         (403, "Forbidden", 1, Forbidden, 1),
         (422, "Invalid", 1, Invalid, 1),
-        (429, "TooManyRequests", 2, None, 3),  # retried with backoff, then succeeds
-        (500, "InternalError", 2, None, 3),
+        (429, "TooManyRequests", 2, None, 4),  # retried with backoff, then succeeds
+        (500, "InternalError", 2, None, 4),
         (503, "ServiceUnavailable", 10, ServerError, 4),  # retries are bounded
         (429, "TooManyRequests", 10, TooManyRequests, 4),
     ],
@@ -255,9 +262,15 @@ def test_api_errors_keep_their_status_and_retries_are_bounded(
 
 def test_existing_dependencies_are_reused_but_an_existing_job_is_a_conflict(api, client):
     client.submit(render("01", name="first"))
-    client.submit(render("01", name="second"))  # the PVCs exist already: reused, not an error
+    # The PVCs exist already: reused, not an error, and reported as reused, not created.
+    second = client.submit(render("01", name="second"))
     assert {j["metadata"]["name"] for j in api.objects("jobs")} == {"first", "second"}
     assert len(api.objects("persistentvolumeclaims")) == 2
+    assert second.created == ("Job/second",)
+    assert second.reused == (
+        "PersistentVolumeClaim/cifar10-data",
+        "PersistentVolumeClaim/training-checkpoints",
+    )
 
 
 def test_conflict_on_an_existing_name(api, client):
@@ -302,8 +315,8 @@ def test_following_a_pod_that_has_not_started_waits_for_it(api, client):
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "late-abcde", "labels": {C.JOB_NAME_LABEL: "late"}},
-        "spec": {"containers": [{"name": "trainer", "image": "x:1"}]},
-        "status": {"phase": "Pending"},
+        "spec": {"containers": [{"name": "trainer", "image": "x:1"}], "nodeName": "node-1"},
+        "status": {"phase": "Pending"},  # scheduled, its image still being pulled
     }
     api.put_object(pod)
 

@@ -9,6 +9,7 @@ import pytest
 
 from kubecourse import Conflict, JobTimeout, render
 from kubecourse import constants as C
+from kubecourse.types import JobRef
 from tests.guards import HANG_GUARD_S
 
 from .jobs import PRINT_ARGV_ENV, job
@@ -220,7 +221,9 @@ def test_tail_lines(local_client, tail, expected):
 
 
 def test_wait_reports_every_phase_in_order(local_client, local_backend):
-    ref = local_client.submit([job("phases", "import time; time.sleep(0.3); print('step 1/1')")])
+    ref = local_client.submit(
+        [job("phases", "import time; time.sleep(0.3); print('step 1/1 loss 0.5')")]
+    )
     seen = []
     local_backend.wait(ref, timeout_s=HANG_GUARD_S, on_update=lambda s: seen.append(s.phase))
     phases = [p for i, p in enumerate(seen) if i == 0 or p != seen[i - 1]]
@@ -266,10 +269,28 @@ def test_disruptions_follow_the_pod_failure_policy(
     while "first pod" not in [line.text for line in local_client.logs(ref)]:
         assert time.monotonic() < deadline, "the first pod never started"
         time.sleep(0.05)
-    victim = getattr(local_backend, disruption)("disrupted", "default")
+    victim = getattr(local_backend, disruption)(ref)
     status = local_client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)
     assert status.phase == C.SUCCEEDED
     assert (status.failed, [p.name for p in status.pods][0]) == (failed, victim)
     assert status.pods[0].reason == reason
     with pytest.raises(Conflict, match="no running pod"):
-        local_backend.kill("disrupted", "default")
+        local_backend.kill(ref)
+
+
+@pytest.mark.parametrize("kind", ["JobSet", "PyTorchJob", "TrainJob"])
+def test_kinds_the_local_backend_does_not_run_are_refused_by_name(local_backend, kind):
+    from kubecourse.multinode import MultiNodeSpec, render_variant
+
+    objects = render_variant(kind, MultiNodeSpec(nodes=2, procs_per_node=1, gpus=0))
+    workload = next(o for o in objects if o["kind"] == kind)
+    with pytest.raises(NotImplementedError, match=f"not {workload['apiVersion']} {kind}/"):
+        local_backend.submit(objects)
+    with pytest.raises(Exception, match="no local job"):
+        local_backend.status(JobRef(workload["metadata"]["name"], "default", kind))
+
+
+def test_a_volcano_job_is_not_mistaken_for_a_batch_job(local_backend):
+    volcano = {**job("vc", "print(1)"), "apiVersion": "batch.volcano.sh/v1alpha1"}
+    with pytest.raises(NotImplementedError, match="not batch.volcano.sh/v1alpha1 Job/vc"):
+        local_backend.submit([volcano])

@@ -31,7 +31,7 @@ def test_a_node_that_fails_fails_the_job_and_stops_every_process(local_client, l
     for line in local_client.iter_logs(ref, follow=True):
         if line.text.startswith("[rank0]:step 5/"):
             break
-    workers = local_backend.worker_pids("crash", "default")
+    workers = local_backend.worker_pids(ref)
     assert sorted(workers) == [0, 1], workers  # one worker per node, found through /proc
     os.kill(workers[1], signal.SIGKILL)
     status = local_client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)

@@ -8,18 +8,18 @@ from kubecourse import OptionError
 from kubecourse.backends.config import KubernetesBackendConfig
 from kubecourse.backends.kubernetes import KubernetesBackend
 from kubecourse.cli import main
-from kubecourse.workshop import LEARNER_LABEL, WORKSHOP_LABEL, Workshop
+from kubecourse.workshop import LEARNER_LABEL, NOT_CHECKED, WORKSHOP_LABEL, Workshop
 from tests.fakes.apiserver import FakeApiServer
 
 PER_LEARNER = {
     "Namespace": 1,
-    "ResourceQuota": 1,
+    "ResourceQuota": 2,
     "LimitRange": 1,
     "LocalQueue": 1,
     "ServiceAccount": 1,
     "Role": 1,
     "RoleBinding": 1,
-    "NetworkPolicy": 4,
+    "NetworkPolicy": 5,
 }
 
 
@@ -54,7 +54,12 @@ def test_render_gives_each_learner_an_isolated_valid_slice(crd_dir):
         kinds = {k: sum(o["kind"] == k for o in mine) for k in PER_LEARNER}
         assert kinds == PER_LEARNER
         assert all(o["metadata"].get("namespace", namespace) == namespace for o in mine)
-        quota = next(o for o in mine if o["kind"] == "ResourceQuota")["spec"]["hard"]
+        quota = next(o for o in mine if o["metadata"]["name"] == "learner-quota")["spec"]["hard"]
+        priority = next(o for o in mine if o["metadata"]["name"] == "learner-priority-quota")
+        assert priority["spec"]["hard"] == {"pods": "0"}
+        assert priority["spec"]["scopeSelector"]["matchExpressions"][0]["values"] == [
+            "training-critical"
+        ]
         assert quota["requests.nvidia.com/gpu"] == "2" and quota["requests.cpu"] == "4"
         binding = next(o for o in mine if o["kind"] == "RoleBinding")
         assert [s["name"] for s in binding["subjects"]] == [
@@ -95,18 +100,20 @@ def test_up_list_down_against_the_fake_api_server(api, backend):
     objects = ws.render()
 
     dry = ws.up(backend, dry_run=True)
-    assert set(dry.values()) == {"dry run"}
+    # a dry run stores no Namespace: what lives inside one is reported, not sent
+    assert {r for k, r in dry.items() if "@learner" not in k} == {"dry run"}
+    assert {r for k, r in dry.items() if "@learner" in k} == {NOT_CHECKED}
     assert api.objects("namespaces") == [] or all(
         n["metadata"]["name"] not in ws.namespaces() for n in api.objects("namespaces")
     )
     assert ws.present(backend) == []
 
     created = ws.up(backend, dry_run=False)
-    assert set(created.values()) == {"created"} and len(created) == len(objects) == 2 + 3 * 11
+    assert set(created.values()) == {"created"} and len(created) == len(objects) == 2 + 3 * 13
     for namespace in ws.namespaces():
         assert api.get("namespaces", namespace) is not None
         assert api.get("resourcequotas", "learner-quota", namespace) is not None
-        assert len(api.objects("networkpolicies", namespace, group="networking.k8s.io")) == 4
+        assert len(api.objects("networkpolicies", namespace, group="networking.k8s.io")) == 5
         assert api.get("localqueues", "default", namespace, group="kueue.x-k8s.io")["spec"] == {
             "clusterQueue": "kubecourse-workshop"
         }
@@ -122,7 +129,7 @@ def test_up_list_down_against_the_fake_api_server(api, backend):
 def test_cli_is_a_dry_run_by_default_and_prints_the_table(capsys):
     assert main(["workshop", "up", "--learners", "3"]) == 0
     out = capsys.readouterr().out
-    assert "learner-03" in out and "ResourceQuota" in out and "would create 35 objects" in out
+    assert "learner-03" in out and "ResourceQuota" in out and "would create 41 objects" in out
 
 
 def test_cli_applies_and_cleans_up_on_the_local_backend(capsys):
@@ -132,14 +139,14 @@ def test_cli_applies_and_cleans_up_on_the_local_backend(capsys):
 
 def test_up_list_down_on_the_local_backend_keeps_a_record(local_backend):
     ws = Workshop(learners=3)
-    assert set(ws.up(local_backend, dry_run=True).values()) == {"dry run"}
+    assert set(ws.up(local_backend, dry_run=True).values()) == {"dry run", NOT_CHECKED}
     assert ws.present(local_backend) == []
     assert set(ws.up(local_backend, dry_run=False).values()) == {"created"}
-    assert len(ws.present(local_backend)) == 35
+    assert len(ws.present(local_backend)) == 41
     assert set(ws.down(local_backend).values()) == {"deleted"}
     assert ws.present(local_backend) == []
 
 
 def test_cli_down_without_apply_deletes_nothing(capsys):
     assert main(["workshop", "down", "--learners", "2"]) == 0
-    assert "would delete 24 objects" in capsys.readouterr().out
+    assert "would delete 28 objects" in capsys.readouterr().out

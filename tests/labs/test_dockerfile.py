@@ -46,7 +46,10 @@ def _imported_distributions() -> set[str]:
 
 def test_every_lab_import_is_baked_into_the_image_at_the_course_pin():
     dockerfile = (REPO / "labs" / "Dockerfile").read_text()
-    image_pins = _pins(dockerfile)
+    requirements = (REPO / "labs" / "requirements.txt").read_text()  # what the Dockerfile installs
+    image_pins = _pins(dockerfile) | {
+        _normal(n): v for n, v in re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", requirements, re.M)
+    }
     (torch_version,) = BASE_IMAGE.findall(dockerfile)
     image_pins["torch"] = torch_version  # the base image's tag is the torch version
     runtime = _runtime_requirements()

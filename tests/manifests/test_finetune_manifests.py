@@ -14,12 +14,21 @@ from kubecourse.manifests import is_local_config, parse_yaml, pod_spec, trainer_
 FOLDER = Path(__file__).resolve().parents[2] / "manifests" / "03-finetune"
 
 
-def test_job_reads_the_token_from_a_secret_reference():
+def test_job_reads_the_token_from_a_secret_file():
     job = workload(load_lesson("03"))
-    env = {e["name"]: e for e in trainer_container(pod_spec(job))["env"]}
-    ref = env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]
-    assert ref == {"name": "hf-token", "key": "token", "optional": True}
-    assert "value" not in env["HF_TOKEN"]
+    trainer = trainer_container(pod_spec(job))
+    env = {e["name"]: e for e in trainer["env"]}
+    assert "HF_TOKEN" not in env  # a file, not an environment variable
+    path = env["HF_TOKEN_PATH"]["value"]
+    mount = next(m for m in trainer["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod_spec(job)["volumes"] if v["name"] == mount["name"])
+    (source,) = volume["projected"]["sources"]
+    assert source["secret"] == {
+        "name": "hf-token",
+        "optional": True,
+        "items": [{"key": "token", "path": path.rsplit("/", 1)[1]}],
+    }
     resources = trainer_container(pod_spec(job))["resources"]
     assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == 1
     claims = {

@@ -26,6 +26,8 @@ class Backend(abc.ABC):
     """
 
     name: str = "backend"
+    # Whether the backend pulls container images (the facade then warns on tag-only images).
+    runs_images: bool = False
 
     @abc.abstractmethod
     def submit(self, objects: list[Manifest], *, dry_run: bool = False) -> JobRef:
@@ -69,7 +71,9 @@ class Backend(abc.ABC):
     # Plain objects (namespaces, quotas, queues, RBAC) that are not a job: the workshop tooling.
     def apply_objects(self, objects: list[Manifest], *, dry_run: bool = False) -> list[str]:
         """Create each object (dependencies first); one result per object, in the order given:
-        "created", "exists" (left as it is) or "dry run"."""
+        "created", "exists" (left as it is), "dry run", or "unchecked" (dry run of an object in a
+        namespace the same dry run brings: a server stores nothing on a dry run, so it cannot
+        check what would live in that namespace)."""
         raise NotImplementedError(f"the {self.name} backend cannot apply plain objects")
 
     def delete_objects(self, objects: list[Manifest]) -> list[str]:

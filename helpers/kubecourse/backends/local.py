@@ -22,14 +22,11 @@ semantics that matter to training are modelled (see docs/design.md for what is n
 
 from __future__ import annotations
 
-import base64
 import copy
 import os
-import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -39,46 +36,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import constants as C
+from .. import contract
 from ..errors import Conflict, JobNotFound, JobTimeout
 from ..manifests import Manifest, object_id, repo_root
 from ..types import Event, JobRef, JobStatus, LogLine, PodStatus
+from . import local_runtime as runtime
 from .base import Backend
 from .config import LocalBackendConfig
-
-# Host variables a container image would also define (PATH to find python, locale, thread counts).
-_PASSTHROUGH_ENV = (
-    "PATH",
-    "HOME",
-    "LANG",
-    "LC_ALL",
-    "TMPDIR",
-    "VIRTUAL_ENV",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "CUDA_VISIBLE_DEVICES",
-    "PYTHONPATH",
-    "HF_HOME",
-    "HF_HUB_OFFLINE",
+from .local_controller import JobController, JobSpec, PodOutcome
+from .local_plan import (
+    ContainerPlan,
+    Network,
+    PodConfigError,
+    PodContext,
+    host_env,
+    materialize,
+    plan_pod,
+    pvc_dir,
 )
-_VAR_REF = re.compile(r"\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)|\$\$")
-_STEP_LINE = re.compile(r"^(?:\[rank\d+\]:)?step (\d+)/(\d+)\b")
-_FIELD_LABEL = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
-
-
-def expand_vars(text: str, env: dict[str, str]) -> str:
-    """Kubernetes `$(VAR)` expansion: defined names are replaced, `$$` escapes, unknown stay as is."""
-
-    def replace(match: re.Match) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        return env.get(match.group(1), match.group(0))
-
-    return _VAR_REF.sub(replace, text)
-
-
-def _exit_code(returncode: int) -> int:
-    # A process killed by signal N reports -N; container runtimes report 128+N (SIGKILL -> 137).
-    return 128 - returncode if returncode < 0 else returncode
+from .outputs import JobOutputs
 
 
 @dataclass
@@ -91,6 +67,7 @@ class _Pod:
     exit_code: int | None = None
     reason: str = ""
     processes: list[subprocess.Popen] = field(default_factory=list)
+    uid: str = field(default_factory=lambda: secrets.token_hex(8))
 
     def status(self) -> PodStatus:
         return PodStatus(self.name, self.index, self.phase, self.exit_code, self.reason)
@@ -117,11 +94,10 @@ class _Job:
     stopping: bool = False
     thread: threading.Thread | None = None
     # Cluster DNS and ports as seen from this job's pods (see the module docstring).
-    host_pattern: re.Pattern | None = None
-    ports: dict[int, int] = field(default_factory=dict)
+    network: Network = field(default_factory=Network)
 
 
-class LocalBackend(Backend):
+class LocalBackend(Backend, JobOutputs):
     """Runs Jobs as local processes in the repository (the pod's working directory)."""
 
     name = "local"
@@ -146,10 +122,20 @@ class LocalBackend(Backend):
 
     def submit(self, objects: list[Manifest], *, dry_run: bool = False) -> JobRef:
         workloads = [o for o in objects if o.get("kind") in C.WORKLOAD_KINDS]
-        if len(workloads) != 1 or workloads[0]["kind"] != "Job":
+        unsupported = [
+            o for o in workloads if (o.get("kind"), o.get("apiVersion")) != ("Job", "batch/v1")
+        ]
+        if unsupported:  # never a silent no-op: a JobSet, PyTorchJob, TrainJob or Volcano Job
+            found = ", ".join(f"{o.get('apiVersion')} {object_id(o)}" for o in unsupported)
+            raise NotImplementedError(
+                f"the local backend runs batch/v1 Jobs only, not {found}: submit it with "
+                'backend="kubernetes" to a cluster that has its controller, or render the Job '
+                "variant (multinode.render_variant('Job', spec))"
+            )
+        if len(workloads) != 1:
             raise NotImplementedError(
                 "the local backend runs exactly one batch/v1 Job per submit "
-                f"(got {[object_id(o) for o in workloads]})"
+                f"(got {[object_id(o) for o in workloads] or 'none'})"
             )
         job_manifest = workloads[0]
         name = job_manifest["metadata"]["name"]
@@ -178,7 +164,7 @@ class LocalBackend(Backend):
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True)
             job = _Job(copy.deepcopy(job_manifest), name, namespace, run_dir, secrets.token_hex(8))
-            job.host_pattern, job.ports = self._cluster_network(objects, namespace)
+            job.network = Network.for_services(objects, namespace)
             self._jobs[(namespace, name)] = job
             job.thread = threading.Thread(
                 target=self._run_job, args=(job,), name=f"local-job-{name}", daemon=True
@@ -294,26 +280,24 @@ class LocalBackend(Backend):
             self.delete(JobRef(name, namespace), missing_ok=True)
 
     # Disruptions, as the cluster deals them out (lessons on preemption and fault recovery).
-    def preempt(self, name: str, namespace: str = "default", *, index: int | None = None) -> str:
+    def preempt(self, ref: JobRef, *, index: int | None = None) -> str:
         """What the scheduler does to a pod it preempts or drains: the pod gets the DisruptionTarget
         condition, SIGTERM, and SIGKILL after its grace period. Returns the pod's name."""
-        return self._disrupt(name, namespace, index, signal.SIGTERM, reason="Preempted")
+        return self._disrupt(ref, index, signal.SIGTERM, reason="Preempted")
 
     def kill(
         self,
-        name: str,
-        namespace: str = "default",
+        ref: JobRef,
         *,
         index: int | None = None,
         sig: int = signal.SIGKILL,
     ) -> str:
         """A crash: the pod's processes get `sig` (default SIGKILL, as the OOM killer sends it)
         and no DisruptionTarget, so the failure counts against backoffLimit. Returns the pod name."""
-        return self._disrupt(name, namespace, index, sig, reason="")
+        return self._disrupt(ref, index, sig, reason="")
 
-    def _disrupt(
-        self, name: str, namespace: str, index: int | None, sig: int, *, reason: str
-    ) -> str:
+    def _disrupt(self, ref: JobRef, index: int | None, sig: int, *, reason: str) -> str:
+        name, namespace = ref.name, ref.namespace
         with self._changed:
             job = self._get(name, namespace)
             running = [
@@ -371,16 +355,14 @@ class LocalBackend(Backend):
         with self._changed:
             return [copy.deepcopy(self._objects.get(self._object_key(o))) for o in objects]
 
-    def worker_pids(
-        self, name: str, namespace: str = "default", *, index: int | None = None
-    ) -> dict[int, int]:
+    def worker_pids(self, ref: JobRef, *, index: int | None = None) -> dict[int, int]:
         """{global rank: pid} of the torchrun workers running in a pod (Linux: read from /proc).
 
         A pod's process is the torchrun agent (labs/launch.sh execs it); its children are the
         workers, each with RANK in its environment. Killing one of them (not the pod) is a worker
         crash that torchrun's elastic agent answers by restarting the worker group."""
         with self._changed:
-            job = self._get(name, namespace)
+            job = self._get(ref.name, ref.namespace)
             roots = [
                 p.pid
                 for pod in job.pods
@@ -394,6 +376,59 @@ class LocalBackend(Backend):
                 if rank is not None and rank.isdigit():
                     found[int(rank)] = pid
         return dict(sorted(found.items()))
+
+    def kill_worker(
+        self,
+        ref: JobRef,
+        *,
+        rank: int | None = None,
+        index: int | None = None,
+    ) -> dict:
+        """SIGKILL one torchrun worker of a running pod (the highest rank when rank is None), as
+        the OOM killer would: the elastic agent restarts the worker group. Returns rank and pid."""
+        name, namespace = ref.name, ref.namespace
+        workers = self.worker_pids(ref, index=index)
+        if not workers or (rank is not None and rank not in workers):
+            raise Conflict(
+                f"job {namespace}/{name} has no running torchrun worker"
+                + (f" with rank {rank}" if rank is not None else "")
+                + f" (found ranks {sorted(workers)})",
+                reason="NoRunningWorker",
+            )
+        victim = max(workers) if rank is None else rank
+        os.kill(workers[victim], signal.SIGKILL)
+        with self._changed:
+            message = f"sent SIGKILL to worker rank {victim} (pid {workers[victim]})"
+            self._event(self._get(name, namespace), "Warning", "Killed", f"Job/{name}", message)
+        return {"rank": victim, "pid": workers[victim]}
+
+    # Outputs and volumes (kubecourse.backends.outputs): a PVC is a folder.
+    def workload_manifest(self, ref: JobRef) -> Manifest:
+        with self._changed:
+            return copy.deepcopy(self._get(ref.name, ref.namespace).manifest)
+
+    def _volume_path(self, claim: str, namespace: str, path: str) -> Path:
+        root = self._pvc_dir(namespace, claim).resolve()
+        target = (root / path.lstrip("/")).resolve()
+        if not target.is_relative_to(root):
+            raise ValueError(f"path {path!r} leaves the volume {claim!r}")
+        return target
+
+    def read_volume(self, claim: str, namespace: str, path: str) -> bytes | None:
+        target = self._volume_path(claim, namespace, path)
+        return target.read_bytes() if target.is_file() else None
+
+    def list_volume(self, claim: str, namespace: str, subpath: str = "") -> list[str]:
+        top = self._volume_path(claim, namespace, subpath)
+        return sorted(str(p.relative_to(top)) for p in top.rglob("*") if p.is_file())
+
+    def reset_volume(self, claim: str, namespace: str, subpath: str = "") -> None:
+        top = self._volume_path(claim, namespace, subpath)
+        if top == self._pvc_dir(namespace, claim).resolve():
+            for child in top.iterdir() if top.exists() else []:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        else:
+            shutil.rmtree(top, ignore_errors=True)
 
     # Where the local "cluster" keeps things (shown by the notebooks).
     def pvc_dir(self, claim: str, namespace: str = "default") -> Path:
@@ -409,109 +444,13 @@ class LocalBackend(Backend):
     # ---------------------------------------------------------------------------------------------
 
     def _run_job(self, job: _Job) -> None:
-        spec = job.manifest["spec"]
-        completions = int(spec.get("completions") or 1)
-        parallelism = int(spec.get("parallelism", 1) or 1)
-        indexed = spec.get("completionMode") == "Indexed"
-        deadline_s = spec.get("activeDeadlineSeconds")
+        """The shared Job controller (local_controller) with this backend's pods as processes."""
+        spec = JobSpec.from_job(job.manifest)
         with self._changed:
             job.start_time = time.time()
-            self._event(
-                job,
-                "Normal",
-                "Created",
-                f"Job/{job.name}",
-                f"local job with {completions} pod(s) in {job.run_dir}",
-            )
-        timer = None
-        if deadline_s:
-            timer = threading.Timer(
-                float(deadline_s), self._deadline_exceeded, args=(job, deadline_s)
-            )
-            timer.daemon = True
-            timer.start()
-        slots = threading.Semaphore(max(1, min(parallelism, completions)))
-        workers = [
-            threading.Thread(
-                target=self._run_index,
-                args=(job, i if indexed or completions > 1 else None, slots),
-                daemon=True,
-            )
-            for i in range(completions)
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        if timer is not None:
-            timer.cancel()
-        with self._changed:
-            if job.phase not in C.TERMINAL_PHASES:
-                if job.succeeded >= completions:
-                    job.phase = C.SUCCEEDED
-                    self._event(job, "Normal", "Completed", f"Job/{job.name}", "Job completed")
-                else:
-                    job.phase, job.reason = C.FAILED, job.reason or "Deleted"
-            job.completion_time = time.time()
-            self._changed.notify_all()
-
-    def _run_index(self, job: _Job, index: int | None, slots: threading.Semaphore) -> None:
-        spec = job.manifest["spec"]
-        backoff_limit = int(spec.get("backoffLimit", 6))
-        with slots:
-            while True:
-                with self._changed:
-                    if job.stopping or job.phase in C.TERMINAL_PHASES:
-                        return
-                    pod = self._new_pod(job, index)
-                self._run_pod(job, pod)
-                with self._changed:
-                    if pod.phase == C.SUCCEEDED:
-                        job.succeeded += 1
-                        self._changed.notify_all()
-                        return
-                    if job.stopping or job.phase in C.TERMINAL_PHASES:
-                        return
-                    action = self._failure_action(spec, pod)
-                    if action == "FailJob":
-                        self._fail(
-                            job,
-                            "PodFailurePolicy",
-                            f"container exited with code {pod.exit_code}, "
-                            "matching a FailJob rule of the podFailurePolicy",
-                        )
-                        return
-                    if action != "Ignore":
-                        job.failed += 1
-                    if job.failed > backoff_limit:
-                        self._fail(
-                            job,
-                            "BackoffLimitExceeded",
-                            f"Job has reached the specified backoff limit ({backoff_limit})",
-                        )
-                        return
-                    self._event(
-                        job,
-                        "Normal",
-                        "Retrying",
-                        f"Job/{job.name}",
-                        f"pod {pod.name} failed (exit {pod.exit_code}); starting a new pod ({job.failed}/{backoff_limit} failures)",
-                    )
-
-    @staticmethod
-    def _failure_action(spec: Manifest, pod: _Pod) -> str:
-        """The podFailurePolicy action for a failed pod: FailJob, Ignore, Count (the default)."""
-        for rule in (spec.get("podFailurePolicy") or {}).get("rules") or []:
-            codes = rule.get("onExitCodes")
-            if codes and pod.exit_code is not None:
-                matched = pod.exit_code in codes.get("values", [])
-                if (codes.get("operator") == "In") == matched:
-                    return rule["action"]
-            for condition in rule.get("onPodConditions") or []:
-                # Locally a pod is "disrupted" only when it was terminated by a signal we sent.
-                if condition.get("type") == "DisruptionTarget" and pod.reason == "Preempted":
-                    return rule["action"]
-        return "Count"
+            message = f"local job with {spec.completions} pod(s) in {job.run_dir}"
+            self._event(job, "Normal", "Created", f"Job/{job.name}", message)
+        JobController(spec, _LocalJobHost(self, job)).run()
 
     def _new_pod(self, job: _Job, index: int | None) -> _Pod:
         template_meta = (job.manifest["spec"].get("template") or {}).get("metadata") or {}
@@ -537,26 +476,18 @@ class LocalBackend(Backend):
         return pod
 
     def _run_pod(self, job: _Job, pod: _Pod) -> None:
-        pod_spec = job.manifest["spec"]["template"]["spec"]
-        pod_dir = job.run_dir / pod.name
         try:
-            mounts_by_container = self._volumes(job, pod, pod_spec, pod_dir)
-            plans = [
-                (c, self._container_plan(job, pod, c, mounts_by_container[c["name"]]))
-                for c in (pod_spec.get("initContainers") or []) + pod_spec["containers"]
-            ]
-        except _ConfigError as exc:
+            plan = plan_pod(self._pod_manifest(job, pod), self._pod_context(job, pod))
+            materialize(plan)
+        except PodConfigError as exc:
             with self._changed:
                 pod.phase, pod.reason, pod.exit_code = C.FAILED, "CreateContainerConfigError", 1
                 self._event(job, "Warning", "Failed", f"Pod/{pod.name}", str(exc))
             return
-        init_names = {c["name"] for c in pod_spec.get("initContainers") or []}
         log_path = job.run_dir / f"{pod.name}.log"
         with open(log_path, "a", buffering=1) as log_file:
-            for container, (argv, env) in plans:
-                if container["name"] not in init_names:
-                    continue
-                code = self._run_container(job, pod, container["name"], argv, env, log_file)
+            for container in plan.init_containers:
+                code = self._run_container(job, pod, container, log_file)
                 if code != 0:
                     with self._changed:
                         pod.phase, pod.exit_code = C.FAILED, code
@@ -566,18 +497,16 @@ class LocalBackend(Backend):
                             "Warning",
                             pod.reason,
                             f"Pod/{pod.name}",
-                            f"init container {container['name']} exited with code {code}",
+                            f"init container {container.name} exited with code {code}",
                         )
                         self._changed.notify_all()
                     return
-            main = [(c, plan) for c, plan in plans if c["name"] not in init_names]
+            main = plan.main_containers
             # Main containers of one pod run side by side (a trainer and, say, a metrics sidecar).
             with ThreadPoolExecutor(max_workers=max(1, len(main))) as pool:
                 codes = list(
                     pool.map(
-                        lambda item: self._run_container(
-                            job, pod, item[0]["name"], *item[1], log_file
-                        ),
+                        lambda c: self._run_container(job, pod, c, log_file),
                         main,
                     )
                 )
@@ -597,9 +526,7 @@ class LocalBackend(Backend):
             )
             self._changed.notify_all()
 
-    def _run_container(
-        self, job: _Job, pod: _Pod, container: str, argv: list[str], env: dict[str, str], log_file
-    ) -> int:
+    def _run_container(self, job: _Job, pod: _Pod, container: ContainerPlan, log_file) -> int:
         with self._changed:
             if job.stopping or job.phase in C.TERMINAL_PHASES:
                 return 137
@@ -608,25 +535,14 @@ class LocalBackend(Backend):
                 "Normal",
                 "Started",
                 f"Pod/{pod.name}",
-                f"Started container {container}: {' '.join(argv)}",
+                f"Started container {container.name}: {' '.join(container.argv)}",
             )
             try:
-                # A new session = a new process group, so a stop reaches torchrun's workers too.
-                process = subprocess.Popen(
-                    argv,
-                    cwd=self.workdir,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    bufsize=1,
-                    start_new_session=True,
-                )
+                process = runtime.start(container, self.workdir)
             except OSError as exc:
                 pod.reason = "StartError"
-                self._event(
-                    job, "Warning", "Failed", f"Pod/{pod.name}", f"cannot start {argv[0]!r}: {exc}"
-                )
+                message = f"cannot start {container.argv[0]!r}: {exc}"
+                self._event(job, "Warning", "Failed", f"Pod/{pod.name}", message)
                 return 128
             pod.processes.append(process)
             pod.phase = C.RUNNING
@@ -639,233 +555,44 @@ class LocalBackend(Backend):
             log_file.write(raw)
             with self._changed:
                 job.lines.append(LogLine(pod.name, pod.index, text))
-                step = _STEP_LINE.match(text)
-                if step:
-                    job.progress = (int(step.group(1)), int(step.group(2)))
+                record = contract.parse_line(text)
+                if isinstance(record, contract.StepLine):
+                    job.progress = (record.step, record.total)
                 self._changed.notify_all()
-        code = _exit_code(process.wait())
+        code = runtime.exit_code(process.wait())
         with self._changed:
             pod.processes.remove(process)
         return code
 
-    # ---------------------------------------------------------------------------------------------
-    # Pod environment, volumes and command
-    # ---------------------------------------------------------------------------------------------
-
     def _pvc_dir(self, namespace: str, claim: str) -> Path:
-        return self.state_dir / "volumes" / namespace / claim
+        return pvc_dir(self.state_dir / "volumes", namespace, claim)
 
-    def _volumes(
-        self, job: _Job, pod: _Pod, pod_spec: Manifest, pod_dir: Path
-    ) -> dict[str, list[tuple[str, Path]]]:
-        """For each container: (mountPath, local folder) pairs, longest mountPath first."""
-        local: dict[str, Path | None] = {}
-        for volume in pod_spec.get("volumes") or []:
-            vname = volume["name"]
-            if "persistentVolumeClaim" in volume:
-                path = self._pvc_dir(job.namespace, volume["persistentVolumeClaim"]["claimName"])
-            elif "emptyDir" in volume:
-                path = pod_dir / "volumes" / vname
-            elif "configMap" in volume or "secret" in volume:
-                path = pod_dir / "volumes" / vname
-                source_kind, ref = (
-                    ("ConfigMap", volume["configMap"]["name"])
-                    if "configMap" in volume
-                    else ("Secret", volume["secret"]["secretName"])
-                )
-                data = self._lookup_data(job.namespace, source_kind, ref)
-                path.mkdir(parents=True, exist_ok=True)
-                for key, value in data.items():
-                    (path / key).write_text(value)
-            else:
-                path = pod_dir / "volumes" / vname  # hostPath, CSI...: modelled as an empty folder
-            path.mkdir(parents=True, exist_ok=True)
-            local[vname] = path
-        mounts = {}
-        for container in (pod_spec.get("initContainers") or []) + pod_spec["containers"]:
-            pairs = []
-            for mount in container.get("volumeMounts") or []:
-                if mount["mountPath"] == "/dev/shm":
-                    continue  # the host's /dev/shm already is shared memory
-                if mount["name"] not in local:
-                    raise _ConfigError(
-                        f"container {container['name']}: volumeMount {mount['name']!r} names no volume"
-                    )
-                target = local[mount["name"]]
-                if mount.get("subPath"):
-                    target = target / mount["subPath"]
-                    target.mkdir(parents=True, exist_ok=True)
-                pairs.append((mount["mountPath"].rstrip("/") or "/", target))
-            mounts[container["name"]] = sorted(pairs, key=lambda p: -len(p[0]))
-        return mounts
+    def _pod_manifest(self, job: _Job, pod: _Pod) -> Manifest:
+        """The pod as the API server would store it: the template plus the controller's labels."""
+        return {
+            "metadata": {
+                "name": pod.name,
+                "namespace": job.namespace,
+                "uid": pod.uid,
+                "labels": dict(pod.labels),
+                "annotations": dict(pod.annotations),
+            },
+            "spec": job.manifest["spec"]["template"]["spec"],
+        }
 
-    def _lookup_data(self, namespace: str, kind: str, name: str) -> dict[str, str]:
-        obj = self._objects.get((kind, namespace, name))
-        if obj is None:
-            raise _ConfigError(
-                f"{kind.lower()} {name!r} not found in namespace {namespace!r}: submit it with the job"
-            )
-        data = dict(obj.get("stringData") or {})
-        if kind == "Secret":
-            data.update(
-                {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
-            )
-        else:
-            data.update(obj.get("data") or {})
-        return data
-
-    def _container_plan(
-        self, job: _Job, pod: _Pod, container: Manifest, mounts: list[tuple[str, Path]]
-    ) -> tuple[list[str], dict[str, str]]:
-        """(argv, env) exactly as the pod would run them, with mount paths mapped to local folders."""
-        env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
-        env.update({"PYTHONUNBUFFERED": "1", "HOSTNAME": pod.name})
-        if pod.index is not None:
-            env[C.ENV_COMPLETION_INDEX] = str(pod.index)
-        for entry in container.get("env") or []:
-            if "value" in entry:
-                env[entry["name"]] = expand_vars(str(entry["value"]), env)
-            elif "valueFrom" in entry:
-                env[entry["name"]] = self._value_from(job, pod, entry["name"], entry["valueFrom"])
-            else:
-                env[entry["name"]] = ""
-        for source in container.get("envFrom") or []:
-            if "configMapRef" in source:
-                env.update(
-                    self._lookup_data(job.namespace, "ConfigMap", source["configMapRef"]["name"])
-                )
-            if "secretRef" in source:
-                env.update(self._lookup_data(job.namespace, "Secret", source["secretRef"]["name"]))
-        command = [expand_vars(part, env) for part in container.get("command") or []]
-        args = [expand_vars(part, env) for part in container.get("args") or []]
-        if not command:
-            raise _ConfigError(
-                f"container {container['name']} has no command: the local backend cannot "
-                "read the image's ENTRYPOINT, so the manifest must spell it out"
-            )
-        argv = self._local_program(command) + args
-        argv = [self._map_network(job, self._map_path(a, mounts)) for a in argv]
-        env = {k: self._map_network(job, self._map_path(v, mounts), k) for k, v in env.items()}
-        # The image's `python`/`torchrun` are this environment's, also for scripts that call them.
-        bin_dir = str(Path(self.python).parent)
-        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
-        return argv, env
-
-    @staticmethod
-    def _cluster_network(
-        objects: list[Manifest], namespace: str
-    ) -> tuple[re.Pattern | None, dict[int, int]]:
-        """Host names that cluster DNS would give pods of this job, and a free port per Service
-        port. Only headless Services (clusterIP: None) name pods; each pod here is 127.0.0.1."""
-        services = [
-            o
-            for o in objects
-            if o.get("kind") == "Service" and (o.get("spec") or {}).get("clusterIP") == "None"
-        ]
-        if not services:
-            return None, {}
-        names = "|".join(re.escape(s["metadata"]["name"]) for s in services)
-        ns = re.escape(namespace)
-        pattern = re.compile(
-            rf"\b[a-z0-9]([-a-z0-9]*[a-z0-9])?\.(?:{names})(?:\.{ns}(?:\.svc(?:\.cluster\.local)?)?)?\b"
+    def _pod_context(self, job: _Job, pod: _Pod) -> PodContext:
+        return PodContext(
+            volumes_root=self.state_dir / "volumes",
+            pod_dir=job.run_dir / pod.name,
+            python=self.python,
+            lookup=lambda kind, name: self._objects.get((kind, job.namespace, name)),
+            network=job.network,
+            host_env=host_env(),
         )
-        ports = {}
-        for service in services:
-            for port in (service.get("spec") or {}).get("ports") or []:
-                ports.setdefault(int(port["port"]), _free_port())
-        return pattern, ports
-
-    @staticmethod
-    def _map_network(job: _Job, value: str, env_name: str = "") -> str:
-        if job.host_pattern is None:
-            return value
-        if "PORT" in env_name and value.isdigit() and int(value) in job.ports:
-            return str(job.ports[int(value)])
-        mapped = job.host_pattern.sub("127.0.0.1", value)
-        if mapped != value:
-            mapped = re.sub(
-                r"127\.0\.0\.1:(\d+)",
-                lambda m: f"127.0.0.1:{job.ports.get(int(m.group(1)), int(m.group(1)))}",
-                mapped,
-            )
-        return mapped
-
-    def _local_program(self, command: list[str]) -> list[str]:
-        """The image's `python` / `torchrun` are this environment's interpreter and launcher."""
-        program = command[0]
-        if (
-            program in ("python", "python3")
-            or program.endswith("/python")
-            or program.endswith("/python3")
-        ):
-            return [self.python, *command[1:]]
-        if program == "torchrun":
-            return [self.python, "-m", "torch.distributed.run", *command[1:]]
-        return command
-
-    @staticmethod
-    def _map_path(value: str, mounts: list[tuple[str, Path]]) -> str:
-        prefix, sep, rest = value.partition("=") if value.startswith("-") else ("", "", value)
-        for mount_path, local in mounts:
-            if rest == mount_path or rest.startswith(mount_path + "/"):
-                rest = str(local) + rest[len(mount_path) :]
-                break
-        return f"{prefix}{sep}{rest}"
-
-    def _value_from(self, job: _Job, pod: _Pod, name: str, source: Manifest) -> str:
-        if "fieldRef" in source:
-            path = source["fieldRef"]["fieldPath"]
-            simple = {
-                "metadata.name": pod.name,
-                "metadata.namespace": job.namespace,
-                "metadata.uid": job.uid,
-                "spec.nodeName": "localhost",
-                "status.podIP": "127.0.0.1",
-                "status.hostIP": "127.0.0.1",
-                "spec.serviceAccountName": job.manifest["spec"]["template"]["spec"].get(
-                    "serviceAccountName", "default"
-                ),
-            }
-            if path in simple:
-                return simple[path]
-            match = _FIELD_LABEL.match(path)
-            if match:
-                table = pod.labels if match.group(1) == "labels" else pod.annotations
-                return table.get(match.group(2), "")
-            raise _ConfigError(
-                f"env {name}: fieldRef {path!r} is not supported by the local backend"
-            )
-        if "resourceFieldRef" in source:
-            return "0"
-        for key, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
-            if key in source:
-                ref = source[key]
-                try:
-                    data = self._lookup_data(job.namespace, kind, ref["name"])
-                except _ConfigError:
-                    if ref.get("optional"):
-                        return ""
-                    raise
-                if ref["key"] not in data:
-                    raise _ConfigError(
-                        f"env {name}: key {ref['key']!r} not found in {kind.lower()} {ref['name']!r}"
-                    )
-                return data[ref["key"]]
-        raise _ConfigError(f"env {name}: unsupported valueFrom {sorted(source)}")
 
     # ---------------------------------------------------------------------------------------------
     # Stopping, failing, bookkeeping
     # ---------------------------------------------------------------------------------------------
-
-    def _deadline_exceeded(self, job: _Job, deadline_s: float) -> None:
-        with self._changed:
-            if job.phase in C.TERMINAL_PHASES:
-                return
-            self._fail(
-                job,
-                "DeadlineExceeded",
-                f"Job was active longer than specified deadline ({deadline_s} s)",
-            )
 
     def _fail(self, job: _Job, reason: str, message: str) -> None:
         """Mark the job Failed and stop all of its processes (called with the lock held)."""
@@ -891,22 +618,7 @@ class LocalBackend(Backend):
             ),
             self.max_grace_s,
         )
-        for process in processes:
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                pass
-        if sig != signal.SIGTERM:
-            return
-        end = time.monotonic() + grace
-        for process in processes:
-            try:
-                process.wait(timeout=max(0.0, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        runtime.signal_groups(processes, sig, grace)
 
     def _event(self, job: _Job, type_: str, reason: str, obj: str, message: str) -> None:
         job.events.append(Event(time.time(), type_, reason, obj, message))
@@ -941,11 +653,45 @@ class LocalBackend(Backend):
         )
 
 
-def _free_port() -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class _LocalJobHost:
+    """The JobHost of local_controller: pods are _Pod records run as process groups."""
+
+    def __init__(self, backend: LocalBackend, job: _Job):
+        self.backend, self.job = backend, job
+        self.lock = backend._changed
+
+    def create_pod(self, index: int | None) -> _Pod:
+        return self.backend._new_pod(self.job, index)
+
+    def run_pod(self, pod: _Pod) -> PodOutcome:
+        self.backend._run_pod(self.job, pod)
+        # Locally a pod is "disrupted" only when preempt() terminated it.
+        return PodOutcome(
+            pod.name, pod.phase == C.SUCCEEDED, pod.exit_code, disrupted=pod.reason == "Preempted"
+        )
+
+    def stopped(self) -> bool:
+        return self.job.stopping or self.job.phase in C.TERMINAL_PHASES
+
+    def counts(self, succeeded: int, failed: int) -> None:
+        self.job.succeeded, self.job.failed = succeeded, failed
+        self.lock.notify_all()
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.backend._event(self.job, type_, reason, f"Job/{self.job.name}", message)
+
+    def finish(self, phase: str, reason: str, message: str) -> None:
+        job = self.job
+        if phase == C.FAILED and reason != "Deleted":
+            self.backend._fail(job, reason, message)  # stops the processes
+            return
+        if phase == C.SUCCEEDED:
+            job.phase = C.SUCCEEDED
+            self.event("Normal", reason, message)
+        else:
+            job.phase, job.reason = C.FAILED, job.reason or reason
+        job.completion_time = time.time()
+        self.lock.notify_all()
 
 
 def _children(pid: int) -> list[int]:
@@ -966,7 +712,3 @@ def _environ(pid: int) -> dict[str, str]:
         return {}
     pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs}
-
-
-class _ConfigError(Exception):
-    """The pod cannot start (Kubernetes: CreateContainerConfigError)."""

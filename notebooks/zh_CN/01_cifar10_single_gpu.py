@@ -1,0 +1,217 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kubecourse_i18n
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+#   kubecourse_i18n:
+#     catalog: notebooks/locale/zh_CN/LC_MESSAGES/01_cifar10_single_gpu.po
+#     generated_by: python -m kubecourse.i18n build (edit the catalog, not this file)
+#     language: zh_CN
+#     source: notebooks/01_cifar10_single_gpu.py
+# ---
+
+# %% [markdown]
+# # 01 · 单 GPU 训练 CIFAR-10：一个为在 Pod 中运行而写的训练程序
+#
+# **你将做什么：** 准备 CIFAR-10 数据，用实验程序 `labs/cifar10.py` 训练一个 ResNet，实时观察损失和
+# 准确率，然后中断一次运行，再从它的[检查点（checkpoint）](../../docs/glossary.md#checkpoint)恢复。
+#
+# **为什么：** 要在 Kubernetes Pod 中运行的程序必须能安全重启（Pod 会被重新调度），以原子方式写检查点，
+# 并输出机器可读的指标。这就是那样一个程序，此时还不涉及任何集群。
+#
+# **前置条件：** 00_setup。**用时：** 15 分钟（冒烟规模：在笔记本电脑 CPU 上约一分钟）。
+
+# %% tags=["parameters"]
+SMOKE = True  # 小规模、合成数据、适合 CPU；False：真实 CIFAR-10、完整训练计划
+DATASET = "synthetic"  # "synthetic"（离线，在本机生成）或 "cifar10"（一次性下载 163 MiB）
+DEVICE = "auto"  # "auto"、"cpu" 或 "cuda"
+EPOCHS = 0  # 0：使用预设的轮数（冒烟：几轮；完整：30 轮）
+TIMEOUT_S = 600
+
+# %%
+import json
+import shutil
+import subprocess
+import sys
+
+from kubecourse.course import record_outcome
+from kubecourse.lab import plot_metrics, read_metrics, run_lab
+from kubecourse.manifests import repo_root
+
+ROOT = repo_root()
+DATA_DIR = ROOT / "data"
+OUT = ROOT / "build" / "lessons" / "01"
+shutil.rmtree(OUT, ignore_errors=True)  # every run of this notebook starts from scratch
+
+common = [f"--data-dir={DATA_DIR}", f"--dataset={DATASET}", f"--device={DEVICE}"]
+if SMOKE:
+    common.append("--smoke")
+if EPOCHS:
+    common.append(f"--epochs={EPOCHS}")
+print("training flags:", common)
+
+# %% [markdown]
+# ## 1. 准备数据（只需一次）
+# `labs.prepare_data` 写出官方的 CIFAR-10 Python 格式（`data_batch_1..5`、`test_batch`）。
+# 对于 `cifar10`，它下载压缩包并校验 MD5；`synthetic` 用生成的图像写出同样的格式，因此加载数据的代码
+# 完全相同。在集群上，这一步作为 Job 的 Init 容器运行，写入一个
+# [持久卷申领（PersistentVolumeClaim，PVC）](../../docs/glossary.md#pvc)，之后的每次运行都复用它。
+
+# %%
+prepare = [
+    sys.executable,
+    "-m",
+    "labs.prepare_data",
+    f"--data-dir={DATA_DIR}",
+    f"--dataset={DATASET}",
+]
+print("$ python", " ".join(prepare[1:]))
+subprocess.run(prepare, cwd=ROOT, check=True, timeout=TIMEOUT_S)
+print(sorted(p.name for p in (DATA_DIR / DATASET / "cifar-10-batches-py").iterdir()))
+
+# %% [markdown]
+# ## 2. 训练
+# 实验程序把 `step N/M ...` 行输出到标准输出，并向 `metrics.jsonl` 每行写一个 JSON 对象；下面的图在
+# 训练进行时反复读取该文件。在 Pod 中，你会用 `kubectl logs -f` 读到同样的行。
+
+# %%
+run = run_lab("labs.cifar10", common, OUT / "full", timeout_s=TIMEOUT_S, echo_every=5)
+assert run.returncode == 0, "\n".join(run.log[-20:])
+result = run.result
+print(json.dumps(result, indent=2))
+
+# %%
+metrics = read_metrics(OUT / "full")
+figure = plot_metrics(metrics, title="CIFAR-10 ResNet (lab 01)")
+figure
+
+# %% [markdown]
+# ### 在 GPU 上：bf16 自动混合精度与 channels_last
+# 在 CUDA 上，实验程序在 `torch.autocast(dtype=bfloat16)` 下执行前向传播（在不支持 bf16 的 GPU 上用
+# fp16 加 GradScaler，即[混合精度（mixed precision）](../../docs/glossary.md#mixed-precision)），
+# 并让激活值保持 `channels_last` 内存布局，这正是让张量核心（tensor core）跑得快的关键。
+# 下面的单元格在有 GPU 时运行一个简短的 bf16 检查，否则说明跳过的原因。
+
+# %%
+from kubecourse.env import torch_info
+
+gpu = torch_info()
+if gpu.get("cuda"):
+    bf16_run = run_lab(
+        "labs.cifar10",
+        common + ["--device=cuda", "--precision=bf16", "--max-steps=20"],
+        OUT / "gpu-bf16",
+        live_plot=False,
+        echo_every=0,
+        timeout_s=TIMEOUT_S,
+    )
+    header = next(line for line in bf16_run.log if line.startswith("cifar10:"))
+    assert bf16_run.returncode == 0 and "precision=bfloat16" in header, header
+    print("GPU path ran:", header)
+else:
+    print(
+        f"GPU cell skipped: no CUDA device here (torch {gpu.get('torch')}); the CPU run above used fp32."
+    )
+
+# %% [markdown]
+# ## 3. 检查点与恢复
+# Kubernetes 随时可能停止一个 Pod（抢占、腾空节点、`backoffLimit` 重试）。实验程序每
+# `--checkpoint-every` 步写一次检查点（先写临时文件、fsync、再重命名：绝不会只写一半），启动时从最新的
+# 完整检查点恢复。这里我们用 `--max-steps` 让一次运行中途停止，然后再次启动完全相同的命令。
+
+# %%
+total_steps = result["steps"]
+half = max(1, total_steps // 2)
+resume_flags = common + [f"--checkpoint-every={half}"]
+first = run_lab(
+    "labs.cifar10",
+    resume_flags + [f"--max-steps={half}"],
+    OUT / "resumed",
+    live_plot=False,
+    echo_every=0,
+    timeout_s=TIMEOUT_S,
+)
+print(
+    "interrupted at step",
+    half,
+    "checkpoints:",
+    sorted(p.name for p in (OUT / "resumed" / "checkpoints").iterdir()),
+)
+second = run_lab(
+    "labs.cifar10",
+    resume_flags,
+    OUT / "resumed",
+    live_plot=False,
+    echo_every=0,
+    timeout_s=TIMEOUT_S,
+)
+print("\n".join(line for line in second.log if "resumed" in line or line.startswith("done")))
+resumed = second.result
+
+# %% [markdown]
+# ## 4. 断言结果
+# * 准确率远高于随机猜测（10 个类别：0.10）；
+# * 训练损失下降了；
+# * 被中断又恢复的运行与未中断的运行结果*完全*一致（相同的批次、相同的随机状态：检查点保存了数据
+#   位置和每一个随机数生成器（RNG）的状态）。
+
+# %%
+train_losses = [r["loss"] for r in metrics if r.get("kind") == "train"]
+assert result["test_acc"] >= 0.4, f"test accuracy {result['test_acc']:.3f} is not far above chance"
+assert train_losses[-1] < train_losses[0] * 0.8, (
+    f"loss did not fall enough: {train_losses[0]:.3f} -> {train_losses[-1]:.3f}"
+)
+assert first.returncode == 0 and second.returncode == 0
+assert resumed["resumed_from_step"] == half, resumed
+assert resumed["test_acc"] == result["test_acc"] and resumed["test_loss"] == result["test_loss"], (
+    resumed,
+    result,
+)
+record_outcome(
+    "01_cifar10_single_gpu",
+    figures={"training": figure},
+    test_acc=result["test_acc"],
+    first_loss=train_losses[0],
+    last_loss=train_losses[-1],
+    images_per_s=result["images_per_s"],
+    resume_equal=True,
+    device=result["device"],
+)
+
+# %% [markdown]
+# ## 练习
+# 从 `metrics` 中找出测试准确率最高的那一轮（epoch）（`eval` 记录里有 `epoch` 和 `test_acc`）。
+# 已填入一个参考答案：修改它，再重新运行检查。
+
+# %%
+evals = [r for r in metrics if r.get("kind") == "eval"]
+best_epoch = max(evals, key=lambda r: r["test_acc"])["epoch"]  # YOUR CODE
+
+# %%
+best_acc = max(r["test_acc"] for r in evals)
+assert any(r["epoch"] == best_epoch and r["test_acc"] == best_acc for r in evals), (
+    f"epoch {best_epoch} is not the best one"
+)
+print(f"check passed: best epoch {best_epoch}")
+
+# %% [markdown]
+# ## 在真实集群上
+# 下一个笔记本把这条命令原样打包成 Kubernetes Job。要在 GPU 机器上真正训练，请设置
+# `SMOKE = False, DATASET = "cifar10"`（实验程序的文档字符串列出了实测数据）：
+#
+# ```bash
+# python -m labs.prepare_data --data-dir data --dataset cifar10
+# python -m labs.cifar10 --data-dir data --dataset cifar10 --out-dir runs/cifar10
+# ```
+#
+# ## 清理
+# 输出位于 `build/lessons/01`（每次运行开始时删除）；数据保留在 `data/` 中。

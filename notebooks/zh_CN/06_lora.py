@@ -1,0 +1,266 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kubecourse_i18n
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+#   kubecourse_i18n:
+#     catalog: notebooks/locale/zh_CN/LC_MESSAGES/06_lora.po
+#     generated_by: python -m kubecourse.i18n build (edit the catalog, not this file)
+#     language: zh_CN
+#     source: notebooks/06_lora.py
+# ---
+
+# %% [markdown]
+# # 06 · 用 LoRA 微调语言模型，以 Job 方式运行
+#
+# **你将做什么：** 先看看 [LoRA（低秩适配，Low-Rank Adaptation）](../../docs/glossary.md#lora)适配器
+# 是什么（几行 torch 代码），然后提交 `manifests/03-finetune/` 的微调 Job，在课程的指令数据集上
+# [微调（fine-tune）](../../docs/glossary.md#fine-tuning)一个 Llama 风格的模型：微调前后的评估损失和
+# 困惑度（perplexity）、微调前后的示例回答、以 safetensors 格式保存的适配器，重新加载、合并进基础模型，
+# 并检查二者相等。
+#
+# **为什么：** 全量微调要更新每一个权重，并为每个权重保存优化器状态：对一个 7B 模型来说约为每参数
+# 16 字节，超过 100 GB。LoRA 冻结模型，改为在每层训练两个很窄的矩阵；适配器只有几 MB，优化器状态也随之
+# 缩小，而且同一个基础模型可以服务多个适配器。
+#
+# **前置条件：** 02（Job、本地后端）。**用时：** 20 分钟（冒烟规模：约一分钟）。
+# 默认离线运行：在本机上构建一个极小的模型；设置 `MODEL_ID` 可使用真实模型。
+
+# %% tags=["parameters"]
+SMOKE = True  # 极小的离线模型和实验程序的 --smoke 预设
+BACKEND = "local"  # "local"（本机上的进程）或 "kubernetes"（$KUBECONFIG）
+NAMESPACE = "default"
+JOB_NAME = "finetune-lora-smoke"
+IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
+MODEL_ID = ""  # "" = 极小的离线模型；在 GPU 机器上可用例如 "Qwen/Qwen2.5-0.5B-Instruct"
+METHOD = "lora"  # "lora" 或 "qlora"（笔记本 07）
+TIMEOUT_S = 600
+HF_ENDPOINT = ""  # "" = huggingface.co；无法访问 Hub 时可用例如 "https://hf-mirror.com"
+PIP_INDEX_URL = ""  # "" = PyPI；例如 "https://mirrors.aliyun.com/pypi/simple/"
+REGISTRY_PREFIX = ""  # "" = 按原名拉取镜像；例如 "m.daocloud.io"（镜像仓库的镜像站）
+
+# %%
+import json
+
+import torch
+
+from kubecourse import TrainingClient, load_lesson, render
+from kubecourse.contract import StartLine, records
+from kubecourse.course import record_outcome
+from kubecourse.display import diff_view, events_view, yaml_view
+
+client = TrainingClient(backend=BACKEND, namespace=NAMESPACE)
+
+# %% [markdown]
+# ## 1. 十行代码看懂 LoRA
+# 线性层计算 `W x`。LoRA 保持 `W` 冻结，加上一个低秩更新 `(alpha / r) * B A x`，其中 `A`（r x in）
+# 随机初始化，`B`（out x r）为**零**：第 0 步时，适配后的层与原始层完全相同，训练只改变 `A` 和 `B`。
+# peft 对 `target_modules` 中列出的每个模块都这样做；下面就是这一机制本身。
+
+
+# %%
+class LoRALinear(torch.nn.Module):
+    def __init__(self, base: torch.nn.Linear, r: int = 8, alpha: int = 16):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.A = torch.nn.Parameter(torch.randn(r, base.in_features) / r)
+        self.B = torch.nn.Parameter(torch.zeros(base.out_features, r))
+        self.scale = alpha / r
+
+    def forward(self, x):
+        return self.base(x) + self.scale * (x @ self.A.T) @ self.B.T
+
+
+base_layer = torch.nn.Linear(4096, 4096, bias=False)  # one attention projection of a 7B model
+adapted = LoRALinear(base_layer, r=8)
+x = torch.randn(2, 4096)
+trainable = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+print(f"frozen {base_layer.weight.numel():,} vs trainable {trainable:,} parameters")
+print(f"= {100 * trainable / base_layer.weight.numel():.2f}% of the layer")
+assert torch.equal(adapted(x), base_layer(x)), "B = 0: the adapter starts as a no-op"
+
+# %% [markdown]
+# ## 2. 微调 Job
+# `manifests/03-finetune/job.yaml` 运行 `python -m labs.finetune`。模型来自 `MODEL_ID`（只下载一次，存入
+# `model-cache` PVC），适配器写到 `finetune-outputs` PVC，Hugging Face 令牌通过 `secretKeyRef` 来自一个
+# Secret：绝不写在 YAML 中。`hf-token-secret.example.yaml` 用占位符展示了该 Secret 的结构；它带有
+# `config.kubernetes.io/local-config` 标记，所以 `kubectl apply -k`（以及 `load_lesson`）会忽略它。
+# 在冒烟规模下，我们让 `MODEL_ID` 为空（使用极小的离线模型），并使用 `--smoke` 预设。
+
+# %%
+options = {
+    "name": JOB_NAME,
+    "namespace": NAMESPACE,
+    "image": IMAGE,
+    "env": {"MODEL_ID": MODEL_ID, "METHOD": METHOD},
+    "mirrors": {
+        "hf_endpoint": HF_ENDPOINT,
+        "pip_index_url": PIP_INDEX_URL,
+        "registry_prefix": REGISTRY_PREFIX,
+    },
+}
+if SMOKE:
+    # The manifest's explicit --steps/--lr would win over --smoke, so replace the trainer's args.
+    options["args"] = [
+        "--model-id=$(MODEL_ID)",
+        "--method=$(METHOD)",
+        "--model-cache=/models/tiny",
+        "--out-dir=/outputs/$(JOB_NAME)",
+        "--smoke",
+        "--no-save-merged",  # lesson 07 compresses a merged model; this one only checks the merge
+    ]
+    options["deadline_s"] = TIMEOUT_S
+base = load_lesson("03")
+objects = render("03", **options)
+diff_view(base, objects)
+
+# %%
+job_manifest = next(o for o in objects if o["kind"] == "Job")
+trainer = job_manifest["spec"]["template"]["spec"]["containers"][0]
+token_env = next(e for e in trainer["env"] if e["name"] == "HF_TOKEN")
+print("HF_TOKEN comes from:", json.dumps(token_env["valueFrom"]))
+assert "value" not in token_env, "the token must come from a Secret, not the manifest"
+print([o["kind"] for o in objects], "(the example Secret is not among them)")
+yaml_view(job_manifest)
+
+# %% [markdown]
+# ## 3. 校验、提交、跟踪
+# 每个调用对应的 kubectl 命令打印在其输出上方。在本地后端上，PVC 是 `.course/volumes/<namespace>/`
+# 下的文件夹。
+
+# %%
+print(client.validate(objects))
+client.reset_volume("finetune-outputs", JOB_NAME)  # a PVC outlives jobs: start from nothing
+job = client.submit(objects)
+logs = client.logs(job, follow=True)
+status = client.wait(job, timeout_s=TIMEOUT_S)
+print(events_view(client.events(job)))
+
+# %% [markdown]
+# ## 4. 运行报告了什么
+# 实验程序打印微调前后的评估损失、示例回答以及适配器检查的结果。`client.result(job)` 是它的 result.json
+# （来自最后一行 `result` 日志），`client.metrics(job)` 是它的 metrics.jsonl，从输出 PVC 中读取：在集群上
+# 由一个挂载该 PVC 的短时 Pod 读取。
+
+# %%
+texts = [line.text for line in logs]
+header = next(s for s in records(texts, StartLine) if s.lab == "finetune")
+result = client.result(job)
+loss_before = result["eval_before"]["loss"]
+loss_after = result["eval_after"]["loss"]
+reload_diff = result["reload_max_abs_diff"]
+merge_diff = result["merge_max_abs_diff"]
+trainable_pct = float(header.fields["trainable_pct"])
+print(header)
+print(
+    f"eval loss {loss_before:.3f} -> {loss_after:.3f}; reload diff {reload_diff}; merge diff {merge_diff}"
+)
+
+# %%
+metrics = client.metrics(job)
+from matplotlib.figure import Figure
+
+figure = Figure(figsize=(7, 3))
+ax = figure.add_subplot()
+train = [r for r in metrics if r["kind"] == "train"]
+evals = [r for r in metrics if r["kind"] == "eval"]
+ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
+ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o--", label="eval loss")
+ax.set_xlabel("optimizer step")
+ax.set_ylabel("cross-entropy (answer tokens)")
+ax.legend()
+ax.set_title(f"LoRA r=8 on {result['model']}")
+print("adapter files:", result["adapter_files"], f"{result['adapter_bytes']:,} bytes")
+for s in result["samples"]:
+    print(
+        f"Q: {s['question']}\n   expected {s['expected']!r}\n   before   {s['before']!r}\n   after    {s['after']!r}"
+    )
+figure
+
+# %% [markdown]
+# ## 5. 断言结果
+# * Job 成功；
+# * 在*留出的*问题上，评估损失明显下降（降到起始值的 60% 以下）；
+# * 把适配器重新加载到一个全新的基础模型上，输出完全相同；把它合并进权重（`merge_and_unload`）后，
+#   logits 的变化不超过浮点舍入误差。
+
+# %%
+assert status.phase == "Succeeded", f"job ended {status.phase}: {status.reason} {status.message}"
+assert loss_after < 0.6 * loss_before, (
+    f"eval loss did not fall enough: {loss_before} -> {loss_after}"
+)
+assert reload_diff <= 1e-6, f"reloaded adapter differs from the trained one by {reload_diff}"
+assert merge_diff <= 1e-3, f"merged model differs from adapter + base by {merge_diff}"
+assert result["merge_ok"] and "adapter_model.safetensors" in result["adapter_files"], result
+assert train and evals and train[-1]["step"] == result["steps"], metrics[-3:]
+record_outcome(
+    "06_lora",
+    figures={"loss": figure},
+    backend=BACKEND,
+    phase=status.phase,
+    eval_loss_before=loss_before,
+    eval_loss_after=loss_after,
+    trainable_pct=trainable_pct,
+    reload_max_abs_diff=reload_diff,
+    merge_max_abs_diff=merge_diff,
+)
+
+# %% [markdown]
+# ## 练习：预测可训练参数的数量
+# 在一个 `in -> out` 的线性层上使用秩为 r 的 LoRA，会增加 `r * (in + out)` 个参数。实验程序在每个解码器层中
+# 适配 `q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj`。根据模型的 `config.json`（隐藏层大小、
+# 中间层大小、注意力头数、键/值头数、层数），算出实验程序在其 `finetune:` 行中报告的总数。
+# （已填入一个参考答案：修改它，再重新运行。）
+
+# %%
+r = 8
+if not MODEL_ID:  # the tiny model's config.json, read from the model-cache PVC
+    config_file = next(
+        f for f in client.list_volume("model-cache", "tiny") if f.endswith("/config.json")
+    )
+    config = json.loads(client.read_volume("model-cache", f"tiny/{config_file}"))
+    h, inter, layers = (
+        config["hidden_size"],
+        config["intermediate_size"],
+        config["num_hidden_layers"],
+    )
+    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]  # k/v output width
+    per_layer = r * (
+        (h + h) + (h + kv) + (h + kv) + (h + h) + 2 * (h + inter) + (inter + h)
+    )  # YOUR CODE
+    predicted = layers * per_layer
+    reported = int(header.fields["trainable"])
+    assert predicted == reported, f"predicted {predicted}, the lab reported {reported}"
+    print(f"check passed: {layers} layers x {per_layer} = {predicted} trainable parameters")
+else:
+    print("exercise check skipped: it reads the tiny model's config from the model-cache PVC")
+
+# %% [markdown]
+# ## 在真实集群上
+# 构建并推送镜像（`labs/Dockerfile` 包含 transformers、peft 和 bitsandbytes），如果你的模型是受限模型
+# （gated），先创建令牌 Secret，然后以 `BACKEND = "kubernetes"`、`SMOKE = False` 和
+# `MODEL_ID = "Qwen/Qwen2.5-0.5B-Instruct"` 运行本笔记本，或手动执行：
+#
+# ```bash
+# kubectl create secret generic hf-token --from-literal=token=<your token>   # 仅受限模型需要
+# kubectl apply -k manifests/03-finetune/
+# kubectl logs -f job/finetune-qlora -c trainer
+# kubectl exec <a pod mounting finetune-outputs> -- ls /outputs/finetune-qlora/adapter
+# ```
+# 在 GPU 上，实验程序使用 bf16 计算，并记录一个训练步的峰值显存。
+#
+# ## 清理
+# 删除作业（它的 Pod 也会一并删除）；PVC 保留缓存的模型和适配器。
+
+# %%
+client.delete(job)
+client.close()

@@ -1,0 +1,278 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kubecourse_i18n
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+#   kubecourse_i18n:
+#     catalog: notebooks/locale/zh_CN/LC_MESSAGES/09_cost_optimization.po
+#     generated_by: python -m kubecourse.i18n build (edit the catalog, not this file)
+#     language: zh_CN
+#     source: notebooks/09_cost_optimization.py
+# ---
+
+# %% [markdown]
+# # 09 · 成本：抢占式容量、检查点间隔、预算，以及实测的抢占
+#
+# **你将做什么：** 用一个小型成本模型为一次训练运行在按需（on-demand）GPU 和
+# [抢占式实例（spot）](../../docs/glossary.md#spot) GPU 上估价，找出使成本最低的检查点间隔（Young 和 Daly
+# 公式），在一个超预算的作业启动之前就拦下它，然后在随机时刻抢占一次真实的训练运行，测量每次抢占损失了
+# 多少工作量，并与模型的预测对比。
+#
+# **为什么：** GPU 时间是账单的大头。抢占式容量的价格只有三分之一甚至更低，但它会被不打招呼地回收；
+# 能否省钱取决于每次回收丢掉多少工作，而这又取决于你多久做一次检查点（以及怎么做）。同样的算术也用于为
+# 长时间的按需运行确定检查点间隔，在那里节点故障扮演了回收的角色。
+#
+# **前置条件：** 02、08。**用时：** 30 分钟（冒烟规模：约 45 秒，大部分花在被抢占的训练运行上）。
+
+# %% tags=["parameters"]
+SMOKE = True  # 小型抢占实验（一个 30 步的运行被打断 2 次）
+BACKEND = "local"  # "local" 或 "kubernetes"：该实验使用 client.preempt()/client.kill()
+OFFER = "aws-p4d-a100"  # docs/gpu-prices.yaml 中的一个名称
+CURRENCY = "USD"  # "USD" 或 "CNY"：每个报价都按价格文件中带日期的 exchange_rates（汇率）换算
+COMPUTE_H = 100.0  # 无故障、无检查点时的训练小时数（测量方法：步数 x 每步秒数）
+GPUS = 8
+CHECKPOINT_S = 60.0  # 写一次检查点的秒数（大小 / 存储写入带宽）
+RESTART_S = 300.0  # 从回收到重新开始训练的秒数（新节点、镜像、数据、恢复）
+BUDGET = 2500.0  # 你愿意为这次运行花的钱，以 CURRENCY 计
+CHECKPOINT_EVERY = 5  # 实验中实验程序两次检查点之间的步数
+SEED = 0
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+
+from kubecourse import TrainingClient
+from kubecourse.cost import (
+    BudgetExceeded,
+    RunPlan,
+    budget_guard,
+    cost_curve,
+    daly_interval,
+    estimate,
+    load_prices,
+    young_interval,
+)
+from kubecourse.course import record_outcome
+from kubecourse.preemption import ha_job, run_preemption_experiment
+
+offers = load_prices(currency=CURRENCY)
+client = TrainingClient(backend=BACKEND)
+
+# %% [markdown]
+# ## 1. 价格即数据
+# `docs/gpu-prices.yaml` 保存每 GPU 小时的价格，以及记录它们的日期和来源。它们是**需要刷新的示例**，
+# 不是报价单：在做任何决定之前，请打开来源并更新它们。
+
+# %%
+print(f"{'offer':<14} {'gpu':<10} {'on-demand':>9} {'spot':>6} {'reclaims/h':>10}  as of")
+for offer in offers.values():
+    print(
+        f"{offer.name:<14} {offer.gpu:<10} {offer.on_demand_per_gpu_hour:>9.2f} "
+        f"{offer.spot_per_gpu_hour:>6.2f} {offer.spot_preemptions_per_hour:>10.2f}  {offer.as_of}"
+    )
+print("source of", OFFER, ":", offers[OFFER].source)
+
+# %% [markdown]
+# ## 2. 多久做一次检查点：Young 与 Daly
+# 一次故障会丢失自上一个检查点以来的工作；一个检查点要花 `C` 秒来写。若平均每 `M` 秒发生一次故障，
+# Young 的最优间隔是 `sqrt(2 C M)`；Daly 的改进减去 `C`，并对较大的 `C/M` 做了修正。在抢占式实例上，
+# `M` 由回收频率决定。
+
+# %%
+offer = offers[OFFER]
+plan = RunPlan(compute_h=COMPUTE_H, gpus=GPUS, checkpoint_s=CHECKPOINT_S, restart_s=RESTART_S)
+on_demand = estimate(plan, offer, spot=False)
+spot = estimate(plan, offer, spot=True)
+for label, est in (("on-demand", on_demand), ("spot", spot)):
+    mtbf_s = est.mtbf_h * 3600
+    print(
+        f"{label:<9}: MTBF {est.mtbf_h:7.1f} h  Young {young_interval(CHECKPOINT_S, mtbf_s) / 60:6.1f} min  "
+        f"Daly {daly_interval(CHECKPOINT_S, mtbf_s) / 60:6.1f} min"
+    )
+    print(f"           {est}")
+
+# %% [markdown]
+# ## 3. 成本与检查点间隔的关系
+# 太频繁：运行把时间都花在写检查点上。太稀疏：每次回收都丢掉一大段工作。曲线在最优点附近很平坦，所以
+# “大致正确”就足够了；而在抢占式实例上，“太稀疏”那一侧很陡。
+
+# %%
+intervals_s = [60 * m for m in (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 360, 480)]
+curve_spot = cost_curve(plan, offer, intervals_s, spot=True)
+curve_on_demand = cost_curve(plan, offer, intervals_s, spot=False)
+fig_interval, ax = plt.subplots(figsize=(7, 3.5))
+minutes = [i / 60 for i in intervals_s]
+ax.plot(minutes, [e.cost for e in curve_spot], "o-", label="spot")
+ax.plot(minutes, [e.cost for e in curve_on_demand], "s-", label="on-demand")
+for est, marker in ((spot, "v"), (on_demand, "^")):
+    ax.plot(est.interval_s / 60, est.cost, marker, color="black", markersize=10)
+ax.axhline(BUDGET, color="red", linestyle=":", label=f"budget {BUDGET:.0f}")
+ax.set(xscale="log", xlabel="checkpoint interval (minutes)", ylabel="expected cost")
+ax.set_title(f"{COMPUTE_H:.0f} h x {GPUS} GPU on {OFFER} (black: Daly optimum)")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# ## 4. 抢占式对比按需，逐个报价比较
+# 抢占式实例每小时更便宜，但耗时更长（回收、重启、重算的工作）。除非回收非常频繁或重启非常慢，
+# 否则节省依然存在。
+
+# %%
+names = list(offers)
+costs = {
+    n: (estimate(plan, offers[n]).cost, estimate(plan, offers[n], spot=True).cost) for n in names
+}
+fig_spot, ax = plt.subplots(figsize=(7, 3.5))
+xs = range(len(names))
+ax.bar([x - 0.2 for x in xs], [costs[n][0] for n in names], width=0.4, label="on-demand")
+ax.bar([x + 0.2 for x in xs], [costs[n][1] for n in names], width=0.4, label="spot (Daly interval)")
+ax.set_xticks(list(xs), names, rotation=20)
+ax.set(ylabel="expected cost", title=f"{COMPUTE_H:.0f} h of compute on {GPUS} GPUs")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# ## 5. 预算守卫
+# 在提交作业之前先估算，估算超出预算就拒绝它。错误信息列出每一个数字，因此如何修正（减少 GPU 小时、
+# 使用抢占式实例，或增加预算）一目了然。
+
+# %%
+try:
+    budget_guard(on_demand, BUDGET)
+    on_demand_refused = False
+except BudgetExceeded as error:
+    on_demand_refused = True
+    print(error)
+spot_accepted = budget_guard(spot, BUDGET)
+print("accepted:", spot_accepted)
+
+# %% [markdown]
+# ## 6. 真实的抢占
+# 模型认为：在随机时刻发生的一次回收，平均损失半个检查点间隔。让我们在一次真实运行上检验：第 04 课的 HA
+# Job（`manifests/04-production/jobs/job-ha.yaml`）以冒烟规模训练 CIFAR 实验程序，每
+# `CHECKPOINT_EVERY` 步做一次检查点。我们在随机的步上干扰正在运行的 Pod：
+#
+# * **SIGTERM**（`client.preempt`，即抢占、腾空节点或抢占式实例回收时发生的事）：Pod 获得
+#   `DisruptionTarget` 状况和 SIGTERM；实验程序完成当前步、写最后一个检查点并以 143 退出；
+#   podFailurePolicy 忽略这次失败，新的 Pod 接着恢复。预测损失：0。
+# * **SIGKILL**（`client.kill`，即崩溃或宽限期太短）：什么都没保存；新的 Pod 从最近一个周期性检查点恢复。
+#   预测损失：平均 `CHECKPOINT_EVERY / 2`，最多 `CHECKPOINT_EVERY`。
+#
+# 在集群上对应的操作：`kubectl delete pod <pod>`（优雅终止）或
+# `kubectl drain <node> --ignore-daemonsets --delete-emptydir-data` 对应 SIGTERM；
+# `kubectl delete pod <pod> --grace-period=0 --force` 接近 SIGKILL。
+
+# %%
+disruptions = ["SIGTERM", "SIGKILL"] if SMOKE else ["SIGTERM", "SIGKILL"] * 4
+epochs, subset = (3, 640) if SMOKE else (10, 2000)
+objects = ha_job(
+    "cifar10-preempt", checkpoint_every=CHECKPOINT_EVERY, epochs=epochs, train_subset=subset
+)
+experiment = run_preemption_experiment(
+    client, objects, disruptions=disruptions, seed=SEED, timeout_s=600
+)
+print(experiment.table())
+print(f"job {experiment.phase} after {experiment.total_steps} steps in {experiment.wall_s:.0f} s")
+
+# %%
+fig_lost, ax = plt.subplots(figsize=(7, 3))
+colors = {"SIGTERM": "tab:green", "SIGKILL": "tab:red"}
+for i, d in enumerate(experiment.disruptions):
+    ax.bar(i, d.lost_steps, color=colors[d.kind], label=d.kind)
+ax.axhline(CHECKPOINT_EVERY, color="black", linestyle="--", label="one interval (upper bound)")
+ax.axhline(
+    CHECKPOINT_EVERY / 2, color="tab:red", linestyle=":", label="SIGKILL prediction (interval/2)"
+)
+handles, labels = ax.get_legend_handles_labels()
+unique = dict(zip(labels, handles, strict=True))
+ax.legend(unique.values(), unique.keys(), fontsize=8)
+ax.set_xticks(range(len(experiment.disruptions)), [d.kind for d in experiment.disruptions])
+ax.set(ylabel="steps lost", title="work lost per disruption (measured)")
+plt.show()
+
+# %% [markdown]
+# 两次干扰太少了：一次 SIGKILL 的损失可以是 0 到整整一个间隔之间的任何值，所以这里比较的是*上界*，
+# 多次运行的*均值*请看 `benchmarks/bench_preemption.py`（`python -m benchmarks --only preemption`）。
+# 按整步计数会让均值偏移约半步：实验在一步的日志输出后立即发送信号，所以一次 SIGKILL 最多损失 K 个已完成
+# 的步（均值约为 (K+1)/2），外加正在进行、还没有日志行记录的那一步。每次干扰的重启时间（从信号到新 Pod 的
+# 第一步）就是模型中的 `R`；这里是 Python 和 torch 的启动时间，在集群上还要加上调度、拉取镜像和准备数据。
+
+# %% [markdown]
+# ## 练习：符合预算的最便宜报价
+# 把 `choice` 设为这样一个报价的名称：在能以 `BUDGET` 通过 `budget_guard` 的报价中，它对 `plan` 的
+# **抢占式**估算最便宜。（已填入一个参考答案。）
+
+# %%
+choice = min(offers, key=lambda name: estimate(plan, offers[name], spot=True).cost)  # YOUR CODE
+
+# %%
+fits = {n: estimate(plan, offers[n], spot=True) for n in offers}
+fits = {n: e for n, e in fits.items() if e.cost <= BUDGET}
+assert choice in fits, f"{choice} does not fit the budget {BUDGET}"
+assert fits[choice].cost == min(e.cost for e in fits.values()), "there is a cheaper offer that fits"
+print(f"check passed: {choice} costs {fits[choice].cost:.2f} on spot")
+
+# %% [markdown]
+# ## 在真实集群上
+# * 抢占式节点池：节点标签 `cloud.google.com/gke-spot=true`、`eks.amazonaws.com/capacityType=SPOT` 或
+#   `kubernetes.azure.com/scalesetpriority=spot`；每个节点池一个 Kueue ResourceFlavor，让 Kueue 先尝试
+#   抢占式实例，不行再回退到按需实例（`flavorFungibility`）。
+# * 节点的回收通知会变成一次 Pod 的优雅终止：Pod 获得 `DisruptionTarget` 和 SIGTERM，与这里 `preempt()`
+#   所做的完全相同；让 `terminationGracePeriodSeconds` 长于一步加一次检查点写入的时间（抢占式实例的通知
+#   时间为 30 秒到 2 分钟）。
+# * 从实验程序的日志中测量 `C`（检查点写入时间），从 Job 的事件中测量 `R`（重启时间），然后用你的数字
+#   重新运行模型。
+#
+# ```bash
+# kubectl apply -f manifests/04-production/jobs/pvc.yaml -f manifests/04-production/jobs/job-ha.yaml
+# kubectl delete pod -n ml-team-a -l batch.kubernetes.io/job-name=cifar10-ha   # 一次优雅的“回收”
+# kubectl logs -n ml-team-a -l batch.kubernetes.io/job-name=cifar10-ha -c trainer | grep resumed
+# kubectl get job cifar10-ha -n ml-team-a -o jsonpath='{.status.failed}'      # 0：已被忽略
+# ```
+#
+# ## 清理
+# 实验已删除了它的作业；检查点文件夹像真实的 PVC 一样保留在本地“PVC”上。
+
+# %%
+client.close()
+
+# %% [markdown]
+# ## 结果
+
+# %%
+sigkill_lost = experiment.lost("SIGKILL")
+sigterm_lost = experiment.lost("SIGTERM")
+record_outcome(
+    "09_cost_optimization",
+    figures={
+        "cost_vs_interval": fig_interval,
+        "spot_vs_on_demand": fig_spot,
+        "lost_work": fig_lost,
+    },
+    spot_cost=round(spot.cost, 2),
+    on_demand_cost=round(on_demand.cost, 2),
+    daly_interval_spot_min=round(spot.interval_s / 60, 1),
+    checkpoint_every_steps=CHECKPOINT_EVERY,
+    sigterm_lost_steps=sigterm_lost,
+    sigkill_lost_steps=sigkill_lost,
+    sigkill_predicted_mean=experiment.predicted_lost("SIGKILL"),
+    restart_s=[round(d.restart_s, 1) for d in experiment.disruptions if d.restart_s is not None],
+)
+assert spot.cost < on_demand.cost and spot.interval_s < on_demand.interval_s
+assert all(spot.cost <= e.cost * 1.0001 for e in curve_spot), "the Daly interval should be cheapest"
+assert on_demand_refused and spot_accepted is spot
+assert experiment.phase == "Succeeded", experiment.phase
+assert [d.kind for d in experiment.disruptions] == disruptions, experiment.table()
+assert sigterm_lost and all(lost == 0 for lost in sigterm_lost), sigterm_lost
+assert sigkill_lost and all(0 <= lost <= CHECKPOINT_EVERY for lost in sigkill_lost), sigkill_lost
+assert math.isclose(experiment.predicted_lost("SIGKILL"), CHECKPOINT_EVERY / 2)
