@@ -19,6 +19,7 @@ TRANSLATED = {
     "docs/zh_CN/runbook.md": "docs/runbook.md",
     "docs/zh_CN/cost-optimization-guide.md": "docs/cost-optimization-guide.md",
     "docs/zh_CN/design.md": "docs/design.md",
+    "docs/zh_CN/cluster-setup.md": "docs/cluster-setup.md",
 }
 
 

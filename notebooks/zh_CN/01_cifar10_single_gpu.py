@@ -43,6 +43,7 @@ import shutil
 import subprocess
 import sys
 
+from kubecourse.contract import Done, Resumed, StartLine, parse_line
 from kubecourse.course import record_outcome
 from kubecourse.lab import plot_metrics, read_metrics, run_lab
 from kubecourse.manifests import repo_root
@@ -154,7 +155,7 @@ second = run_lab(
     echo_every=0,
     timeout_s=TIMEOUT_S,
 )
-print("\n".join(line for line in second.log if "resumed" in line or line.startswith("done")))
+print("\n".join(t for t in second.log if isinstance(parse_line(t), StartLine | Resumed | Done)))
 resumed = second.result
 
 # %% [markdown]

@@ -139,7 +139,7 @@ print(findings_table(insecure_findings))
 # 内存和一块 GPU；团队配额允许 64 个 CPU、256 GiB 和 8 块 GPU。
 
 # %%
-quota = next(o for o in admin if o["kind"] == "ResourceQuota")
+quota = next(o for o in admin if o["metadata"]["name"] == "team-a-quota")
 print("quota:", quota["spec"]["hard"])
 admits = {}
 for job in [o for o in jobs if o["kind"] == "Job"]:
@@ -313,7 +313,7 @@ for expected in (
     assert expected in insecure_fields, (expected, sorted(insecure_fields))
 assert admits == {"cifar10-queued": 4, "cifar10-ha": 8, "cifar10-gang": 4}, admits
 assert workshop_report.ok, str(workshop_report)
-assert len(workshop_objects) == 2 + 12 * LEARNERS
+assert len(workshop_objects) == 2 + 13 * LEARNERS
 assert present_after_up == (0 if dry_run else len(workshop_objects))
 assert present_after_down == 0
 assert role_rights(learner_role) == lesson_rights()
