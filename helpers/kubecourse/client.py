@@ -13,12 +13,14 @@ and answers in the shared types of kubecourse.types. The facade never branches o
 from __future__ import annotations
 
 import copy
+import os
 import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import constants as C
 from . import display
 from .backends.base import Backend
 from .backends.config import CONFIGS, BackendConfig
@@ -70,9 +72,8 @@ class TrainingClient:
         self.show_kubectl = show_kubectl
         self._twins_shown: tuple[object, set[str]] = (None, set())
         self.policy = policy
-        self.rendered_dir = (
-            Path(rendered_dir) if rendered_dir else repo_root() / ".course" / "rendered"
-        )
+        state = os.environ.get(C.LOCAL_STATE_DIR_ENV) or repo_root() / C.LOCAL_STATE_DIR
+        self.rendered_dir = Path(rendered_dir) if rendered_dir else Path(state) / "rendered"
         # The refs this client submitted, so a job named by a plain string keeps its kind.
         self._submitted: dict[tuple[str, str], JobRef] = {}
 

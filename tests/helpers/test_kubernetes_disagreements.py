@@ -30,6 +30,7 @@ from kubecourse.backends.kubernetes import KubernetesBackend
 from kubecourse.manifests import parse_yaml, repo_root
 from kubecourse.multinode import render_variant
 from tests.fakes.apiserver import FakeApiServer
+from tests.guards import HANG_GUARD_S
 
 from .jobs import job
 
@@ -156,11 +157,11 @@ def test_1_every_kind_can_be_followed_status_wait_logs_events_delete(api, client
     assert ("Created", f"{ref.kind}/{ref.name}") in {(e.reason, e.obj) for e in client.events(ref)}
 
     def finish():
-        assert api.wait_for(lambda a: a.watch_count >= 1, timeout=20)
+        assert api.wait_for(lambda a: a.watch_count >= 1, timeout=HANG_GUARD_S)
         api.patch_status(plural, ref.name, terminal[outcome], namespace, group=group)
 
     threading.Thread(target=finish, daemon=True).start()
-    final = client.wait(ref, timeout_s=30, progress=False)
+    final = client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)
     assert final.phase == outcome
     if outcome == "Failed":
         failed = terminal["Failed"].get("conditions", [terminal["Failed"].get("state")])[-1]
@@ -297,7 +298,7 @@ def test_5_logs_of_a_pod_without_a_node_say_so_and_follow_waits(api, client):
     assert any(r.status == 204 for r in api.requests if r.path.endswith("/log"))
 
     def place_later():
-        assert api.wait_for(lambda a: a.watch_count >= 1, timeout=20)
+        assert api.wait_for(lambda a: a.watch_count >= 1, timeout=HANG_GUARD_S)
         _start(api, pod)
         api.append_log("unplaced-x1y2z", "finally running")
         api.patch_status("pods", "unplaced-x1y2z", {"phase": "Succeeded"})
