@@ -26,7 +26,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # synthetic data and the lab's --smoke preset
 BACKEND = "local"  # "local" (processes on this machine) or "kubernetes" ($KUBECONFIG)
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 JOB_NAME = "cifar10-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"  # build and push it first for a real cluster (see below)
 TIMEOUT_S = 600

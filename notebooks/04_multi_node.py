@@ -27,7 +27,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # the lab's --smoke preset, CPU
 BACKEND = "local"  # "local" or "kubernetes" ($KUBECONFIG; needs the image and an RWX storage class)
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 JOB_NAME = "lm-multinode"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 NODES = 2

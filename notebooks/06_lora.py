@@ -30,7 +30,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # tiny offline model and the lab's --smoke preset
 BACKEND = "local"  # "local" (processes on this machine) or "kubernetes" ($KUBECONFIG)
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 JOB_NAME = "finetune-lora-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 MODEL_ID = ""  # empty: the tiny offline model; on a GPU machine e.g. Qwen/Qwen2.5-0.5B-Instruct
@@ -171,7 +171,7 @@ print(
 
 # %%
 metrics = client.metrics(job)
-from matplotlib.figure import Figure
+from kubecourse.figures import Figure  # a matplotlib Figure that always shows as a PNG
 
 figure = Figure(figsize=(7, 3))
 ax = figure.add_subplot()
@@ -182,7 +182,9 @@ ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o--", labe
 ax.set_xlabel("optimizer step")
 ax.set_ylabel("cross-entropy (answer tokens)")
 ax.legend()
-ax.set_title(f"LoRA r={LORA_R} on {result['model']}")
+ax.set_title(  # from what the run reported, not from what we think we asked for
+    f"{result['method']} on {result['model']}: {result['trainable_pct']:.2f}% of weights trained"
+)
 print("adapter files:", result["adapter_files"], f"{result['adapter_bytes']:,} bytes")
 for s in result["samples"]:
     print(

@@ -28,7 +28,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # tiny offline model and the labs' --smoke presets
 BACKEND = "local"  # used for the "same run as a Job" section: "local" or "kubernetes"
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 DEVICE = "auto"  # "auto", "cpu" or "cuda": the QLoRA run; 4-bit matmuls run on both
 MODEL_ID = ""  # empty: the tiny offline model; on a GPU machine e.g. Qwen/Qwen2.5-0.5B-Instruct
 TIMEOUT_S = 600
@@ -39,10 +39,10 @@ import shutil
 
 import bitsandbytes.functional as bnbf
 import torch
-from matplotlib.figure import Figure
 
 from kubecourse import TrainingClient, render
 from kubecourse.course import record_outcome
+from kubecourse.figures import Figure  # a matplotlib Figure that always shows as a PNG
 from kubecourse.lab import run_lab
 from kubecourse.manifests import repo_root
 

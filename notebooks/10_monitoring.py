@@ -29,7 +29,7 @@
 SMOKE = True  # synthetic data, a short run
 BACKEND = "local"  # "local": processes + a local Prometheus scraping them (on a cluster the
 # Prometheus Operator scrapes the pods: see "On a real cluster")
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 JOB_NAME = "cifar10-monitored-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 NAN_AT_STEP = 12  # inject a NaN loss at this optimizer step (0: no fault); fires an alert
@@ -122,10 +122,9 @@ def job_finished() -> bool:
 
 
 dashboard = LiveDashboard(prom, window_s=120)
-dashboard.show()
+dashboard.show()  # one picture, replaced by a fresh PNG at every update
 figure = dashboard.run(until=job_finished, every_s=2.0, timeout_s=TIMEOUT_S)
 status = client.wait(job, timeout_s=TIMEOUT_S, progress=False)
-figure
 
 # %% [markdown]
 # What Prometheus read from the trainer: one scrape of `/metrics` taken during the run (on a pod:

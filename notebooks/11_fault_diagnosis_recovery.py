@@ -29,7 +29,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # tiny runs (20 optimizer steps each, ~3 s of training on one CPU thread)
 BACKEND = "local"  # "local" (processes on this machine) or "kubernetes" ($KUBECONFIG)
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 KILL_SEED = 11  # picks the steps at which the pod is killed and preempted
 TIMEOUT_S = 600

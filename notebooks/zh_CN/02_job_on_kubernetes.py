@@ -34,7 +34,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # 合成数据和实验程序的 --smoke 预设
 BACKEND = "local"  # "local"（本机上的进程）或 "kubernetes"（$KUBECONFIG）
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 JOB_NAME = "cifar10-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"  # 用于真实集群时，先构建并推送它（见下文）
 TIMEOUT_S = 600

@@ -36,7 +36,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # 实验程序的 --smoke 预设，CPU
 BACKEND = "local"  # "local" 或 "kubernetes"（$KUBECONFIG；需要镜像和一个支持 RWX 的存储类）
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 JOB_NAME = "lm-multinode"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 NODES = 2

@@ -35,7 +35,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # 极小的离线模型和各实验程序的 --smoke 预设
 BACKEND = "local"  # 用于“同一运行作为 Job”一节："local" 或 "kubernetes"
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 DEVICE = "auto"  # "auto"、"cpu" 或 "cuda"：QLoRA 运行所用设备；4 比特矩阵乘法在两者上都能运行
 MODEL_ID = ""  # empty: the tiny offline model; on a GPU machine e.g. Qwen/Qwen2.5-0.5B-Instruct
 TIMEOUT_S = 600
@@ -46,10 +46,10 @@ import shutil
 
 import bitsandbytes.functional as bnbf
 import torch
-from matplotlib.figure import Figure
 
 from kubecourse import TrainingClient, render
 from kubecourse.course import record_outcome
+from kubecourse.figures import Figure  # a matplotlib Figure that always shows as a PNG
 from kubecourse.lab import run_lab
 from kubecourse.manifests import repo_root
 

@@ -189,7 +189,10 @@ print(f"job {experiment.phase} after {experiment.total_steps} steps in {experime
 fig_lost, ax = plt.subplots(figsize=(7, 3))
 colors = {"SIGTERM": "tab:green", "SIGKILL": "tab:red"}
 for i, d in enumerate(experiment.disruptions):
-    ax.bar(i, d.lost_steps, color=colors[d.kind], label=d.kind)
+    # A bar of height 0 is invisible: the legend and the number on the bar say it is there.
+    label = d.kind + (" (0 steps lost)" if d.lost_steps == 0 else "")
+    bars = ax.bar(i, d.lost_steps, color=colors[d.kind], label=label)
+    ax.bar_label(bars, fontsize=8)
 ax.axhline(CHECKPOINT_EVERY, color="black", linestyle="--", label="one interval (upper bound)")
 ax.axhline(
     CHECKPOINT_EVERY / 2, color="tab:red", linestyle=":", label="SIGKILL prediction (interval/2)"

@@ -36,7 +36,7 @@
 SMOKE = True  # 合成数据，一次短运行
 BACKEND = "local"  # "local"：本地进程 + 一个抓取它们的本地 Prometheus（在集群上由
 # Prometheus Operator 抓取各 Pod：见“在真实集群上”）
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 JOB_NAME = "cifar10-monitored-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 NAN_AT_STEP = 12  # inject a NaN loss at this optimizer step (0: no fault); fires an alert
@@ -127,10 +127,9 @@ def job_finished() -> bool:
 
 
 dashboard = LiveDashboard(prom, window_s=120)
-dashboard.show()
+dashboard.show()  # one picture, replaced by a fresh PNG at every update
 figure = dashboard.run(until=job_finished, every_s=2.0, timeout_s=TIMEOUT_S)
 status = client.wait(job, timeout_s=TIMEOUT_S, progress=False)
-figure
 
 # %% [markdown]
 # Prometheus 从训练程序读到了什么：运行期间抓取的一次 `/metrics`（在 Pod 上：

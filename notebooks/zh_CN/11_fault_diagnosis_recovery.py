@@ -38,7 +38,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # 极小的运行（每个 20 个优化器步，在一个 CPU 线程上约训练 3 秒）
 BACKEND = "local"  # "local"（本机上的进程）或 "kubernetes"（$KUBECONFIG）
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 KILL_SEED = 11  # 决定 Pod 在哪些步被杀掉和被抢占
 TIMEOUT_S = 600
