@@ -76,9 +76,9 @@ doctor = preflight()
 print(doctor)
 
 # %% [markdown]
-# ## What each lesson needs
-# From the course map (`kubecourse.coursemap`, the same table the README and the instructor guide
-# show): what runs on this CPU, what a GPU or a cluster adds, and the workshop minutes.
+# ## 各课需要什么
+# 来自课程地图（`kubecourse.coursemap`，与 README 和讲师指南展示的是同一张表）：哪些能在这台 CPU 上运行，
+# GPU 或集群能多带来什么，以及工作坊所需的分钟数。
 
 # %%
 from IPython.display import Markdown
@@ -108,12 +108,11 @@ record_outcome(
 )
 
 # %% [markdown]
-# ## Exercise: threads per process
-# PyTorch starts one compute thread per core in *every* process. Lesson 03 runs two training
-# processes on one machine: with the default, each spawns a thread per core and they fight over
-# them. Write `threads_per_process(cores, processes)`: how many threads each process should use so
-# that every core is busy once (and each process has at least one thread). The check tries it on
-# several machines, including this one. (A solution is filled in: change it and re-run the check.)
+# ## 练习：每个进程多少线程
+# PyTorch 在*每个*进程中为每个核启动一个计算线程。第 03 课在一台机器上运行两个训练进程：按默认设置，
+# 每个进程都为每个核创建一个线程，它们会互相争抢核。编写 `threads_per_process(cores, processes)`：
+# 每个进程应使用多少线程，才能让每个核恰好忙一份（且每个进程至少有一个线程）。检查会在几种机器上试它，
+# 包括这一台。（已填入一个参考答案：修改它，再重新运行检查。）
 
 
 # %%

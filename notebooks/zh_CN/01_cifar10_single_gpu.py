@@ -159,15 +159,13 @@ print("\n".join(t for t in second.log if isinstance(parse_line(t), StartLine | R
 resumed = second.result
 
 # %% [markdown]
-# ## 4. The input pipeline, measured
-# A GPU that waits for data is an idle GPU. The tutorial pipeline decodes, crops, flips and
-# normalises **one image at a time** in a `Dataset.__getitem__`, then the `DataLoader` collates
-# them; the lab keeps the whole data set as one uint8 tensor and augments **whole batches** with
-# tensor ops (`labs/common/data.py`: `EpochBatches`, `flip_crop`, `normalize`). Below, both on
-# this CPU, with and without background workers (`num_workers`, each a process; `prefetch_factor`
-# batches queued per worker). `pin_memory=True` (page-locked host memory, so the copy to the GPU
-# can run asynchronously with `non_blocking=True`) needs a GPU; the cell says when it skipped it.
-# On a GPU node the same measurement decides how many CPU cores a GPU needs (lesson 05).
+# ## 4. 输入流水线，实测
+# 等数据的 GPU 就是空闲的 GPU。教程里的流水线在 `Dataset.__getitem__` 中**一次一张图片**地解码、裁剪、翻转和
+# 归一化，再由 `DataLoader` 把它们拼成批次；实验程序则把整个数据集保存为一个 uint8 张量，用张量运算对
+# **整个批次**做数据增强（`labs/common/data.py`：`EpochBatches`、`flip_crop`、`normalize`）。下面在这台 CPU
+# 上分别测量两者，带和不带后台工作进程（`num_workers`，每个都是一个进程；`prefetch_factor` 是每个工作进程
+# 预取排队的批次数）。`pin_memory=True`（页锁定的主机内存，使拷贝到 GPU 的操作可以配合 `non_blocking=True`
+# 异步进行）需要 GPU；跳过时该单元会说明。在 GPU 节点上，同样的测量决定一块 GPU 需要多少 CPU 核（第 05 课）。
 
 # %%
 import time
@@ -240,18 +238,15 @@ else:
     print("pin_memory skipped: no CUDA device here (it speeds up host-to-GPU copies only)")
 
 # %% [markdown]
-# ## 5. The lab's efficiency tricks, in a small ablation
-# The lab trains with a linear **LR warmup** then a cosine schedule (`--warmup-fraction`: a big
-# learning rate on random weights diverges), **label smoothing** (`--label-smoothing`: targets of
-# 0.9/0.01 instead of 1/0, so the network is not pushed to infinite logits), an **EMA** of the
-# weights for evaluation (`--ema`, "动量平滑": the average of recent weights is smoother than the
-# last step), **gradient accumulation** (`--grad-accum-steps`: several micro-batches per optimizer
-# step, the same global batch in less activation memory) and, on a GPU, **mixed precision**
-# (`--precision bf16`, section 2's GPU cell). Three tiny runs switch them: the lab's defaults with
-# EMA, none of the tricks, and the same global batch as 2 micro-batches. At smoke size (30 steps)
-# the accuracy differences are mostly noise; `SMOKE = False` on a GPU runs each for 5 epochs of
-# real CIFAR-10. What the table shows reliably at any size: what each costs per step, and that
-# accumulation keeps the optimizer steps.
+# ## 5. 实验程序的效率技巧：一个小型消融实验
+# 实验程序的训练使用线性的**学习率预热**（LR warmup）再接余弦调度（`--warmup-fraction`：在随机权重上用大学习率
+# 会发散）、**标签平滑**（label smoothing，`--label-smoothing`：目标取 0.9/0.01 而不是 1/0，这样网络不会被推向
+# 无穷大的 logits）、用于评估的权重 **EMA**（`--ema`，“动量平滑”：最近若干步权重的平均比最后一步更平滑）、
+# **梯度累积**（gradient accumulation，`--grad-accum-steps`：每个优化器步包含多个微批次，以更少的激活内存得到
+# 相同的全局批次），在 GPU 上还有**混合精度**（mixed precision，`--precision bf16`，第 2 节的 GPU 单元）。
+# 三次很小的运行切换这些技巧：带 EMA 的实验程序默认设置、不用任何技巧，以及把同一全局批次拆成 2 个微批次。
+# 在冒烟规模（30 步）下，准确率的差异大多是噪声；在 GPU 上设 `SMOKE = False`，每种配置会在真实的 CIFAR-10 上
+# 各跑 5 个 epoch。无论规模大小，这张表都能可靠地说明：每种技巧每步的代价，以及梯度累积保持了优化器步数。
 
 # %%
 size = ["--train-subset=640", "--test-subset=500", "--epochs=3", "--width=8"] if SMOKE else []
@@ -276,11 +271,11 @@ for name, r in ablation.items():
 print("mixed precision: on CUDA only (the CPU trains in fp32); see the GPU cell of section 2")
 
 # %% [markdown]
-# ## 6. Assert the outcome
-# * accuracy far above chance (10 classes: 0.10);
-# * the training loss fell;
-# * the interrupted-and-resumed run ends *exactly* where the uninterrupted one did (same batches,
-#   same random state: the checkpoint holds the data position and every RNG).
+# ## 6. 断言结果
+# * 准确率远高于随机猜测（10 个类别：0.10）；
+# * 训练损失下降了；
+# * 被中断又恢复的运行与未中断的运行结果*完全*一致（相同的批次、相同的随机状态：检查点保存了数据
+#   位置和每一个随机数生成器（RNG）的状态）。
 
 # %%
 train_losses = [r["loss"] for r in metrics if r.get("kind") == "train"]

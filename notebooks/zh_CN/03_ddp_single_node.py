@@ -134,9 +134,8 @@ print("weights per rank:", digests)
 assert len(digests) == NPROC and len(set(digests)) == 1, digests
 
 # %% [markdown]
-# ## 6. Assert the outcome
-# Both runs learned (the loss halved), every rank ended with the same weights, and the DDP run
-# really had `NPROC` processes.
+# ## 6. 断言结果
+# 两次运行都学到了东西（损失减半），每个 rank 最终的权重都相同，而且 DDP 运行确实有 `NPROC` 个进程。
 
 # %%
 assert one_result["final_loss"] < one_result["first_loss"] / 2, "one process did not learn"

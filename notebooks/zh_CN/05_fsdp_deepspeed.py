@@ -205,18 +205,16 @@ ax.set_title(f"DDP on {NPROC} CPU ranks (gloo): bucket size and compression")
 plt.show()
 
 # %% [markdown]
-# On CPU with gloo the differences are small and noisy: the gradients are tiny and the "network" is
-# loopback. On GPUs across nodes, gradients are gigabytes per step and the inter-node network is
-# the bottleneck; there fp16/bf16 compression halves the bytes and PowerSGD can cut them by 10-100x.
+# 在使用 gloo 的 CPU 上，差异很小且噪声大：梯度很小，“网络”只是回环接口。在跨节点的 GPU 上，每步的梯度
+# 有若干 GB，节点间网络才是瓶颈；在那里 fp16/bf16 压缩把字节数减半，PowerSGD 可以把它削减 10-100 倍。
 
 # %% [markdown]
-# ## 5. The hardware under the communication: GPUs, links, CPU:GPU ratio
-# Why the sweep above is flat here and decisive on a GPU cluster: the data sheets' figures for the
-# two GPUs the course targets (dense Tensor Core throughput; sources printed below), what a ring
-# all-reduce of a 7B model's bf16 gradients (14 GB) costs over each link, how to read
-# `nvidia-smi topo -m` (which GPU pairs talk over NVLink/NVSwitch, which over PCIe or across
-# CPU sockets), and this machine's CPU cores per GPU (each GPU's data loader needs a few cores to
-# decode and augment: DGX H100 has 112 cores for 8 GPUs).
+# ## 5. 通信之下的硬件：GPU、互连链路、CPU 与 GPU 的配比
+# 为什么上面的扫描在这里是平的，而在 GPU 集群上却起决定作用：本课程面向的两款 GPU 的数据手册数值（稠密
+# Tensor Core 吞吐量；来源打印在下方），一个 7B 模型的 bf16 梯度（14 GB）做一次环形 all-reduce 在每种链路上的
+# 代价，如何阅读 `nvidia-smi topo -m`（哪些 GPU 对经由 NVLink/NVSwitch 通信，哪些经由 PCIe 或跨 CPU 插槽），
+# 以及这台机器上每块 GPU 对应的 CPU 核数（每块 GPU 的数据加载器需要几个核来解码和做数据增强：DGX H100 用
+# 112 个核配 8 块 GPU）。
 
 # %%
 import os
@@ -287,9 +285,9 @@ print(
 )
 
 # %% [markdown]
-# ## 6. Assert the outcome
-# FSDP2 holds well under DDP's bytes per rank (with shards that still cover the whole model), the
-# resharded checkpoint loaded bit-exactly, and every communication setting was timed.
+# ## 6. 断言结果
+# FSDP2 每个 rank 占用的字节数远低于 DDP（而各分片合起来仍覆盖整个模型），重新分片后的检查点逐位精确地
+# 加载成功，并且每种通信设置都计了时。
 
 # %%
 assert memory["FSDP2"]["total"] < 0.6 * memory["DDP"]["total"], memory
@@ -309,12 +307,11 @@ record_outcome(
 )
 
 # %% [markdown]
-# ## Exercise: predict FSDP's memory per rank
-# Write a function that predicts the bytes one rank holds for parameters, gradients and optimizer
-# state when a model of `n_params` fp32 parameters is trained with AdamW and everything is sharded
-# evenly over `world_size` ranks (section 1 says what AdamW keeps per parameter). The check compares
-# it with both measurements above: FSDP2 on `NPROC` ranks, and DDP, which is the same as one rank
-# holding everything. (A solution is filled in: change it and re-run the check.)
+# ## 练习：预测 FSDP 每个 rank 的内存
+# 编写一个函数，预测当一个有 `n_params` 个 fp32 参数的模型用 AdamW 训练、且一切都均匀分片到 `world_size` 个
+# rank 上时，一个 rank 为参数、梯度和优化器状态占用的字节数（第 1 节说明了 AdamW 为每个参数保存什么）。
+# 检查会把它与上面的两次测量比较：`NPROC` 个 rank 上的 FSDP2，以及 DDP（相当于一个 rank 保存全部内容）。
+# （已填入一个参考答案：修改它，再重新运行检查。）
 
 
 # %%

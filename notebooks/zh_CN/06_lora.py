@@ -38,17 +38,17 @@
 # %% tags=["parameters"]
 SMOKE = True  # 极小的离线模型和实验程序的 --smoke 预设
 BACKEND = "local"  # "local"（本机上的进程）或 "kubernetes"（$KUBECONFIG）
-NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
+NAMESPACE = ""  # 空：$KUBECOURSE_NAMESPACE，否则取 kubeconfig 上下文，再否则 "kubecourse"
 JOB_NAME = "finetune-lora-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
-MODEL_ID = ""  # empty: the tiny offline model; on a GPU machine e.g. Qwen/Qwen2.5-0.5B-Instruct
+MODEL_ID = ""  # 空：极小的离线模型；在 GPU 机器上可用例如 Qwen/Qwen2.5-0.5B-Instruct
 METHOD = "lora"  # "lora" 或 "qlora"（笔记本 07）
-LORA_R = 8  # LoRA rank: the adapter's trainable parameters grow linearly with it
-STEPS = 0  # optimizer steps; 0: the lab's preset (smoke 50, full 300)
+LORA_R = 8  # LoRA 的秩：适配器的可训练参数随它线性增长
+STEPS = 0  # 优化器步数；0：使用实验程序的预设（冒烟 50，完整 300）
 TIMEOUT_S = 600
-HF_ENDPOINT = ""  # empty: huggingface.co; e.g. https://hf-mirror.com where the hub is out of reach
-PIP_INDEX_URL = ""  # empty: PyPI; e.g. https://mirrors.aliyun.com/pypi/simple/
-REGISTRY_PREFIX = ""  # empty: pull images as named; e.g. m.daocloud.io (a registry mirror)
+HF_ENDPOINT = ""  # 空：huggingface.co；无法访问 Hub 时可用例如 https://hf-mirror.com
+PIP_INDEX_URL = ""  # 空：PyPI；例如 https://mirrors.aliyun.com/pypi/simple/
+REGISTRY_PREFIX = ""  # 空：按原名拉取镜像；例如 m.daocloud.io（镜像仓库的镜像站）
 
 # %%
 import json
@@ -91,14 +91,13 @@ print(f"= {100 * trainable / base_layer.weight.numel():.2f}% of the layer")
 assert torch.equal(adapted(x), base_layer(x)), "B = 0: the adapter starts as a no-op"
 
 # %% [markdown]
-# ## 2. The fine-tuning Job
-# `manifests/03-finetune/job.yaml` runs `python -m labs.finetune`. The model comes from `MODEL_ID`
-# (downloaded once into the `model-cache` PVC), the adapter goes to the `finetune-outputs` PVC, and
-# the Hugging Face token is a file mounted from a Secret (`HF_TOKEN_PATH`): never in the YAML, never
-# in an environment variable.
-# `hf-token-secret.example.yaml` shows the Secret's shape with a placeholder; it is marked
-# `config.kubernetes.io/local-config`, so `kubectl apply -k` (and `load_lesson`) leave it out.
-# For smoke size we point `MODEL_ID` at nothing (the tiny offline model) and use the `--smoke` preset.
+# ## 2. 微调 Job
+# `manifests/03-finetune/job.yaml` 运行 `python -m labs.finetune`。模型来自 `MODEL_ID`（只下载一次，存入
+# `model-cache` PVC），适配器写到 `finetune-outputs` PVC，Hugging Face 令牌是从一个 Secret 挂载进来的文件
+# （`HF_TOKEN_PATH`）：绝不写在 YAML 中，也绝不放进环境变量。
+# `hf-token-secret.example.yaml` 用占位符展示了该 Secret 的结构；它带有
+# `config.kubernetes.io/local-config` 标记，所以 `kubectl apply -k`（以及 `load_lesson`）会忽略它。
+# 在冒烟规模下，我们让 `MODEL_ID` 为空（使用极小的离线模型），并使用 `--smoke` 预设。
 
 # %%
 options = {
@@ -156,11 +155,10 @@ status = client.wait(job, timeout_s=TIMEOUT_S)
 print(events_view(client.events(job)))
 
 # %% [markdown]
-# ## 4. What the run reports
-# The lab prints the eval loss before and after, the sample answers, and the results of the
-# adapter checks. `client.result(job)` is its result.json (from the final `result` log line) and
-# `client.metrics(job)` its metrics.jsonl, read from the outputs PVC: on a cluster by a short-lived
-# pod that mounts it.
+# ## 4. 运行报告了什么
+# 实验程序打印微调前后的评估损失、示例回答以及适配器检查的结果。`client.result(job)` 是它的 result.json
+# （来自最后一行 `result` 日志），`client.metrics(job)` 是它的 metrics.jsonl，从输出 PVC 中读取：在集群上
+# 由一个挂载该 PVC 的短时 Pod 读取。
 
 # %%
 texts = [line.text for line in logs]
@@ -200,20 +198,16 @@ for s in result["samples"]:
 figure
 
 # %% [markdown]
-# ## 5. May we train on it, and who can read the result?
-# Fine-tuning copies what the data and the base model allow into the adapter. Before a run, check
-# each input's **card** (`docs/cards/*.yaml`): its licence (a permissive SPDX licence, or terms a
-# person has read), where it came from, whether it holds personal data (and on what legal basis),
-# and what it is for. A model trained on a non-commercial data set cannot be shipped under a
-# permissive licence. `kubecourse.compliance.check_card` does those checks; it flags, a person
-# decides (it is not legal advice).
+# ## 5. 我们可以用它训练吗？谁能读取结果？
+# 微调会把数据和基础模型所允许的东西复制进适配器。运行之前，检查每项输入的**卡片**（card，`docs/cards/*.yaml`）：
+# 它的许可证（宽松的 SPDX 许可证，或有人读过的使用条款）、来源、是否包含个人数据（以及依据什么法律基础），
+# 以及它的用途。在非商用数据集上训练出的模型不能以宽松许可证发布。`kubecourse.compliance.check_card`
+# 做这些检查；它负责标记，由人来决定（这不是法律意见）。
 #
-# Then protect the weights: they are the product. Outputs go to a PVC (never the image: anyone who
-# can pull it has them; never a hostPath: any pod on the node reads it), the namespace's RBAC
-# decides who may create pods that mount that PVC (lesson 08's learner Role has no `pods/exec`,
-# no Secrets), the hub token comes from a Secret by reference, and the storage class encrypts at
-# rest (for example `encrypted: "true"` on AWS EBS, customer-managed keys on GKE; Secrets in etcd
-# need the API server's `EncryptionConfiguration`).
+# 然后保护权重：它们就是产品。输出写到 PVC（绝不写进镜像：任何能拉取镜像的人都会拿到它们；也绝不用 hostPath：
+# 节点上的任何 Pod 都能读到），命名空间的 RBAC 决定谁可以创建挂载该 PVC 的 Pod（第 08 课的学员 Role 没有
+# `pods/exec`，也不能访问 Secret），Hub 令牌通过引用来自 Secret，存储类提供静态加密（例如 AWS EBS 上的
+# `encrypted: "true"`，GKE 上的客户管理密钥；etcd 中的 Secret 需要 API 服务器的 `EncryptionConfiguration`）。
 
 # %%
 import copy
@@ -242,11 +236,11 @@ print("\nthis Job's weights exposure:", exposure or "none")
 print("a leaky variant:", *leaky_findings, sep="\n  ")
 
 # %% [markdown]
-# ## 6. Assert the outcome
-# * the Job succeeded;
-# * eval loss on *held-out* questions fell clearly (to below 60% of where it started);
-# * the adapter reloaded onto a fresh base gives identical outputs, and merging it into the weights
-#   (`merge_and_unload`) changes the logits by no more than float rounding.
+# ## 6. 断言结果
+# * Job 成功；
+# * 在*留出的*问题上，评估损失明显下降（降到起始值的 60% 以下）；
+# * 把适配器重新加载到一个全新的基础模型上，输出完全相同；把它合并进权重（`merge_and_unload`）后，
+#   logits 的变化不超过浮点舍入误差。
 
 # %%
 assert status.phase == "Succeeded", f"job ended {status.phase}: {status.reason} {status.message}"
@@ -272,14 +266,13 @@ record_outcome(
 )
 
 # %% [markdown]
-# ## Exercise: predict the number of trainable parameters
-# LoRA with rank r on a linear layer `in -> out` adds `r * (in + out)` parameters. The lab adapts
-# `q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj` in every decoder layer. Write
-# `lora_params(config, r)` from a model's `config.json` fields (`hidden_size`, `intermediate_size`,
-# `num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`: with grouped-query attention
-# the k and v projections are narrower than q). The check compares it with peft's count for public
-# models and with what the lab counted for this run. (A solution is filled in: change it and re-run
-# the check.)
+# ## 练习：预测可训练参数的数量
+# 在一个 `in -> out` 的线性层上使用秩为 r 的 LoRA，会增加 `r * (in + out)` 个参数。实验程序在每个解码器层中
+# 适配 `q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj`。根据模型 `config.json` 中的字段
+# （`hidden_size`、`intermediate_size`、`num_hidden_layers`、`num_attention_heads`、`num_key_value_heads`：
+# 使用分组查询注意力（grouped-query attention）时，k 和 v 投影比 q 窄）编写 `lora_params(config, r)`。
+# 检查会把它与 peft 对若干公开模型的计数以及实验程序为这次运行统计的数量相比较。
+# （已填入一个参考答案：修改它，再重新运行检查。）
 
 
 # %%

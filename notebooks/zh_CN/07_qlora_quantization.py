@@ -35,9 +35,9 @@
 # %% tags=["parameters"]
 SMOKE = True  # 极小的离线模型和各实验程序的 --smoke 预设
 BACKEND = "local"  # 用于“同一运行作为 Job”一节："local" 或 "kubernetes"
-NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
+NAMESPACE = ""  # 空：$KUBECOURSE_NAMESPACE，否则取 kubeconfig 上下文，再否则 "kubecourse"
 DEVICE = "auto"  # "auto"、"cpu" 或 "cuda"：QLoRA 运行所用设备；4 比特矩阵乘法在两者上都能运行
-MODEL_ID = ""  # empty: the tiny offline model; on a GPU machine e.g. Qwen/Qwen2.5-0.5B-Instruct
+MODEL_ID = ""  # 空：极小的离线模型；在 GPU 机器上可用例如 Qwen/Qwen2.5-0.5B-Instruct
 TIMEOUT_S = 600
 
 # %%
@@ -201,11 +201,10 @@ record_outcome(
 )
 
 # %% [markdown]
-# ## Exercise: bits per weight
-# Predict, from the layout described in section 1 (blocks of 64 weights, 4 bits per weight, one
-# absmax per block, the absmax values double-quantized to 8 bits), how many bits one weight costs
-# in nf4. The check compares your number with what the tensors of section 1 really occupy.
-# (A solution is filled in: change it and re-run the check.)
+# ## 练习：每个权重多少比特
+# 根据第 1 节描述的布局（每 64 个权重一块，每个权重 4 比特，每块一个 absmax，absmax 值再被双重量化为 8 比特），
+# 预测在 nf4 下一个权重占多少比特。检查会把你的数字与第 1 节那些张量实际占用的空间比较。
+# （已填入一个参考答案：修改它，再重新运行检查。）
 
 # %%
 # BEGIN SOLUTION

@@ -39,10 +39,10 @@
 
 # %% tags=["parameters"]
 SMOKE = True  # 这里没有任何东西依赖它：检查在任何规模下都相同
-BACKEND = "local"  # "local" (objects recorded in memory) or "kubernetes" (cluster admin)
+BACKEND = "local"  # "local"（对象记录在内存中）或 "kubernetes"（集群管理员）
 LEARNERS = 3  # 工作坊的人数
 GPUS_PER_LEARNER = 2  # 多节点课程运行 2 个 Pod，每个 1 块 GPU
-SERVER_DRY_RUN = True  # kubernetes: send the workshop as a server-side dry run (stores nothing)
+SERVER_DRY_RUN = True  # kubernetes：以服务器端试运行方式发送工作坊对象（不存储任何东西）
 
 # %%
 import copy
@@ -226,22 +226,20 @@ else:
 board
 
 # %% [markdown]
-# ## 7. Sharing GPUs: time-slicing, MPS and MIG
-# A training job wants whole GPUs; a notebook, a smoke run or an inference server wastes most of
-# one. The NVIDIA device plugin can advertise one physical GPU as several schedulable slices, in
-# three ways (`admin/gpu-sharing.yaml` holds the course's configs; a node picks one by label,
-# `nvidia.com/device-plugin.config=time-sliced-4` or `nvidia.com/mig.config=all-1g.10gb`):
+# ## 7. 共享 GPU：时间片、MPS 和 MIG
+# 训练作业需要整块 GPU；而笔记本、冒烟运行或推理服务只用得了一块 GPU 的一小部分，其余都浪费了。NVIDIA 设备插件
+# 可以把一块物理 GPU 通告为多个可调度的切片，有三种方式（`admin/gpu-sharing.yaml` 存放本课程的配置；节点通过标签
+# 选择其中一种：`nvidia.com/device-plugin.config=time-sliced-4` 或 `nvidia.com/mig.config=all-1g.10gb`）：
 #
-# * **time-slicing**: each GPU is advertised as N `nvidia.com/gpu` replicas that take turns; no
-#   memory or fault isolation (one pod can take all the memory), fine for development;
-# * **MPS** (Multi-Process Service): one server runs the kernels of N clients at the same time, with
-#   a per-client memory limit and share of the SMs; still no fault isolation;
-# * **MIG** (A100, H100): the GPU is cut into hardware partitions with their own memory and SMs,
-#   each advertised as its own resource (`nvidia.com/mig-1g.10gb`): real isolation, fixed sizes.
+# * **时间片**（time-slicing）：每块 GPU 被通告为 N 个轮流使用的 `nvidia.com/gpu` 副本；没有内存隔离，也没有
+#   故障隔离（一个 Pod 可以占满全部显存），适合开发；
+# * **MPS**（Multi-Process Service，多进程服务）：一个服务进程同时运行 N 个客户端的内核，每个客户端有内存上限和
+#   SM 份额；仍然没有故障隔离；
+# * **MIG**（A100、H100）：GPU 被切分为拥有各自显存和 SM 的硬件分区，每个分区作为独立的资源通告
+#   （`nvidia.com/mig-1g.10gb`）：真正的隔离，大小固定。
 #
-# The table says what each isolates; the cell after it counts, from the configs, how many
-# one-slice pods two 8-GPU nodes run under each profile.
-# Twin: `kubectl describe node <node> | grep -A8 Allocatable` shows the advertised slices.
+# 下表说明每种方式隔离了什么；其后的单元根据配置计算，在每种配置下两个 8-GPU 节点能运行多少个只用一个切片的 Pod。
+# 对应命令：`kubectl describe node <node> | grep -A8 Allocatable` 显示所通告的切片。
 
 # %%
 from kubecourse.gpushare import ISOLATION, capacity, load_sharing, profiles, slices_per_gpu
@@ -259,13 +257,12 @@ for profile, mode in profiles(sharing).items():
     )
 
 # %% [markdown]
-# A quota counts the *advertised* resource: with `time-sliced-4`, the team quota of 8
-# `requests.nvidia.com/gpu` admits 8 pods that together hold only 2 physical GPUs, so size quotas
-# in slices when a node pool shares its GPUs (and give MIG resources their own quota lines:
-# `requests.nvidia.com/mig-1g.10gb`).
+# 配额统计的是*通告出来的*资源：使用 `time-sliced-4` 时，团队 8 个 `requests.nvidia.com/gpu` 的配额
+# 会接纳 8 个 Pod，而它们加起来只占 2 块物理 GPU。所以当节点池共享 GPU 时，要按切片来确定配额大小（并给 MIG
+# 资源单独的配额条目：`requests.nvidia.com/mig-1g.10gb`）。
 
 # %% [markdown]
-# ## 8. Assert the outcome
+# ## 8. 断言结果
 
 # %%
 assert report.ok, str(report)
@@ -300,11 +297,10 @@ record_outcome(
 
 
 # %% [markdown]
-# ## Exercise 1: make the insecure job pass the policy
-# Fix `fixed` (a copy of the insecure job) until `check_policy([fixed])` returns nothing: a pinned
-# image, no host network, a restricted security context for the pod and the container, the secret
-# from a Secret instead of a literal, limits back. (A solution is filled in: break it again and
-# watch the check name the field.)
+# ## 练习 1：让不安全的作业通过策略检查
+# 修改 `fixed`（不安全作业的一个副本），直到 `check_policy([fixed])` 什么也不返回：固定版本的镜像、不使用
+# 主机网络、为 Pod 和容器设置 restricted 安全上下文（security context）、从 Secret 读取机密而不是写字面量、
+# 恢复限制。（已填入一个参考答案：再把它改坏，看检查如何指出那个字段。）
 
 # %%
 fixed = copy.deepcopy(insecure)
@@ -332,11 +328,10 @@ from kubecourse.exercises import require
 require("08-policy-fix", fixed)
 
 # %% [markdown]
-# ## Exercise 2: how many pods can share the GPUs?
-# Write `slices(nodes, gpus_per_node, profile)`: how many pods asking for one GPU slice (one
-# `nvidia.com/gpu` replica or one MIG instance) can run at once when every node uses `profile`
-# from the course's `gpu-sharing.yaml`. Read the profiles from `sharing` (the parsed ConfigMaps) or
-# with `slices_per_gpu`; the check tries every mode. (A solution is filled in.)
+# ## 练习 2：多少个 Pod 可以共享这些 GPU？
+# 编写 `slices(nodes, gpus_per_node, profile)`：当每个节点都使用本课程 `gpu-sharing.yaml` 中的 `profile` 时，
+# 能同时运行多少个各请求一个 GPU 切片（一个 `nvidia.com/gpu` 副本或一个 MIG 实例）的 Pod。从 `sharing`（解析后的
+# ConfigMap）或用 `slices_per_gpu` 读取这些配置；检查会尝试每种模式。（已填入一个参考答案。）
 
 
 # %%

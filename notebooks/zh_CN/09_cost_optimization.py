@@ -212,17 +212,14 @@ plt.show()
 # 第一步）就是模型中的 `R`；这里是 Python 和 torch 的启动时间，在集群上还要加上调度、拉取镜像和准备数据。
 
 # %% [markdown]
-# ## 7. Storage tiers, checkpoint backups and the cache hit rate
-# Where a checkpoint lives sets `C` (write time = size / bandwidth) and whether it survives: a local
-# NVMe is fast and dies with the node, a ReadWriteMany file system is shared by every node of the
-# job, an object store is slow to write but outlives everything. The usual answer is all three:
-# write the hot checkpoint fast, back every n-th up to the object store (content-addressed and
-# verified, so a torn copy is never trusted), keep data and images cached on the nodes. The tier
-# bandwidths below are assumptions (`kubecourse.storage.TIERS`): measure yours.
+# ## 7. 存储层级、检查点备份与缓存命中率
+# 检查点存放的位置决定了 `C`（写入时间 = 大小 / 带宽）以及它能否保住：本地 NVMe 很快，但随节点一起消失；
+# ReadWriteMany 文件系统由作业的所有节点共享；对象存储写入慢，但比什么都活得久。通常的答案是三者都用：
+# 快速写入热检查点，每隔 n 个备份一次到对象存储（按内容寻址并经过校验，因此绝不信任残缺的副本），并把数据和
+# 镜像缓存在节点上。下面的各层带宽都是假设值（`kubecourse.storage.TIERS`）：请测量你自己的。
 #
-# Compression: weights are close to random numbers and barely compress; zeros (unused optimizer
-# state, padding) compress almost entirely. And every restart that misses the cache (image pull,
-# data download, model download) adds to `R`: the cache hit rate is money on spot.
+# 压缩：权重接近随机数，几乎压缩不了；零（未使用的优化器状态、填充）几乎可以完全压缩掉。而每一次未命中缓存的
+# 重启（拉取镜像、下载数据、下载模型）都会增加 `R`：在竞价实例上，缓存命中率就是钱。
 
 # %%
 import dataclasses
@@ -270,10 +267,9 @@ for hit_rate in (0.5, 0.9, 0.99):
     )
 
 # %% [markdown]
-# ## 8. Assert the outcome
-# The model: spot is cheaper and checkpoints more often, the Daly interval is the cheapest on the
-# curve, the guard refused on-demand. The experiment: SIGTERM lost nothing, each SIGKILL at most
-# one interval.
+# ## 8. 断言结果
+# 模型：竞价实例更便宜，检查点也更频繁；Daly 间隔是曲线上最便宜的一点；预算守卫拒绝了按需实例。
+# 实验：SIGTERM 没有丢失任何东西，每次 SIGKILL 最多丢失一个间隔。
 
 # %%
 sigkill_lost = experiment.lost("SIGKILL")
@@ -308,11 +304,10 @@ assert backup.read_bytes() == checkpoint.read_bytes() and again == backup
 assert hit_cost[0.99].cost < hit_cost[0.9].cost < hit_cost[0.5].cost
 
 # %% [markdown]
-# ## Exercise: the fastest offer that fits the budget
-# Write `fastest_within(offers, plan, budget)`: the name of the offer whose **spot** run of `plan`
-# finishes first (`estimate(...).wall_h`) among those whose spot estimate costs at most `budget`,
-# or `None` when none fits. The check tries this lesson's budget, one nothing fits, and one
-# everything fits. (A solution is filled in: change it and re-run the check.)
+# ## 练习：符合预算的最快报价
+# 编写 `fastest_within(offers, plan, budget)`：在 **竞价**估算费用不超过 `budget` 的报价中，返回以竞价方式运行
+# `plan` 最先完成（`estimate(...).wall_h`）的那个报价的名称；一个都不符合时返回 `None`。检查会尝试本课的预算、
+# 一个什么都不符合的预算和一个全部都符合的预算。（已填入一个参考答案：修改它，再重新运行检查。）
 
 
 # %%

@@ -36,10 +36,10 @@
 SMOKE = True  # 合成数据，一次短运行
 BACKEND = "local"  # "local"：本地进程 + 一个抓取它们的本地 Prometheus（在集群上由
 # Prometheus Operator 抓取各 Pod：见“在真实集群上”）
-NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
+NAMESPACE = ""  # 空：$KUBECOURSE_NAMESPACE，否则取 kubeconfig 上下文，再否则 "kubecourse"
 JOB_NAME = "cifar10-monitored-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
-NAN_AT_STEP = 12  # inject a NaN loss at this optimizer step (0: no fault); fires an alert
+NAN_AT_STEP = 12  # 在这个优化器步注入一个 NaN 损失（0：不注入故障）；会触发一次告警
 TIMEOUT_S = 600
 
 # %%
@@ -201,13 +201,12 @@ record_outcome(
 )
 
 # %% [markdown]
-# ## Exercise: how many steps were slow?
-# A Prometheus histogram is three series: `_bucket{le="..."}` (how many observations were **at
-# most** `le` seconds: the buckets are cumulative), `_sum` and `_count`. Write a PromQL query for
-# the **fraction** of optimizer steps that took longer than `THRESHOLD` seconds (one of the
-# exporter's bucket bounds, written in the `le` label as `repr(float(THRESHOLD))`), looking back
-# over the run as above. The check evaluates it on this Prometheus.
-# (A solution is filled in: change it and re-run the check.)
+# ## 练习：有多少步很慢？
+# 一个 Prometheus 直方图（histogram）由三组序列组成：`_bucket{le="..."}`（有多少次观测值**最多**为 `le` 秒：
+# 各个桶是累积的）、`_sum` 和 `_count`。写一条 PromQL 查询，求耗时超过 `THRESHOLD` 秒的优化器步所占的**比例**
+# （`THRESHOLD` 是导出器的某个桶边界，在 `le` 标签中写作 `repr(float(THRESHOLD))`），像上面那样回看整个运行期间。
+# 检查会在这个 Prometheus 上对它求值。
+# （已填入一个参考答案：修改它，再重新运行检查。）
 
 # %%
 STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)  # labs/common/metrics.py

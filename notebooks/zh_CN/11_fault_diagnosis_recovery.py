@@ -38,7 +38,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # 极小的运行（每个 20 个优化器步，在一个 CPU 线程上约训练 3 秒）
 BACKEND = "local"  # "local"（本机上的进程）或 "kubernetes"（$KUBECONFIG）
-NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
+NAMESPACE = ""  # 空：$KUBECOURSE_NAMESPACE，否则取 kubeconfig 上下文，再否则 "kubecourse"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 KILL_SEED = 11  # 决定 Pod 在哪些步被杀掉和被抢占
 TIMEOUT_S = 600
@@ -361,12 +361,11 @@ for name, exercise in EXERCISES.items():
     print(f"  {name}: {exercise.fix}")
 
 # %% [markdown]
-# ## Exercise 2: exit codes are evidence
-# The killed job's first pod ended with exit code 137 and the preempted one's with 143 (see the
-# statuses in section 2): a container stopped by a signal reports a number computed from the
-# signal's number (`signal.SIGKILL` is 9, `signal.SIGTERM` 15). Write `exit_code(signal_number)`;
-# the check tries the signals measured here and three more (SIGINT, SIGABRT, SIGSEGV: a
-# segmentation fault in a CUDA extension shows up as 139). (A solution is filled in.)
+# ## 练习 2：退出码就是证据
+# 被杀掉的作业的第一个 Pod 以退出码 137 结束，被抢占的那个以 143 结束（见第 2 节中的状态）：被信号终止的容器
+# 报告的是一个由信号编号算出的数字（`signal.SIGKILL` 是 9，`signal.SIGTERM` 是 15）。编写 `exit_code(signal_number)`；
+# 检查会尝试这里测到的信号以及另外三个（SIGINT、SIGABRT、SIGSEGV：CUDA 扩展中的段错误会表现为 139）。
+# （已填入一个参考答案。）
 
 
 # %%
