@@ -20,6 +20,7 @@ TRANSLATED = {
     "docs/zh_CN/cost-optimization-guide.md": "docs/cost-optimization-guide.md",
     "docs/zh_CN/design.md": "docs/design.md",
     "docs/zh_CN/cluster-setup.md": "docs/cluster-setup.md",
+    "docs/zh_CN/instructor-guide.md": "docs/instructor-guide.md",
 }
 
 
