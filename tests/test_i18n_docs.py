@@ -94,8 +94,12 @@ def test_glossary_has_at_least_100_terms_grouped_by_module():
 
 
 def _course_map(text: str) -> list[tuple[str, str]]:
-    """(lesson number, notebook path) of each course-map row."""
-    return re.findall(r"^\| (\d\d)\b[^|]*\| `(notebooks/[^`]+)`", text, re.MULTILINE)
+    """(lesson number, notebook path) of each course-map row.
+
+    The English map is generated (`kubecourse.coursemap --readme`: `| 00 [title](notebooks/...) |`);
+    the Chinese one names the notebook in its own column (a `notebooks/zh_CN/...` cell).
+    """
+    return re.findall(r"^\| (\d\d)\b[^|\]]*(?:\]\(|\| `)(notebooks/[^`)]+)[`)]", text, re.MULTILINE)
 
 
 def test_chinese_readme_has_the_same_course_map_and_commands():
