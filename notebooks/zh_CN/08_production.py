@@ -231,11 +231,11 @@ board
 # 可以把一块物理 GPU 通告为多个可调度的切片，有三种方式（`admin/gpu-sharing.yaml` 存放本课程的配置；节点通过标签
 # 选择其中一种：`nvidia.com/device-plugin.config=time-sliced-4` 或 `nvidia.com/mig.config=all-1g.10gb`）：
 #
-# * **时间片**（time-slicing）：每块 GPU 被通告为 N 个轮流使用的 `nvidia.com/gpu` 副本；没有内存隔离，也没有
+# * **[时间片](../../docs/glossary.md#time-slicing)**（time-slicing）：每块 GPU 被通告为 N 个轮流使用的 `nvidia.com/gpu` 副本；没有内存隔离，也没有
 #   故障隔离（一个 Pod 可以占满全部显存），适合开发；
 # * **MPS**（Multi-Process Service，多进程服务）：一个服务进程同时运行 N 个客户端的内核，每个客户端有内存上限和
 #   SM 份额；仍然没有故障隔离；
-# * **MIG**（A100、H100）：GPU 被切分为拥有各自显存和 SM 的硬件分区，每个分区作为独立的资源通告
+# * **MIG**（Multi-Instance GPU，多实例 GPU；A100、H100）：GPU 被切分为拥有各自显存和 SM 的硬件分区，每个分区作为独立的资源通告
 #   （`nvidia.com/mig-1g.10gb`）：真正的隔离，大小固定。
 #
 # 下表说明每种方式隔离了什么；其后的单元根据配置计算，在每种配置下两个 8-GPU 节点能运行多少个只用一个切片的 Pod。

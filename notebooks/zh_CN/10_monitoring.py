@@ -202,9 +202,9 @@ record_outcome(
 
 # %% [markdown]
 # ## 练习：有多少步很慢？
-# 一个 Prometheus 直方图（histogram）由三组序列组成：`_bucket{le="..."}`（有多少次观测值**最多**为 `le` 秒：
+# 一个 Prometheus [直方图（histogram）](../../docs/glossary.md#histogram)由三组序列组成：`_bucket{le="..."}`（有多少次观测值**最多**为 `le` 秒：
 # 各个桶是累积的）、`_sum` 和 `_count`。写一条 PromQL 查询，求耗时超过 `THRESHOLD` 秒的优化器步所占的**比例**
-# （`THRESHOLD` 是导出器的某个桶边界，在 `le` 标签中写作 `repr(float(THRESHOLD))`），像上面那样回看整个运行期间。
+# （`THRESHOLD` 是[导出器](../../docs/glossary.md#exporter)（exporter）的某个桶边界，在 `le` 标签中写作 `repr(float(THRESHOLD))`），像上面那样回看整个运行期间。
 # 检查会在这个 Prometheus 上对它求值。
 # （已填入一个参考答案：修改它，再重新运行检查。）
 

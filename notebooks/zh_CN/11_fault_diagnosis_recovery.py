@@ -363,7 +363,7 @@ for name, exercise in EXERCISES.items():
 # %% [markdown]
 # ## 练习 2：退出码就是证据
 # 被杀掉的作业的第一个 Pod 以退出码 137 结束，被抢占的那个以 143 结束（见第 2 节中的状态）：被信号终止的容器
-# 报告的是一个由信号编号算出的数字（`signal.SIGKILL` 是 9，`signal.SIGTERM` 是 15）。编写 `exit_code(signal_number)`；
+# 报告的[退出码](../../docs/glossary.md#exit-code)是一个由信号编号算出的数字（`signal.SIGKILL` 是 9，`signal.SIGTERM` 是 15）。编写 `exit_code(signal_number)`；
 # 检查会尝试这里测到的信号以及另外三个（SIGINT、SIGABRT、SIGSEGV：CUDA 扩展中的段错误会表现为 139）。
 # （已填入一个参考答案。）
 
