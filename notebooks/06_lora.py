@@ -85,7 +85,7 @@ assert torch.equal(adapted(x), base_layer(x)), "B = 0: the adapter starts as a n
 # ## 2. The fine-tuning Job
 # `manifests/03-finetune/job.yaml` runs `python -m labs.finetune`. The model comes from `MODEL_ID`
 # (downloaded once into the `model-cache` PVC), the adapter goes to the `finetune-outputs` PVC, and
-# the Hugging Face token comes from a Secret through `secretKeyRef`: never written in the YAML.
+# the Hugging Face token comes from a Secret as a file (`HF_TOKEN_PATH`): never written in the YAML.
 # `hf-token-secret.example.yaml` shows the Secret's shape with a placeholder; it is marked
 # `config.kubernetes.io/local-config`, so `kubectl apply -k` (and `load_lesson`) leave it out.
 # For smoke size we point `MODEL_ID` at nothing (the tiny offline model) and use the `--smoke` preset.
@@ -120,9 +120,16 @@ diff_view(base, objects)
 # %%
 job_manifest = next(o for o in objects if o["kind"] == "Job")
 trainer = job_manifest["spec"]["template"]["spec"]["containers"][0]
-token_env = next(e for e in trainer["env"] if e["name"] == "HF_TOKEN")
-print("HF_TOKEN comes from:", json.dumps(token_env["valueFrom"]))
-assert "value" not in token_env, "the token must come from a Secret, not the manifest"
+token_env = next(e for e in trainer["env"] if e["name"] == "HF_TOKEN_PATH")
+token_mount = next(
+    m for m in trainer["volumeMounts"] if token_env["value"].startswith(m["mountPath"])
+)
+pod_volumes = job_manifest["spec"]["template"]["spec"]["volumes"]
+token_volume = next(v for v in pod_volumes if v["name"] == token_mount["name"])
+print(
+    "HF token file:", token_env["value"], "from", json.dumps(token_volume["projected"]["sources"])
+)
+assert all(e["name"] != "HF_TOKEN" for e in trainer["env"]), "the token is a file, not an env var"
 print([o["kind"] for o in objects], "(the example Secret is not among them)")
 yaml_view(job_manifest)
 
