@@ -34,9 +34,9 @@ def pytest_configure(config):
         workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     elif getattr(config.option, "numprocesses", None):
-        from kubecourse.course import _kernel_name
+        from kubecourse.course import kernel_name
 
-        _kernel_name()
+        kernel_name()
 
 
 # Seconds each notebook's execution took in one full serial run on the 2-core box (loaded): only a

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure as _MatplotlibFigure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure as _MatplotlibFigure
 
 DPI = 90  # what the course summary's PNGs use too: sharp enough, small notebooks
 
@@ -36,17 +38,33 @@ def describe(figure: _MatplotlibFigure) -> str:
     return f"[figure {width}x{height}: {'; '.join(titles) or 'untitled'}]"
 
 
-class Figure(_MatplotlibFigure):
-    """A matplotlib Figure whose notebook output is a PNG (text: its panel titles)."""
+def _figure_class() -> type:
+    """The course's Figure class, made on first use: importing matplotlib builds its font cache
+    under $HOME, and importing kubecourse must write nothing (tests/helpers/test_import_boundaries)."""
+    from matplotlib.figure import Figure as MatplotlibFigure
 
-    def _repr_png_(self) -> bytes:
-        return png_bytes(self)
+    class Figure(MatplotlibFigure):
+        """A matplotlib Figure whose notebook output is a PNG (text: its panel titles)."""
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        return {
-            "image/png": base64.b64encode(png_bytes(self)).decode("ascii"),
-            "text/plain": describe(self),
-        }
+        def _repr_png_(self) -> bytes:
+            return png_bytes(self)
+
+        def _repr_mimebundle_(self, include=None, exclude=None):
+            return {
+                "image/png": base64.b64encode(png_bytes(self)).decode("ascii"),
+                "text/plain": describe(self),
+            }
+
+    Figure.__module__ = __name__
+    return Figure
+
+
+def __getattr__(name: str) -> Any:
+    # `from kubecourse.figures import Figure` lands here the first time (PEP 562).
+    if name == "Figure":
+        globals()["Figure"] = figure_class = _figure_class()
+        return figure_class
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class FigureImage:
