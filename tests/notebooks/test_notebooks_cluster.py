@@ -24,13 +24,7 @@ CLUSTER_NOTEBOOKS = [
     "02_job_on_kubernetes",
     "04_multi_node",
     "06_lora",
-    pytest.param(
-        "09_cost_optimization",
-        marks=pytest.mark.skip(
-            reason="the fake cluster removes an evicted pod at once, so the lines it prints "
-            "while it stops on SIGTERM (its last step, the checkpoint) never reach its log"
-        ),
-    ),
+    "09_cost_optimization",
     "10_monitoring",
     "11_fault_diagnosis_recovery",
 ]
