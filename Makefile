@@ -10,7 +10,7 @@ COURSE_LANG := $(if $(filter command line,$(origin LANG)),$(LANG),en)
 COURSE_SUFFIX := $(if $(filter en,$(COURSE_LANG)),,-$(COURSE_LANG))
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help setup course test bench lab lint format notebooks translations clean
+.PHONY: help setup course test bench gpu lab lint format notebooks translations clean student
 
 help:  ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,17 +22,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
-setup: $(STAMP)  ## create .venv, install the course (torch CPU, helpers, labs, test tools), Prometheus
+setup: $(STAMP)  ## create .venv, install the course (torch CPU, helpers, labs, test tools), Prometheus, Chromium
 	@scripts/ensure-prometheus.sh
+	@scripts/ensure-chromium.sh
 
 course: setup  ## execute every notebook on the local backend -> build/course/ (LANG=zh_CN: 中文)
 	$(PY) -m kubecourse.course --out build/course$(COURSE_SUFFIX) --lang $(COURSE_LANG)
 
+# pytest-xdist workers for `make test` (tests/conftest.py gives each its own state and cores);
+# `make test TEST_WORKERS=0` runs everything in one process, in file order.
+TEST_WORKERS ?= 2
+
 test: setup  ## run all tests (helpers, manifests, labs, every notebook under papermill)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 bench: setup  ## run benchmarks/ -> build/bench/results.json and results.md
 	$(PY) -m benchmarks --out build/bench
+
+gpu:  ## GPU acceptance on one GPU: labs + notebooks 01/06/07 on CUDA -> build/gpu-acceptance/ (CPU: skips)
+	benchmarks/gpu/acceptance.sh --out build/gpu-acceptance
 
 lab: setup  ## open JupyterLab on the notebooks (works as root too)
 	$(PY) -m pip install --quiet -e ".[lab]"
@@ -49,6 +57,9 @@ notebooks: setup  ## regenerate notebooks/*.ipynb from the .py sources, and note
 
 translations: setup  ## list the stale/untranslated catalog entries per notebook (fails when any)
 	$(PY) -m kubecourse.i18n status
+
+student: setup  ## student notebooks -> build/student/ (every solution replaced by a stub, checks kept)
+	$(PY) -m kubecourse.student --out build/student
 
 clean:  ## remove build outputs and local job state (keeps .venv)
 	rm -rf build .course

@@ -70,12 +70,15 @@ print(doctor)
 
 # %% [markdown]
 # ## What each lesson needs
-#
-# | lesson | notebook | CPU smoke | GPU | cluster |
-# |---|---|---|---|---|
-# | 00 | setup | yes | - | optional |
-# | 01 | CIFAR-10 on one GPU | yes (synthetic data, ~30 s) | recommended | - |
-# | 02 | the same training as a Kubernetes Job | yes (local backend) | recommended | optional (`BACKEND="kubernetes"`) |
+# From the course map (`kubecourse.coursemap`, the same table the README and the instructor guide
+# show): what runs on this CPU, what a GPU or a cluster adds, and the workshop minutes.
+
+# %%
+from IPython.display import Markdown
+
+from kubecourse.coursemap import LESSONS, lesson_table
+
+Markdown(lesson_table())
 
 # %% [markdown]
 # ## Assert the outcome
@@ -88,6 +91,7 @@ assert report["disk_free_gib"] > 1.0, "the lessons need at least 1 GiB of free d
 assert backend in ("local", "kubernetes"), f"unknown backend {backend!r}"
 if backend == "kubernetes":
     assert report["cluster"]["reachable"], "BACKEND='kubernetes' but no cluster answers"
+assert [lesson.number for lesson in LESSONS] == [f"{n:02d}" for n in range(len(LESSONS))]
 record_outcome(
     "00_setup",
     backend=backend,
@@ -97,19 +101,26 @@ record_outcome(
 )
 
 # %% [markdown]
-# ## Exercise
-# How many CPU cores may one training process use here? PyTorch uses one thread per core by
-# default. Write an expression for `threads` below using `report` (a solution is filled in: change it
-# and re-run the check).
+# ## Exercise: threads per process
+# PyTorch starts one compute thread per core in *every* process. Lesson 03 runs two training
+# processes on one machine: with the default, each spawns a thread per core and they fight over
+# them. Write `threads_per_process(cores, processes)`: how many threads each process should use so
+# that every core is busy once (and each process has at least one thread). The check tries it on
+# several machines, including this one. (A solution is filled in: change it and re-run the check.)
+
 
 # %%
-threads = report["torch"]["threads"]  # YOUR CODE
+def threads_per_process(cores: int, processes: int) -> int:
+    # BEGIN SOLUTION
+    return max(1, cores // processes)
+    # END SOLUTION
+
 
 # %%
-assert isinstance(threads, int) and 1 <= threads <= (report["cpus"] or 1) * 2, (
-    f"{threads} is not a plausible thread count"
-)
-print(f"check passed: torch will use {threads} thread(s) on {report['cpus']} core(s)")
+from kubecourse.exercises import require
+
+require("00-threads", threads_per_process, cores=report["cpus"] or 1)
+print(f"here: {threads_per_process(report['cpus'] or 1, 2)} thread(s) for each of 2 processes")
 
 # %% [markdown]
 # ## On a real cluster

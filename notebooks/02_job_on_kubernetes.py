@@ -26,7 +26,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # synthetic data and the lab's --smoke preset
 BACKEND = "local"  # "local" (processes on this machine) or "kubernetes" ($KUBECONFIG)
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 JOB_NAME = "cifar10-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"  # build and push it first for a real cluster (see below)
 TIMEOUT_S = 600
@@ -148,11 +148,13 @@ record_outcome(
 # %% [markdown]
 # ## Exercise: make a bad configuration fail fast
 # The Job's `podFailurePolicy` says: exit code 2 (the lab's "bad configuration" code) fails the Job
-# at once instead of retrying it `backoffLimit` times. Submit a job whose trainer gets an invalid
-# flag value and check that it ends `Failed` with reason `PodFailurePolicy` after a single pod.
-# (A solution is filled in: change it and re-run the check.)
+# at once instead of retrying it `backoffLimit` times. Render a job whose trainer gets a flag value
+# the lab rejects (the options of section 2 can add trainer arguments), submit it, and check that it
+# ends `Failed` with reason `PodFailurePolicy` after a single pod. (A solution is filled in: change
+# it and re-run the check.)
 
 # %%
+# BEGIN SOLUTION
 bad_objects = render(
     "01",
     name=f"{JOB_NAME}-bad",
@@ -160,14 +162,15 @@ bad_objects = render(
     image=IMAGE,
     env={"DATASET": "synthetic"},
     extra_args=["--epochs=-1"],
-)  # YOUR CODE
+)
+# END SOLUTION
 bad_job = client.submit(bad_objects)
 bad_status = client.wait(bad_job, timeout_s=TIMEOUT_S, progress=False)
 
 # %%
-assert bad_status.phase == "Failed" and bad_status.reason == "PodFailurePolicy", bad_status
-assert len(bad_status.pods) == 1 and bad_status.pods[0].exit_code == 2, bad_status.pods
-print("check passed: a config error failed the job at once, without retries")
+from kubecourse.exercises import require
+
+require("02-fail-fast", bad_status)
 
 # %% [markdown]
 # ## On a real cluster

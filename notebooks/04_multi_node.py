@@ -27,7 +27,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # the lab's --smoke preset, CPU
 BACKEND = "local"  # "local" or "kubernetes" ($KUBECONFIG; needs the image and an RWX storage class)
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 JOB_NAME = "lm-multinode"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 NODES = 2
@@ -160,7 +160,7 @@ job = client.submit(objects)
 # torchrun agent notices, stops its other worker, and re-enters the c10d rendezvous; the other
 # node's agent sees the new round and restarts its workers too. Every worker starts over and the
 # lab resumes from the newest complete checkpoint. By hand on a real cluster you would kill it from
-# outside: `kubectl exec -n default lm-multinode-1-<suffix> -- pkill -KILL -f labs.lm_pretrain`
+# outside: `kubectl exec -n <namespace> lm-multinode-1-<suffix> -- pkill -KILL -f labs.lm_pretrain`
 # (the pod of node 1; `pkill` kills its local workers, the same restart follows).
 
 # %%
@@ -205,8 +205,44 @@ assert starts[-1].resumed_from == resumed[-1]
 assert result["steps"] == STEPS and result["resumed_from_step"] == resumed[-1]
 assert result["world_size"] == NODES * PROCS_PER_NODE
 
+# %%
+assert all(r.ok for r in reports.values()) and len(reports) == len(KINDS)
+record_outcome(
+    "04_multi_node",
+    backend=BACKEND,
+    phase=status.phase,
+    nodes=NODES,
+    procs_per_node=PROCS_PER_NODE,
+    killed_rank=killed["rank"] if killed else None,
+    resumed_from_step=resumed[-1] if resumed else None,
+    steps=result.get("steps"),
+    final_loss=result.get("final_loss"),
+    kinds_validated=sum(r.ok for r in reports.values()),
+)
+
 # %% [markdown]
-# ## Exercise: what a PyTorchJob's pod sees
+# ## Exercise 1: which rank is which
+# Every worker of the run above got `RANK` from torchrun, computed from its node's rank (the pod's
+# completion index) and its local rank on that node. Write `global_rank(node_rank, local_rank,
+# procs_per_node)` the way torchrun numbers processes; the check tries several cluster shapes.
+# (A solution is filled in: change it and re-run the check.)
+
+
+# %%
+def global_rank(node_rank: int, local_rank: int, procs_per_node: int) -> int:
+    # BEGIN SOLUTION
+    return node_rank * procs_per_node + local_rank
+    # END SOLUTION
+
+
+# %%
+from kubecourse.exercises import require
+
+require("04-global-rank", global_rank)
+print(f"node 1, local rank 1 of this run is rank {global_rank(1, 1, PROCS_PER_NODE)}")
+
+# %% [markdown]
+# ## Exercise 2: what a PyTorchJob's pod sees
 # The Kubeflow Training Operator sets `RANK`, `WORLD_SIZE`, `MASTER_ADDR` and `MASTER_PORT` in every
 # pod, but there RANK is the *pod's* rank and WORLD_SIZE the number of *pods*. Write the environment
 # the second Worker of a 3-node PyTorchJob named `lm-pytorchjob` gets (Master is pod 0), so that
@@ -214,19 +250,18 @@ assert result["world_size"] == NODES * PROCS_PER_NODE
 # (A solution is filled in.)
 
 # %%
-pytorchjob_env = {  # YOUR CODE
+# BEGIN SOLUTION
+pytorchjob_env = {
     "RANK": "2",
     "WORLD_SIZE": "3",
     "MASTER_ADDR": "lm-pytorchjob-master-0",
     "MASTER_PORT": "23456",
 }
-decision = launch_decision(pytorchjob_env)
-print(decision)
+# END SOLUTION
 
 # %%
-assert "source=PyTorchJob" in decision, decision
-assert "nnodes=3 node_rank=2" in decision and "master=lm-pytorchjob-master-0:23456" in decision
-print("check passed: launch.sh reads a PyTorchJob's pod rank and pod count")
+require("04-pytorchjob-env", pytorchjob_env, decide=launch_decision)
+print(launch_decision(pytorchjob_env))
 
 # %% [markdown]
 # ## On a real cluster
@@ -249,20 +284,3 @@ print("check passed: launch.sh reads a PyTorchJob's pod rank and pod count")
 # %%
 client.delete(job)
 client.close()
-record_outcome(
-    "04_multi_node",
-    backend=BACKEND,
-    phase=status.phase,
-    nodes=NODES,
-    procs_per_node=PROCS_PER_NODE,
-    killed_rank=killed["rank"] if killed else None,
-    resumed_from_step=resumed[-1] if resumed else None,
-    steps=result.get("steps"),
-    final_loss=result.get("final_loss"),
-    kinds_validated=sum(r.ok for r in reports.values()),
-)
-
-# %%
-assert all(r.ok for r in reports.values()) and len(reports) == len(KINDS)
-assert status.phase == "Succeeded"
-assert resumed and len(starts) == 2

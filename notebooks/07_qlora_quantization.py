@@ -28,9 +28,9 @@
 # %% tags=["parameters"]
 SMOKE = True  # tiny offline model and the labs' --smoke presets
 BACKEND = "local"  # used for the "same run as a Job" section: "local" or "kubernetes"
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 DEVICE = "auto"  # "auto", "cpu" or "cuda": the QLoRA run; 4-bit matmuls run on both
-MODEL_ID = ""  # "" = tiny offline model; e.g. "Qwen/Qwen2.5-0.5B-Instruct" on a GPU machine
+MODEL_ID = ""  # empty: the tiny offline model; on a GPU machine e.g. Qwen/Qwen2.5-0.5B-Instruct
 TIMEOUT_S = 600
 
 # %%
@@ -39,10 +39,10 @@ import shutil
 
 import bitsandbytes.functional as bnbf
 import torch
-from matplotlib.figure import Figure
 
 from kubecourse import TrainingClient, render
 from kubecourse.course import record_outcome
+from kubecourse.figures import Figure  # a matplotlib Figure that always shows as a PNG
 from kubecourse.lab import run_lab
 from kubecourse.manifests import repo_root
 
@@ -198,17 +198,22 @@ record_outcome(
 
 # %% [markdown]
 # ## Exercise: bits per weight
-# From the memory table, compute how many bits each weight of the quantized layers costs in nf4
-# (bytes x 8 / number of weights; the number of weights is the fp32 bytes / 4). It is a bit more
-# than 4: what are the extra bits? (A solution is filled in: change it and re-run the check.)
+# Predict, from the layout described in section 1 (blocks of 64 weights, 4 bits per weight, one
+# absmax per block, the absmax values double-quantized to 8 bits), how many bits one weight costs
+# in nf4. The check compares your number with what the tensors of section 1 really occupy.
+# (A solution is filled in: change it and re-run the check.)
 
 # %%
-weights = table["fp32"]["quantizable"] / 4
-bits_per_weight = table["nf4"]["quantizable"] * 8 / weights  # YOUR CODE
+# BEGIN SOLUTION
+bits_per_weight = 4 + 8 / 64  # the 4-bit code + one 8-bit absmax shared by 64 weights
+# END SOLUTION
 
 # %%
-assert 4.0 < bits_per_weight < 4.6, bits_per_weight
-print(f"check passed: {bits_per_weight:.3f} bits per weight (4 + the block scales)")
+from kubecourse.exercises import require
+
+measured_bits = nf4_bytes * 8 / weight.numel()  # section 1, scales and code book included
+require("07-nf4-bits", bits_per_weight, measured=measured_bits)
+print(f"predicted {bits_per_weight:.4f}, measured {measured_bits:.4f} bits per weight")
 
 # %% [markdown]
 # ## The same QLoRA run as a Job

@@ -31,25 +31,23 @@
 
 # %% tags=["parameters"]
 SMOKE = True  # nothing here depends on it: the checks are the same at any size
-BACKEND = (
-    "local"  # "local" (objects recorded in memory) or "kubernetes" ($KUBECONFIG, cluster admin)
-)
+BACKEND = "local"  # "local" (objects recorded in memory) or "kubernetes" (cluster admin)
 LEARNERS = 3  # workshop size
 GPUS_PER_LEARNER = 2  # the multi-node lessons run 2 pods with 1 GPU each
-SERVER_DRY_RUN = True  # kubernetes: send the workshop with dryRun=All (nothing is stored)
+SERVER_DRY_RUN = True  # kubernetes: send the workshop as a server-side dry run (stores nothing)
 
 # %%
 import copy
 
 from kubecourse import TrainingClient, apply_options, load_lesson, validate
+from kubecourse.access import lesson_rights, role_rights
+from kubecourse.cluster import ClusterApi
 from kubecourse.course import record_outcome
 from kubecourse.display import yaml_view
+from kubecourse.doctor import preflight
 from kubecourse.manifests import lesson_dir, object_id, repo_root
 from kubecourse.policy import check_policy, findings_table
 from kubecourse.quota import how_many_fit, job_requests
-from kubecourse.access import lesson_rights, role_rights
-from kubecourse.cluster import ClusterApi
-from kubecourse.doctor import preflight
 from kubecourse.workshop import DRY_RUN_NOTE, NOT_CHECKED, Workshop, lesson_sized_quota
 
 ROOT = repo_root()
@@ -226,7 +224,81 @@ else:
 board
 
 # %% [markdown]
-# ## Exercise: make the insecure job pass the policy
+# ## 7. Sharing GPUs: time-slicing, MPS and MIG
+# A training job wants whole GPUs; a notebook, a smoke run or an inference server wastes most of
+# one. The NVIDIA device plugin can advertise one physical GPU as several schedulable slices, in
+# three ways (`admin/gpu-sharing.yaml` holds the course's configs; a node picks one by label,
+# `nvidia.com/device-plugin.config=time-sliced-4` or `nvidia.com/mig.config=all-1g.10gb`):
+#
+# * **time-slicing**: each GPU is advertised as N `nvidia.com/gpu` replicas that take turns; no
+#   memory or fault isolation (one pod can take all the memory), fine for development;
+# * **MPS** (Multi-Process Service): one server runs the kernels of N clients at the same time, with
+#   a per-client memory limit and share of the SMs; still no fault isolation;
+# * **MIG** (A100, H100): the GPU is cut into hardware partitions with their own memory and SMs,
+#   each advertised as its own resource (`nvidia.com/mig-1g.10gb`): real isolation, fixed sizes.
+#
+# The table says what each isolates; the cell after it counts, from the configs, how many
+# one-slice pods two 8-GPU nodes run under each profile.
+# Twin: `kubectl describe node <node> | grep -A8 Allocatable` shows the advertised slices.
+
+# %%
+from kubecourse.gpushare import ISOLATION, capacity, load_sharing, profiles, slices_per_gpu
+
+sharing = load_sharing()
+print(f"{'mode':13s} {'memory':45s} {'compute':40s} faults")
+for mode, isolates in ISOLATION.items():
+    print(f"{mode:13s} {isolates['memory']:45s} {isolates['compute']:40s} {isolates['faults']}")
+print()
+slices = {}
+for profile, mode in profiles(sharing).items():
+    slices[profile] = capacity(sharing, nodes=2, gpus_per_node=8, profile=profile)
+    print(
+        f"{profile:16s} {mode:13s} per GPU {slices_per_gpu(sharing, profile)} -> {slices[profile]} pods"
+    )
+
+# %% [markdown]
+# A quota counts the *advertised* resource: with `time-sliced-4`, the team quota of 8
+# `requests.nvidia.com/gpu` admits 8 pods that together hold only 2 physical GPUs, so size quotas
+# in slices when a node pool shares its GPUs (and give MIG resources their own quota lines:
+# `requests.nvidia.com/mig-1g.10gb`).
+
+# %% [markdown]
+# ## 8. Assert the outcome
+
+# %%
+assert report.ok, str(report)
+assert course_findings == [], findings_table(course_findings)
+insecure_fields = {f.field for f in insecure_findings}
+for expected in (
+    "spec.template.spec.hostNetwork",
+    "spec.template.spec.containers[0].image",
+    "spec.template.spec.containers[0].securityContext.privileged",
+    "spec.template.spec.containers[0].env[2].value",
+    "spec.template.spec.containers[0].resources.limits.cpu",
+    "roleRef.name",
+):
+    assert expected in insecure_fields, (expected, sorted(insecure_fields))
+assert admits == {"cifar10-queued": 4, "cifar10-ha": 8, "cifar10-gang": 4}, admits
+assert workshop_report.ok, str(workshop_report)
+assert len(workshop_objects) == 2 + 13 * LEARNERS
+assert present_after_up == (0 if dry_run else len(workshop_objects))
+assert role_rights(learner_role) == lesson_rights()
+assert set(board.cells) == set(workshop.namespaces())
+assert dry_run or set(created.values()) == {"created"}, created
+assert slices["time-sliced-4"] == 4 * slices["exclusive"] and slices["all-1g.10gb"] == 7 * 16
+record_outcome(
+    "08_production",
+    backend=BACKEND,
+    objects_validated=len(report.checked),
+    course_policy_findings=len(course_findings),
+    insecure_policy_findings=len(insecure_findings),
+    ha_jobs_the_quota_admits=admits["cifar10-ha"],
+    workshop_objects=len(workshop_objects),
+)
+
+
+# %% [markdown]
+# ## Exercise 1: make the insecure job pass the policy
 # Fix `fixed` (a copy of the insecure job) until `check_policy([fixed])` returns nothing: a pinned
 # image, no host network, a restricted security context for the pod and the container, the secret
 # from a Secret instead of a literal, limits back. (A solution is filled in: break it again and
@@ -235,7 +307,8 @@ board
 # %%
 fixed = copy.deepcopy(insecure)
 pod = fixed["spec"]["template"]["spec"]
-pod.pop("hostNetwork")  # YOUR CODE from here
+# BEGIN SOLUTION
+pod.pop("hostNetwork")
 pod["securityContext"] = {
     "runAsNonRoot": True,
     "runAsUser": 1000,
@@ -249,11 +322,30 @@ trainer["env"][-1] = {
     "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}},
 }
 trainer["resources"]["limits"] = dict(trainer["resources"]["requests"])
+# END SOLUTION
 
 # %%
-remaining = check_policy([fixed])
-assert remaining == [], findings_table(remaining)
-print("check passed: the fixed job complies with the course policy")
+from kubecourse.exercises import require
+
+require("08-policy-fix", fixed)
+
+# %% [markdown]
+# ## Exercise 2: how many pods can share the GPUs?
+# Write `slices(nodes, gpus_per_node, profile)`: how many pods asking for one GPU slice (one
+# `nvidia.com/gpu` replica or one MIG instance) can run at once when every node uses `profile`
+# from the course's `gpu-sharing.yaml`. Read the profiles from `sharing` (the parsed ConfigMaps) or
+# with `slices_per_gpu`; the check tries every mode. (A solution is filled in.)
+
+
+# %%
+def slices(nodes: int, gpus_per_node: int, profile: str) -> int:
+    # BEGIN SOLUTION
+    return nodes * gpus_per_node * sum(slices_per_gpu(sharing, profile).values())
+    # END SOLUTION
+
+
+# %%
+require("08-gpu-slices", slices, sharing=sharing)
 
 # %% [markdown]
 # ## On a real cluster
@@ -283,39 +375,6 @@ present_after_down = len(workshop.present(client))
 print(
     f"removed: {sum(r == 'deleted' for r in removed.values())}, still present: {present_after_down}"
 )
+assert present_after_down == 0, "the workshop left objects behind"
+assert dry_run or set(removed.values()) == {"deleted"}, removed
 client.close()
-
-# %% [markdown]
-# ## Outcome
-
-# %%
-record_outcome(
-    "08_production",
-    backend=BACKEND,
-    objects_validated=len(report.checked),
-    course_policy_findings=len(course_findings),
-    insecure_policy_findings=len(insecure_findings),
-    ha_jobs_the_quota_admits=admits["cifar10-ha"],
-    workshop_objects=len(workshop_objects),
-)
-assert report.ok, str(report)
-assert course_findings == [], findings_table(course_findings)
-insecure_fields = {f.field for f in insecure_findings}
-for expected in (
-    "spec.template.spec.hostNetwork",
-    "spec.template.spec.containers[0].image",
-    "spec.template.spec.containers[0].securityContext.privileged",
-    "spec.template.spec.containers[0].env[2].value",
-    "spec.template.spec.containers[0].resources.limits.cpu",
-    "roleRef.name",
-):
-    assert expected in insecure_fields, (expected, sorted(insecure_fields))
-assert admits == {"cifar10-queued": 4, "cifar10-ha": 8, "cifar10-gang": 4}, admits
-assert workshop_report.ok, str(workshop_report)
-assert len(workshop_objects) == 2 + 13 * LEARNERS
-assert present_after_up == (0 if dry_run else len(workshop_objects))
-assert present_after_down == 0
-assert role_rights(learner_role) == lesson_rights()
-assert set(board.cells) == set(workshop.namespaces())
-if not dry_run:
-    assert set(created.values()) == {"created"} and set(removed.values()) == {"deleted"}

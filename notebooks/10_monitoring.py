@@ -29,10 +29,10 @@
 SMOKE = True  # synthetic data, a short run
 BACKEND = "local"  # "local": processes + a local Prometheus scraping them (on a cluster the
 # Prometheus Operator scrapes the pods: see "On a real cluster")
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 JOB_NAME = "cifar10-monitored-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
-NAN_AT_STEP = 12  # inject a NaN loss at this optimizer step (0 = no fault): fires an alert
+NAN_AT_STEP = 12  # inject a NaN loss at this optimizer step (0: no fault); fires an alert
 TIMEOUT_S = 600
 
 # %%
@@ -122,10 +122,9 @@ def job_finished() -> bool:
 
 
 dashboard = LiveDashboard(prom, window_s=120)
-dashboard.show()
+dashboard.show()  # one picture, replaced by a fresh PNG at every update
 figure = dashboard.run(until=job_finished, every_s=2.0, timeout_s=TIMEOUT_S)
 status = client.wait(job, timeout_s=TIMEOUT_S, progress=False)
-figure
 
 # %% [markdown]
 # What Prometheus read from the trainer: one scrape of `/metrics` taken during the run (on a pod:
@@ -198,19 +197,30 @@ record_outcome(
 )
 
 # %% [markdown]
-# ## Exercise: count the steps from the histogram
-# A Prometheus histogram is three series: `_bucket{le=...}`, `_sum` and `_count`. Write a PromQL
-# query that returns how many optimizer steps the trainer timed, using only the step-time histogram
-# (and looking back over the run, as above). (A solution is filled in: change it and re-run the check.)
+# ## Exercise: how many steps were slow?
+# A Prometheus histogram is three series: `_bucket{le="..."}` (how many observations were **at
+# most** `le` seconds: the buckets are cumulative), `_sum` and `_count`. Write a PromQL query for
+# the **fraction** of optimizer steps that took longer than `THRESHOLD` seconds (one of the
+# exporter's bucket bounds, written in the `le` label as `repr(float(THRESHOLD))`), looking back
+# over the run as above. The check evaluates it on this Prometheus.
+# (A solution is filled in: change it and re-run the check.)
 
 # %%
-my_query = "max_over_time(kubecourse_train_step_seconds_count[5m])"  # YOUR CODE
+STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)  # labs/common/metrics.py
+THRESHOLD = max([b for b in STEP_BUCKETS if b <= answers["median step time (s)"]] or [0.01])
+# BEGIN SOLUTION
+# sum(): the bucket series have an `le` label the count has not; `/` matches equal label sets
+my_query = (
+    f'1 - sum(max_over_time(kubecourse_train_step_seconds_bucket{{le="{float(THRESHOLD)!r}"}}[5m]))'
+    " / sum(max_over_time(kubecourse_train_step_seconds_count[5m]))"
+)
+# END SOLUTION
 
 # %%
-mine = prom.value(my_query)
-assert "kubecourse_train_step_seconds" in my_query, "use the step-time histogram"
-assert mine == answers["last step seen"], f"{mine} != {answers['last step seen']} steps"
-print(f"check passed: the histogram counted {mine:.0f} steps")
+from kubecourse.exercises import require
+
+require("10-slow-steps", my_query, evaluate=prom.value, threshold=THRESHOLD)
+print(f"{prom.value(my_query):.0%} of the steps took longer than {THRESHOLD} s")
 
 # %% [markdown]
 # ## On a real cluster

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.guards import HANG_GUARD_S
+
 REPO = Path(__file__).resolve().parents[1]
 PATHS = ["helpers", "labs", "tests", "benchmarks", "notebooks"]
 
@@ -30,6 +32,6 @@ def test_ruff(args):
         + [str(p.relative_to(REPO)) for p in (REPO / "notebooks").glob("*.py")]
     )
     result = subprocess.run(
-        [_ruff(), *args, *targets], cwd=REPO, capture_output=True, text=True, timeout=120
+        [_ruff(), *args, *targets], cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD_S
     )
     assert result.returncode == 0, result.stdout + result.stderr

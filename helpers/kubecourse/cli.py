@@ -2,9 +2,9 @@
 
 kubecourse env                                   # what notebook 00 checks
 kubecourse doctor --namespace learner-01 --lesson 02   # preflight on the cluster, exit 1 on a failure
-kubecourse render 01 --set name=my-run --set gpus=0
+kubecourse render 01 --set name=my-run --set gpus=0   # manifest set 01: lesson 02's Job
 kubecourse validate 01                           # or a YAML file
-kubecourse submit 01 --set extra_args='["--smoke"]' --set env='{"DATASET":"synthetic"}' --follow
+kubecourse submit 01 --set smoke=true --set env='{"DATASET":"synthetic"}' --follow
 kubecourse workshop up --learners 3              # table of what would be created (dry run)
 kubecourse workshop up --learners 3 --apply --backend kubernetes   # create; `down` removes
 kubecourse workshop creds --learners 3 --out kubeconfigs/          # one kubeconfig per learner
@@ -126,13 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("env", help="check Python, torch, GPU, disk and cluster")
     for name, text in (
-        ("render", "print a lesson's manifests with options applied"),
+        ("render", "print a manifest set with options applied"),
         ("validate", "schema + CRD + policy checks"),
         ("submit", "validate and run on a backend"),
     ):
         command = sub.add_parser(name, help=text)
         command.add_argument(
-            "target", help="lesson number/folder (01, 01-cifar10-job) or a YAML file"
+            "target",
+            help="manifest set number or folder (01 = manifests/01-cifar10-job/, used by lessons "
+            "02 and 11; see `python -m kubecourse.coursemap`) or a YAML file",
         )
         command.add_argument(
             "--set",

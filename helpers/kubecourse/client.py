@@ -13,18 +13,21 @@ and answers in the shared types of kubecourse.types. The facade never branches o
 from __future__ import annotations
 
 import copy
+import os
 import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import constants as C
 from . import display
 from .backends.base import Backend
 from .backends.config import CONFIGS, BackendConfig
 from .context import resolve_namespace
-from .errors import JobFailed, ManifestError, OptionError
+from .errors import Finding, JobFailed, ManifestError, OptionError
 from .manifests import Manifest, object_id, repo_root, workload
+from .progress import JobBar
 from .types import Event, JobRef, JobStatus, LogLine
 from .validation import Report, validate
 
@@ -67,19 +70,34 @@ class TrainingClient:
         # "": $KUBECOURSE_NAMESPACE, else the kubeconfig context, else the course namespace
         self.namespace = namespace or resolve_namespace()
         self.show_kubectl = show_kubectl
+        self._twins_shown: tuple[object, set[str]] = (None, set())
         self.policy = policy
-        self.rendered_dir = (
-            Path(rendered_dir) if rendered_dir else repo_root() / ".course" / "rendered"
-        )
+        state = os.environ.get(C.LOCAL_STATE_DIR_ENV) or repo_root() / C.LOCAL_STATE_DIR
+        self.rendered_dir = Path(rendered_dir) if rendered_dir else Path(state) / "rendered"
         # The refs this client submitted, so a job named by a plain string keeps its kind.
         self._submitted: dict[tuple[str, str], JobRef] = {}
 
     # ---------------------------------------------------------------------------------------------
 
     def _twin(self, verb: str, ref: JobRef | None = None, **kwargs) -> None:
-        if self.show_kubectl:
-            name, ns = (ref.name, ref.namespace) if ref else ("", self.namespace)
-            print("$", display.kubectl(verb, name, ns, **kwargs))
+        """Print the kubectl command of a call, once per notebook cell (a polling loop calls
+        status() many times; its twin is one command to type)."""
+        if not self.show_kubectl:
+            return
+        name, ns = (ref.name, ref.namespace) if ref else ("", self.namespace)
+        command = display.kubectl(verb, name, ns, **kwargs)
+        cell = display.current_cell()
+        seen_in, seen = self._twins_shown
+        if cell is None:  # outside a notebook: leave out only an immediate repeat
+            if seen_in is None and seen == {command}:
+                return
+            self._twins_shown = (None, {command})
+        else:
+            seen = seen if seen_in == cell else set()
+            if command in seen:
+                return
+            self._twins_shown = (cell, seen | {command})
+        print("$", command)
 
     def _ref(self, job: JobRef | str) -> JobRef:
         """A JobRef as given; a name is the job of that name this client submitted (its kind
@@ -100,8 +118,10 @@ class TrainingClient:
         """Validate, then create the objects on the backend. Raises ManifestError naming each bad field."""
         if not isinstance(objects, list) or not objects:
             raise ManifestError(
-                [], summary="submit() needs a non-empty list of manifests (see render())"
-            )
+                Finding("submit", "objects", "submit() needs a non-empty list of manifests "
+                        "(see render())", "option"),
+                summary="nothing to submit",
+            )  # fmt: skip
         objects = copy.deepcopy(objects)  # the caller's dicts stay as they were
         for obj in objects:
             if isinstance(obj, dict):
@@ -166,29 +186,18 @@ class TrainingClient:
         """Block until the job ends (progress bar in notebooks); JobTimeout after timeout_s."""
         ref = self._ref(job)
         self._twin("wait", ref, timeout_s=timeout_s)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=None, desc=ref.name, unit="step")
+        bar = JobBar(ref.name) if progress else None
+        final = None
 
         def on_update(status: JobStatus) -> None:
-            if bar is None:
-                return
-            steps = self.backend.progress(ref)
-            if steps is not None:
-                bar.total = steps[1]
-                bar.n = steps[0]
-            bar.set_postfix_str(
-                status.phase + (f" ({status.reason})" if status.reason else ""), refresh=False
-            )
-            bar.refresh()
+            if bar is not None:
+                bar.update(status, self.backend.progress(ref))
 
         try:
             final = self.backend.wait(ref, timeout_s=timeout_s, on_update=on_update)
         finally:
             if bar is not None:
-                bar.close()
+                bar.finish(final)
         print(display.status_view(final))
         if raise_on_failure and final.phase != "Succeeded":
             raise JobFailed(

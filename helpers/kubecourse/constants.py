@@ -133,3 +133,5 @@ WORKLOAD_KINDS = ("Job", "JobSet", "PyTorchJob", "TrainJob")
 # --- Local backend --------------------------------------------------------------------------------
 # Where the local backend keeps run folders and "PVC" folders (relative to the repository root).
 LOCAL_STATE_DIR = ".course"
+# An absolute folder that replaces it (tests give each pytest-xdist worker its own).
+LOCAL_STATE_DIR_ENV = "KUBECOURSE_STATE_DIR"

@@ -18,14 +18,21 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from .manifests import repo_root
+from .nbcheck import check_executed
 
 OUTCOME_DIR_ENV = "KUBECOURSE_OUTCOME_DIR"
+# The kernelspec every notebook names: exactly what ipykernel installs, so JupyterLab finds nothing to
+# rewrite when a notebook opens (a different display name marks it unsaved at once).
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+LEGACY_KERNEL = "kubecourse"  # a second kernelspec older versions installed for the same venv
 
 
 def notebook_dir() -> Path:
@@ -68,6 +75,15 @@ def _code_cells(notebook) -> list[tuple[str, str]]:
     return [(c.cell_type, c.source.strip()) for c in notebook.cells]
 
 
+def language_info() -> dict[str, Any]:
+    """What the kernel reports about its language when JupyterLab connects (ipykernel's own
+    dict: the Python version is the course environment's). A notebook that already holds it is
+    not marked unsaved on open; one without it is, as JupyterLab writes it in."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    return json.loads(json.dumps(IPythonKernel.language_info))
+
+
 def sync(paths: list[Path] | None = None) -> list[Path]:
     """Write NN_topic.ipynb (no outputs) from each NN_topic.py source."""
     import jupytext
@@ -76,11 +92,8 @@ def sync(paths: list[Path] | None = None) -> list[Path]:
     written = []
     for source in paths or sorted(notebook_dir().glob("[0-9][0-9]_*.py")):
         notebook = jupytext.read(source)
-        notebook.metadata["kernelspec"] = {
-            "name": "python3",
-            "display_name": "Python 3",
-            "language": "python",
-        }
+        notebook.metadata["kernelspec"] = dict(KERNELSPEC)
+        notebook.metadata["language_info"] = language_info()
         notebook.metadata.pop("jupytext", None)
         for position, cell in enumerate(notebook.cells):
             if cell.cell_type == "code":
@@ -133,6 +146,9 @@ def execute(
     """Execute one notebook with papermill (kernel: this interpreter) into out_dir; returns the copy."""
     import papermill
 
+    from .provenance import provenance
+
+    socket_dir = tempfile.mkdtemp(prefix="kubecourse-kernel-")  # short: socket paths are limited
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / notebook_path.name
     previous = os.environ.get(OUTCOME_DIR_ENV)
@@ -143,12 +159,16 @@ def execute(
             str(notebook_path),
             str(target),
             parameters=parameters or {},
-            kernel_name=_kernel_name(),
+            kernel_name=kernel_name(),
             cwd=str(notebook_path.parent),
             execution_timeout=cell_timeout_s,
             progress_bar=False,
+            kernel_manager_class=_ipc_kernel_manager(socket_dir),
         )
     finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        if target.exists():  # a failed run is stamped too: it is the one somebody will debug
+            _stamp(target, provenance(kubernetes_server=_cluster_version()))
         if previous is None:
             os.environ.pop(OUTCOME_DIR_ENV, None)
         else:
@@ -156,22 +176,68 @@ def execute(
     return target
 
 
-def _kernel_name() -> str:
-    """A kernelspec that runs *this* interpreter (the course venv), installed on first use."""
-    from jupyter_client.kernelspec import KernelSpecManager
+def _stamp(notebook_path: Path, record: dict[str, Any]) -> None:
+    """Write the provenance record into an executed notebook's metadata.kubecourse.provenance."""
+    import nbformat
 
-    name = "kubecourse"
+    notebook = nbformat.read(notebook_path, as_version=4)
+    notebook.metadata.setdefault("kubecourse", {})["provenance"] = record
+    nbformat.write(notebook, notebook_path)
+
+
+_CLUSTER_VERSION: list[str | None] = []
+
+
+def _cluster_version() -> str | None:
+    """The Kubernetes server version when a cluster answers (asked once per process)."""
+    if not _CLUSTER_VERSION:
+        from .env import cluster_info
+
+        _CLUSTER_VERSION.append(cluster_info(timeout_s=3.0).get("server"))
+    return _CLUSTER_VERSION[0]
+
+
+def _ipc_kernel_manager(socket_dir: str):
+    """A kernel manager on IPC sockets in `socket_dir`: no unencrypted TCP ports (and no
+    "Kernel is running over TCP" warning for every notebook)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", str(Path(socket_dir) / "k"))
+            super().__init__(**kwargs)
+
+    return IPCKernelManager
+
+
+def kernel_name() -> str:
+    """The kernel papermill starts: ipykernel's own `python3`, which jupyter_client runs with
+    *this* interpreter (its argv is `python`, replaced by sys.executable), so JupyterLab offers one
+    kernel for the course's environment. Removes the duplicate spec older versions installed."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
     manager = KernelSpecManager()
     try:
-        spec = manager.get_kernel_spec(name)
-        if spec.argv and spec.argv[0] == sys.executable:
-            return name
-    except Exception:  # noqa: BLE001 - NoSuchKernel: install it below
-        pass
-    from ipykernel.kernelspec import install
+        legacy = manager.get_kernel_spec(LEGACY_KERNEL)
+    except NoSuchKernel:
+        legacy = None
+    if legacy is not None and Path(legacy.resource_dir).is_relative_to(sys.prefix):
+        manager.remove_kernel_spec(LEGACY_KERNEL)
+    return KERNELSPEC["name"]
 
-    install(user=False, kernel_name=name, display_name="Python (kubecourse)", prefix=sys.prefix)
-    return name
+
+def screenshot_lines(out_dir: Path, ui_dir: Path | None = None) -> list[str]:
+    """Markdown for the browser test's screenshots (build/ui/, tests/ui), linked from out_dir."""
+    shots = sorted((ui_dir or repo_root() / "build" / "ui").glob("*.png"))
+    if not shots:
+        return []
+    return [
+        "",
+        "## In JupyterLab (the browser test's screenshots, Chromium)",
+        "",
+        *(f"![{p.stem}]({os.path.relpath(p, out_dir)})" for p in shots),
+    ]
 
 
 def run_course(out_dir: Path, only: str | None = None, lang: str | None = None) -> Path:
@@ -193,7 +259,10 @@ def run_course(out_dir: Path, only: str | None = None, lang: str | None = None) 
         start = time.monotonic()
         error = ""
         try:
-            execute(notebook, out_dir, outcome_dir=outcomes_dir)
+            executed = execute(notebook, out_dir, outcome_dir=outcomes_dir)
+            problems = check_executed(executed, outcomes_dir)  # pictures saved as pictures
+            if problems:
+                raise AssertionError("; ".join(problems))
         except Exception as exc:  # noqa: BLE001 - report every notebook, then fail at the end
             error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
             failures += 1
@@ -221,9 +290,16 @@ def run_course(out_dir: Path, only: str | None = None, lang: str | None = None) 
     figures = [f for o in outcomes.values() for f in o.get("figures", [])]
     if figures:
         lines += ["", _("## Plots"), ""] + [f"![{f}](outcomes/{f})" for f in figures]
+    lines += screenshot_lines(out_dir)
+    from .provenance import provenance
+
+    record = provenance(kubernetes_server=_cluster_version())
+    lines += ["", "## Provenance", "", "```json", json.dumps(record, indent=1), "```"]
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out_dir / "summary.json").write_text(
-        json.dumps({"notebooks": rows, "outcomes": outcomes}, indent=2, default=str)
+        json.dumps(
+            {"notebooks": rows, "outcomes": outcomes, "provenance": record}, indent=2, default=str
+        )
     )
     print(f"summary: {out_dir / 'summary.md'}")
     if failures:

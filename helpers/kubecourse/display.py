@@ -45,6 +45,30 @@ def yaml_view(objects: Manifest | Iterable[Manifest]) -> _View:
     return _View(text, f"<pre style='font-size:12px;line-height:1.25'>{html.escape(text)}</pre>")
 
 
+# JupyterLab right-aligns table cells and wraps <pre> text: YAML in columns needs its own layout.
+# Flex columns, each a left-aligned <pre> that keeps every space and scrolls instead of wrapping.
+_COLUMN_PRE = (
+    "text-align:left;white-space:pre;overflow-x:auto;margin:0;"
+    "font-size:10px;line-height:1.2;padding:4px;background:var(--jp-layout-color1, transparent)"
+)
+
+
+def columns_view(columns: dict[str, str]) -> _View:
+    """Texts side by side (HTML: one column each, left-aligned, indentation kept, no wrapping;
+    text: one after another under `# ===== title =====`)."""
+    text = "\n".join(f"# ===== {title} =====\n{body}" for title, body in columns.items())
+    cells = "".join(
+        f"<div class='kc-column' style='flex:1 1 0;min-width:220px;text-align:left'>"
+        f"<b>{html.escape(title)}</b><pre style='{_COLUMN_PRE}'>{html.escape(body)}</pre></div>"
+        for title, body in columns.items()
+    )
+    return _View(
+        text,
+        f"<div class='kc-columns' style='display:flex;gap:8px;align-items:flex-start;"
+        f"overflow-x:auto;text-align:left'>{cells}</div>",
+    )
+
+
 def diff_view(
     before: Manifest | Iterable[Manifest],
     after: Manifest | Iterable[Manifest],
@@ -153,3 +177,13 @@ def kubectl(
         " -- pkill -KILL -f labs.lm_pretrain  # one worker process, not the pod",
     }
     return commands[verb]
+
+
+def current_cell() -> int | None:
+    """The execution count of the notebook cell running now (None outside IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return None if shell is None else shell.execution_count

@@ -16,7 +16,7 @@ class Finding:
     obj: str  # "Job/cifar10-train"
     field: str  # "spec.template.spec.containers[0].image"
     message: str
-    rule: str = "schema"  # schema | crd | policy | option | yaml
+    rule: str = "schema"  # schema | crd | semantic/<id> | policy | option | yaml
 
     def __str__(self) -> str:
         return f"{self.obj}: {self.field}: {self.message} [{self.rule}]"

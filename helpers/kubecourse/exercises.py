@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import copy
 import html
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import constants as C
 from .manifests import Manifest, parse_yaml, pod_spec, repo_root, trainer_container
@@ -240,3 +242,306 @@ def grade(name: str, objects: list[Manifest]) -> Grade:
     problems = [str(f) for f in validate(objects).findings]
     problems += exercise.check(objects)
     return Grade(name, problems)
+
+
+# --------------------------------------------------------------------------------------------------
+# Lesson exercises: one check per exercise, taking the learner's answer and what the lesson observed
+# --------------------------------------------------------------------------------------------------
+# Each notebook's exercise cell holds the solution between `# BEGIN SOLUTION` / `# END SOLUTION`
+# (kubecourse.student stubs it out for learners); its check cell calls
+#
+#     require("00-threads", threads_per_process, cores=report["cpus"])
+#
+# A check returns the problems left (empty: passed). It tests the idea, not one spelling: functions
+# are called on cases the lesson did not show, values are compared with what the run measured.
+
+
+@dataclass(frozen=True)
+class LessonExercise:
+    lesson: str  # the notebook number
+    idea: str  # the one idea the exercise tests (printed when it passes)
+    check: Callable[..., list[str]]  # (answer, **observed) -> problems
+
+
+def _call(function: Any, *args: Any) -> tuple[Any, str | None]:
+    """Call the learner's function; an exception (a stub, a bug) becomes a problem, not a crash."""
+    if not callable(function):
+        return None, f"expected a function, got {function!r}"
+    try:
+        return function(*args), None
+    except Exception as error:  # noqa: BLE001 - any error of the learner's code is a problem to show
+        return None, f"{getattr(function, '__name__', 'the function')}{args} raised {error!r}"
+
+
+def _check_threads(answer: Any, *, cores: int) -> list[str]:
+    cases = [(8, 1, 8), (8, 2, 4), (8, 3, 2), (2, 4, 1), (cores, 2, max(1, cores // 2))]
+    for total, processes, expected in cases:
+        got, problem = _call(answer, total, processes)
+        if problem:
+            return [problem]
+        if got != expected:
+            return [
+                f"threads_per_process({total}, {processes}) = {got!r}: {processes} processes x "
+                f"{got!r} threads on {total} cores; want each core used once, at least 1 thread"
+            ]
+    return []
+
+
+def _check_best_epoch(answer: Any, *, evals: list[dict]) -> list[str]:
+    best = max(r["test_acc"] for r in evals)
+    if not any(r["epoch"] == answer and r["test_acc"] == best for r in evals):
+        return [f"epoch {answer!r} is not an epoch with the best test accuracy ({best:.3f})"]
+    return []
+
+
+def _check_fail_fast(answer: Any) -> list[str]:
+    """answer: the JobStatus of the bad-configuration job."""
+    problems = []
+    if getattr(answer, "phase", None) != "Failed":
+        problems.append(f"the job ended {getattr(answer, 'phase', answer)!r}, not Failed")
+    elif answer.reason != "PodFailurePolicy":
+        problems.append(
+            f"it failed by {answer.reason!r}: the podFailurePolicy rule (exit code 2) did not "
+            "decide it, the job was retried instead"
+        )
+    pods = getattr(answer, "pods", [])
+    if len(pods) != 1 or pods[0].exit_code != 2:
+        problems.append(
+            f"want one pod that exited 2 (bad configuration), got {[p.exit_code for p in pods]}"
+        )
+    return problems
+
+
+def _tokens_per_step(log: list[str]) -> int | None:
+    import re
+
+    found = re.search(r"tokens_per_step=(\d+)", "\n".join(log))
+    return int(found.group(1)) if found else None
+
+
+def _check_accumulate(
+    answer: Any, *, log: list[str], baseline_log: list[str], world_size: int
+) -> list[str]:
+    """answer: result.json of the exercise run; the logs of it and of the plain DDP run."""
+    if not isinstance(answer, dict):
+        return [f"expected the run's result dict, got {answer!r}"]
+    problems = []
+    digests = answer.get("weights_digests") or []
+    if len(digests) != world_size or len(set(digests)) != 1:
+        problems.append(f"the replicas' weights differ: {digests}")
+    mine, baseline = _tokens_per_step(log), _tokens_per_step(baseline_log)
+    if mine is None or baseline is None or mine != 2 * baseline:
+        problems.append(
+            f"tokens per optimizer step {mine} vs {baseline} without accumulation: want twice as "
+            "many (2 micro-batches per step)"
+        )
+    if answer.get("comm_hook") != "fp16":
+        problems.append(f"the gradients travelled as {answer.get('comm_hook')!r}, not fp16")
+    return problems
+
+
+def _check_global_rank(answer: Any) -> list[str]:
+    for nnodes, nproc in ((2, 2), (3, 8), (4, 1)):
+        ranks = []
+        for node in range(nnodes):
+            for local in range(nproc):
+                got, problem = _call(answer, node, local, nproc)
+                if problem:
+                    return [problem]
+                ranks.append(got)
+        if ranks != list(range(nnodes * nproc)):
+            return [
+                f"{nnodes} nodes x {nproc} processes give ranks {ranks}: torchrun numbers node 0's "
+                f"processes first, each rank once, 0..{nnodes * nproc - 1}"
+            ]
+    return []
+
+
+def _check_pytorchjob_env(answer: Any, *, decide: Callable[[dict], str]) -> list[str]:
+    if not isinstance(answer, dict):
+        return [f"expected the pod's environment as a dict, got {answer!r}"]
+    decision = decide({str(k): str(v) for k, v in answer.items()})
+    wanted = ("source=PyTorchJob", "nnodes=3 node_rank=2", "master=lm-pytorchjob-master-0:23456")
+    missing = [w for w in wanted if w not in decision]
+    return [f"launch.sh decided {decision.strip()!r}; missing {missing}"] if missing else []
+
+
+def _check_fsdp_memory(
+    answer: Any, *, n_params: int, world_size: int, fsdp_measured: int, ddp_measured: int
+) -> list[str]:
+    problems = []
+    for ranks, measured, name in ((world_size, fsdp_measured, "FSDP2"), (1, ddp_measured, "DDP")):
+        got, problem = _call(answer, n_params, ranks)
+        if problem:
+            return [problem]
+        if not isinstance(got, (int, float)) or abs(got - measured) / measured > 0.05:
+            problems.append(
+                f"predicted {got!r} bytes per rank for {ranks} rank(s); {name} measured {measured:,}"
+            )
+    return problems
+
+
+# peft's own count for these public configs (r=8, all seven projections): the published
+# "trainable params" lines of Llama-2-7B (19,988,480) and Qwen2.5-0.5B (4,399,104).
+_LORA_CASES = [
+    (dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+          num_attention_heads=32, num_key_value_heads=32), 8, 19_988_480),
+    (dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+          num_attention_heads=14, num_key_value_heads=2), 8, 4_399_104),
+]  # fmt: skip
+
+
+def _check_lora_params(
+    answer: Any, *, config: dict | None = None, r: int = 8, reported: int | None = None
+) -> list[str]:
+    cases = list(_LORA_CASES)
+    if config is not None and reported is not None:
+        cases.append((config, r, reported))  # the lesson's own run
+    for case_config, rank, expected in cases:
+        got, problem = _call(answer, case_config, rank)
+        if problem:
+            return [problem]
+        if got != expected:
+            return [
+                f"lora_params(hidden {case_config['hidden_size']}, {case_config['num_hidden_layers']} "
+                f"layers, kv heads {case_config['num_key_value_heads']}, r={rank}) = {got!r}; "
+                f"peft counts {expected:,}"
+            ]
+    return []
+
+
+def _check_nf4_bits(answer: Any, *, measured: float) -> list[str]:
+    if not isinstance(answer, (int, float)) or abs(answer - measured) / measured > 0.01:
+        return [f"{answer!r} bits per weight; the nf4 tensors measured {measured:.4f}"]
+    return []
+
+
+def _check_policy_fix(answer: Any) -> list[str]:
+    from .policy import check_policy
+
+    if not isinstance(answer, dict) or answer.get("kind") != "Job":
+        return [f"expected the fixed Job, got {type(answer).__name__}"]
+    if not trainer_container(pod_spec(answer)).get("image"):
+        return ["the Job lost its trainer container"]
+    return [f"{f.field}: {f.message}" for f in check_policy([answer])]
+
+
+def _check_gpu_slices(answer: Any, *, sharing: list[Manifest]) -> list[str]:
+    from .gpushare import capacity
+
+    cases = [
+        (2, 8, "exclusive"),
+        (2, 8, "time-sliced-4"),
+        (1, 8, "all-1g.10gb"),
+        (3, 4, "mixed-train-dev"),
+        (1, 2, "mps-4"),
+    ]
+    for nodes, gpus, profile in cases:
+        expected = capacity(sharing, nodes=nodes, gpus_per_node=gpus, profile=profile)
+        got, problem = _call(answer, nodes, gpus, profile)
+        if problem:
+            return [problem]
+        if got != expected:
+            return [f"slices({nodes}, {gpus}, {profile!r}) = {got!r}; the configs give {expected}"]
+    return []
+
+
+def _check_fastest_in_budget(answer: Any, *, offers: dict, plan: Any, budget: float) -> list[str]:
+    from .cost import estimate
+
+    spot = {name: estimate(plan, offer, spot=True) for name, offer in offers.items()}
+    cheapest = min(e.cost for e in spot.values())
+    for limit in (budget, cheapest * 0.5, max(e.cost for e in spot.values()) * 2):
+        fits = {n: e for n, e in spot.items() if e.cost <= limit}
+        expected = min(fits, key=lambda n: fits[n].wall_h) if fits else None
+        got, problem = _call(answer, offers, plan, limit)
+        if problem:
+            return [problem]
+        if got != expected:
+            return [
+                f"budget {limit:.2f}: you chose {got!r}, the fastest spot offer within it is "
+                f"{expected!r} (None when nothing fits)"
+            ]
+    return []
+
+
+def _check_slow_steps(
+    answer: Any, *, evaluate: Callable[[str], float], threshold: float
+) -> list[str]:
+    """answer: PromQL for the fraction of optimizer steps slower than `threshold` seconds."""
+    if not isinstance(answer, str) or "kubecourse_train_step_seconds" not in answer:
+        return [f"expected a PromQL query over the step-time histogram, got {answer!r}"]
+    h = "kubecourse_train_step_seconds"
+    le = repr(float(threshold))  # how the exporter writes a bucket bound: 0.1, 1.0, 10.0
+    # sum(): the bucket series carry an `le` label the count lacks, so `/` would match nothing
+    reference = evaluate(
+        f'1 - sum(max_over_time({h}_bucket{{le="{le}"}}[5m])) / sum(max_over_time({h}_count[5m]))'
+    )
+    if reference is None:
+        return [f"the step-time histogram has no bucket le={le!r}: pick one of its bounds"]
+    try:
+        got = evaluate(answer)
+    except Exception as error:  # noqa: BLE001 - a bad query is the learner's problem to see
+        return [f"Prometheus refused the query: {error}"]
+    if got is None or not math.isfinite(got) or abs(got - reference) > 1e-9:
+        return [
+            f"your query gives {got!r}; {reference:.3f} of the steps took longer than {threshold} s"
+        ]
+    return []
+
+
+def _check_fixes(answer: Any) -> list[str]:
+    if not isinstance(answer, dict):
+        return [f"expected a dict of fix functions, got {answer!r}"]
+    problems = []
+    for name in EXERCISES:
+        objects = load_broken(name)
+        _, problem = _call(answer.get(name), objects)
+        result = grade(name, objects)
+        problems += [problem] if problem else [str(result)] if not result.passed else []
+    return problems
+
+
+def _check_exit_codes(answer: Any, *, measured: dict[int, int]) -> list[str]:
+    cases = {2: 130, 6: 134, 11: 139, **measured}  # SIGINT, SIGABRT, SIGSEGV + what the run saw
+    for signal_number, expected in cases.items():
+        got, problem = _call(answer, signal_number)
+        if problem:
+            return [problem]
+        if got != expected:
+            return [
+                f"exit_code({signal_number}) = {got!r}; a container killed by it exits {expected}"
+            ]
+    return []
+
+
+LESSON_EXERCISES: dict[str, LessonExercise] = {
+    "00-threads": LessonExercise("00", "N processes share the cores: threads = cores // N", _check_threads),
+    "01-best-epoch": LessonExercise("01", "the eval records name the best epoch", _check_best_epoch),
+    "02-fail-fast": LessonExercise("02", "a podFailurePolicy rule fails a bad configuration at once", _check_fail_fast),
+    "03-accumulate": LessonExercise("03", "accumulation doubles tokens per step; fp16 hook; replicas agree", _check_accumulate),
+    "04-global-rank": LessonExercise("04", "global rank = node_rank x procs_per_node + local_rank", _check_global_rank),
+    "04-pytorchjob-env": LessonExercise("04", "a PyTorchJob's RANK/WORLD_SIZE count pods, not processes", _check_pytorchjob_env),
+    "05-fsdp-memory": LessonExercise("05", "FSDP divides 16 bytes/param (weights, grads, 2 AdamW moments) by the ranks", _check_fsdp_memory),
+    "06-lora-params": LessonExercise("06", "LoRA adds r x (in + out) per adapted linear", _check_lora_params),
+    "07-nf4-bits": LessonExercise("07", "nf4 costs 4 bits plus the block scales", _check_nf4_bits),
+    "08-policy-fix": LessonExercise("08", "a restricted, pinned, limited pod with secrets by reference", _check_policy_fix),
+    "08-gpu-slices": LessonExercise("08", "time-slicing replicas and MIG instances multiply schedulable GPUs", _check_gpu_slices),
+    "09-fastest-in-budget": LessonExercise("09", "filter by budget first, then pick the fastest", _check_fastest_in_budget),
+    "10-slow-steps": LessonExercise("10", "a bucket counts observations <= le: 1 - bucket / count are slower", _check_slow_steps),
+    "11-fix-manifests": LessonExercise("11", "six broken manifests fixed", _check_fixes),
+    "11-exit-codes": LessonExercise("11", "a signal N shows as exit code 128 + N", _check_exit_codes),
+}  # fmt: skip
+
+
+def check_exercise(exercise_id: str, answer: Any, **observed: Any) -> list[str]:
+    """The problems left in `answer` for exercise `exercise_id` (empty: solved)."""
+    return LESSON_EXERCISES[exercise_id].check(answer, **observed)
+
+
+def require(exercise_id: str, answer: Any, **observed: Any) -> None:
+    """The exercise check of a notebook: raise AssertionError naming what is left to fix."""
+    problems = check_exercise(exercise_id, answer, **observed)
+    if problems:
+        raise AssertionError(f"{exercise_id}: not yet\n" + "\n".join(f"  - {p}" for p in problems))
+    print(f"check passed ({exercise_id}): {LESSON_EXERCISES[exercise_id].idea}")

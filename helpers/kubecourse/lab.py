@@ -52,7 +52,7 @@ def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
 def plot_metrics(records: list[dict[str, Any]], title: str = "training", ax=None):
     """Loss per step, plus test accuracy (twin axis) or eval loss per evaluation. Returns the figure."""
     if ax is None:
-        from matplotlib.figure import Figure  # not pyplot: the caller decides when it is shown
+        from .figures import Figure  # not pyplot: shown only where it is displayed, as a PNG
 
         fig = Figure(figsize=(7, 3.2))
         ax = fig.add_subplot()
@@ -117,12 +117,13 @@ def run_lab(
     handle = figure = None
     if live_plot:
         try:
-            import matplotlib.pyplot as plt
             from IPython.display import display
 
-            figure, axis = plt.subplots(figsize=(7, 3.2))
-            plt.close(figure)  # shown through the display handle only
-            handle = display(figure, display_id=True)
+            from .figures import Figure, FigureImage
+
+            figure = Figure(figsize=(7, 3.2))
+            plot_metrics([], title=f"{module} (starting)", ax=figure.add_subplot())
+            handle = display(FigureImage(figure), display_id=True)  # a PNG whatever the backend
         except ImportError:
             handle = None
     start = time.monotonic()
@@ -148,7 +149,7 @@ def run_lab(
                 raise subprocess.TimeoutExpired(argv, timeout_s)
             if handle is not None and time.monotonic() - last_plot > plot_every_s:
                 plot_metrics(read_metrics(out_dir), title=f"{module} (live)", ax=figure.axes[0])
-                handle.update(figure)
+                handle.update(FigureImage(figure))
                 last_plot = time.monotonic()
         returncode = process.wait(timeout=max(1.0, timeout_s - (time.monotonic() - start)))
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
@@ -157,5 +158,5 @@ def run_lab(
         raise
     if handle is not None:
         plot_metrics(read_metrics(out_dir), title=module, ax=figure.axes[0])
-        handle.update(figure)
+        handle.update(FigureImage(figure))
     return LabRun(returncode, out_dir, log, time.monotonic() - start)

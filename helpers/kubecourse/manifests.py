@@ -1,4 +1,8 @@
-"""Load a lesson's plain YAML manifests and apply typed options to them.
+"""Load a manifest set's plain YAML and apply typed options to it.
+
+Manifest sets are the folders manifests/NN-topic/, numbered on their own (01-05); the lessons are
+the notebooks (00-11). `kubecourse.coursemap.MANIFEST_SETS` maps one to the other; the functions
+below keep their historical names (`load_lesson("01")` loads manifest set 01, used by lesson 02).
 
 The YAML files under manifests/NN-topic/ are complete, valid objects a learner can `kubectl apply`
 as they are. Python never templates them: it loads them into dicts and applies small typed options,
@@ -48,7 +52,7 @@ def repo_root() -> Path:
 
 
 def lesson_dir(lesson: str | int) -> Path:
-    """manifests/NN-topic for a lesson given as 1, "01", or "01-cifar10-job"."""
+    """manifests/NN-topic for a manifest set given as 1, "01", or "01-cifar10-job"."""
     root = repo_root() / "manifests"
     key = f"{int(lesson):02d}" if isinstance(lesson, int) or str(lesson).isdigit() else str(lesson)
     matches = sorted(
@@ -118,7 +122,7 @@ def is_local_config(obj: Manifest) -> bool:
 
 
 def load_lesson(lesson: str | int, part: str | None = None) -> list[Manifest]:
-    """Every object in a lesson's manifests folder (kustomization.yaml excluded), creation-ordered.
+    """Every object of a manifest set (kustomization.yaml excluded), creation-ordered.
 
     A lesson split into subfolders (04-production/admin, 04-production/jobs) loads all of them, or
     only one with `part="admin"`. Like `kubectl apply -k`, objects marked local-config are left out."""
@@ -418,6 +422,36 @@ class ExtraArgs(Option):
     def apply(self, objects: list[Manifest]) -> None:
         for container in trainers(objects):
             container["args"] = list(container.get("args") or []) + list(self.value)
+
+
+# Flags that fix how long a lab trains; the labs' --smoke preset sets them, but an explicit flag in
+# a manifest wins over a preset, so `smoke=True` removes them.
+SMOKE_OVERRIDDEN_FLAGS = ("--epochs", "--steps", "--checkpoint-every", "--lr")
+
+
+@dataclass(frozen=True)
+class Smoke(Option):
+    """smoke=True: the lab's --smoke preset really applies (the manifest's run-length flags go)."""
+
+    value: bool
+    field = "smoke"
+
+    def check(self) -> None:
+        _require(isinstance(self.value, bool), "smoke", "smoke must be true or false")
+
+    def apply(self, objects: list[Manifest]) -> None:
+        if not self.value:
+            return
+        for container in trainers(objects):
+            args, kept, skip = list(container.get("args") or []), [], False
+            for arg in args:
+                if skip:
+                    skip = False
+                elif arg.split("=")[0] in SMOKE_OVERRIDDEN_FLAGS:
+                    skip = "=" not in arg  # `--epochs 30`: drop the value too
+                else:
+                    kept.append(arg)
+            container["args"] = kept + ([] if "--smoke" in kept else ["--smoke"])
 
 
 @dataclass(frozen=True)
@@ -780,6 +814,7 @@ _SCALAR_OPTIONS = {
     "priority": Priority,
     "deadline_s": Deadline,
     "backoff_limit": BackoffLimit,
+    "smoke": Smoke,
 }
 OPTION_NAMES = sorted([*_LIST_OPTIONS, *_MAP_OPTIONS, *_SCALAR_OPTIONS])
 
@@ -838,7 +873,7 @@ def apply_options(
 
 
 def render(lesson: str | int, options: Iterable[Option] = (), **values: Any) -> list[Manifest]:
-    """Load a lesson's manifests and apply options: `render("01", name="my-run", gpus=0)`.
+    """Load a manifest set and apply options: `render("01", name="my-run", gpus=0)`.
     Without a queue option the job goes to the configured LocalQueue, if any
     ($KUBECOURSE_QUEUE or the workshop kubeconfig's; see kubecourse.context)."""
     from .context import resolve_queue

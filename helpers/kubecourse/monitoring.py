@@ -38,14 +38,23 @@ PROMETHEUS_ENV = "KUBECOURSE_PROMETHEUS"  # path of the prometheus binary, if no
 RULES_FILE = "monitoring/training-alerts.rules.yml"
 SCRAPE_JOB = "training"  # Prometheus's own `job` label of the scraped ranks
 # The live dashboard's panels: title -> PromQL (the Grafana dashboard in manifests/05-monitoring
-# asks the same questions over longer windows).
+# asks the same questions over longer windows). The trainer registers its gauges at 0 when it starts;
+# loss and samples/s are gated on the first log interval (samples/s > 0) so that the panels do not
+# start with zeros the trainer never measured. Progress at 0 before the first step is a real reading.
 DASHBOARD_PANELS = {
-    "loss": "kubecourse_train_loss",
-    "samples/s": "kubecourse_train_samples_per_second",
+    "loss": "kubecourse_train_loss and kubecourse_train_samples_per_second > 0",
+    "samples/s": "kubecourse_train_samples_per_second > 0",
     "step time p90 (s)": (
         "histogram_quantile(0.9, sum by (le, rank) (rate(kubecourse_train_step_seconds_bucket[10s])))"
     ),
     "progress (steps)": "kubecourse_train_last_step",
+}
+# The y-axis label of each panel (a panel not listed here is labelled with its title).
+DASHBOARD_UNITS = {
+    "loss": "cross-entropy",
+    "samples/s": "samples / s",
+    "step time p90 (s)": "seconds",
+    "progress (steps)": "optimizer steps",
 }
 
 
@@ -309,14 +318,16 @@ class PrometheusServer:
 
 
 # ------------------------------------------------------------------------------------------------
-# The live dashboard: a notebook widget that redraws while a job runs.
+# The live dashboard: a notebook image that is redrawn while a job runs.
 
 
 class LiveDashboard:
-    """Panels of PromQL range queries, redrawn in an ipywidgets Output while a job runs.
+    """Panels of PromQL range queries, redrawn in one notebook output while a job runs.
 
-    `run(until=...)` updates every `every_s` seconds until `until()` is true (the job ended) and
-    leaves the final figure displayed: under papermill (no browser) that figure is the output.
+    `show()` displays a picture with a display id; every `update()` replaces it with a freshly
+    rendered PNG (kubecourse.figures), so the output is an image in JupyterLab whatever
+    matplotlib's backend, and the executed notebook keeps the final picture. `run(until=...)`
+    updates every `every_s` seconds until `until()` is true (the job ended).
     """
 
     def __init__(
@@ -325,34 +336,67 @@ class LiveDashboard:
         panels: dict[str, str] | None = None,
         window_s: float = 120.0,
         step_s: float = 1.0,
+        title: str | None = None,
     ):
         self.prom = prom
         self.panels = dict(panels or DASHBOARD_PANELS)
         self.window_s = window_s
         self.step_s = step_s
+        self.title = title
         self.updates = 0
         self.figure = None
         self.data: dict[str, list] = {}
-        self._output = None
+        self._handle = None
         self._start = time.time()
 
+    def _suptitle(self) -> str:
+        """The run's own name, from the scraped series' `training_job` label."""
+        jobs = sorted(
+            {
+                labels.get("training_job", "")
+                for series in self.data.values()
+                for labels, _ in series
+            }
+            - {""}
+        )
+        return self.title or (f"training job {', '.join(jobs)}" if jobs else "waiting for data")
+
     def _draw(self):
-        from matplotlib.figure import Figure  # not pyplot: nothing is shown behind our back
+        from .figures import Figure
 
         n = len(self.panels)
         cols = 2 if n > 1 else 1
         rows = (n + cols - 1) // cols
         figure = Figure(figsize=(5.5 * cols, 2.6 * rows), layout="constrained")
-        for i, (title, series) in enumerate(self.data.items()):
-            ax = figure.add_subplot(rows, cols, i + 1)
+        axes = figure.subplots(rows, cols, sharex=True, squeeze=False).ravel()
+        now = time.time() - self._start
+        left = max(0.0, now - self.window_s)  # the window every panel shows (seconds)
+        right = max(now, left + 10.0)
+        for ax in axes[n:]:
+            ax.set_visible(False)
+        for ax, title in zip(axes, self.panels, strict=False):
+            series = self.data.get(title, [])
             for labels, points in series:
-                if points:
-                    t = [p[0] - self._start for p in points]
-                    ax.plot(t, [p[1] for p in points], label=f"rank {labels.get('rank', '?')}")
+                t = [p[0] - self._start for p in points]
+                ax.plot(t, [p[1] for p in points], label=f"rank {labels.get('rank', '?')}")
+            if not any(points for _, points in series):
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no samples yet",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    color="grey",
+                )
             ax.set_title(title, fontsize=10)
-            ax.set_xlabel("seconds", fontsize=8)
-            if series:
-                ax.legend(fontsize=7)
+            ax.set_ylabel(DASHBOARD_UNITS.get(title, title), fontsize=8)
+            ax.set_xlim(left, right)  # one time range for every panel
+            if any(points for _, points in series):
+                ax.legend(fontsize=7, loc="upper left")
+        for ax in axes[max(0, n - cols) : n]:
+            ax.set_xlabel("seconds since the dashboard started", fontsize=8)
+        figure.suptitle(self._suptitle(), fontsize=11)
         return figure
 
     def update(self) -> None:
@@ -363,22 +407,20 @@ class LiveDashboard:
             title: self.prom.query_range(q, start, end, self.step_s)
             for title, q in self.panels.items()
         }
-        self.figure = self._draw()
         self.updates += 1
-        if self._output is not None:
-            from IPython.display import display
+        self.figure = self._draw()
+        if self._handle is not None:
+            from .figures import FigureImage
 
-            with self._output:
-                self._output.clear_output(wait=True)
-                display(self.figure)
+            self._handle.update(FigureImage(self.figure))
 
     def show(self) -> None:
-        """Display the widget (in a notebook); updates land in it."""
-        import ipywidgets
+        """Display the dashboard (in a notebook); every update replaces the picture."""
         from IPython.display import display
 
-        self._output = ipywidgets.Output()
-        display(self._output)
+        from .figures import FigureImage
+
+        self._handle = display(FigureImage(self._draw()), display_id=True)
 
     def run(self, until: Callable[[], bool], every_s: float = 2.0, timeout_s: float = 600.0):
         """Update until `until()` is true (checked between updates), then once more; returns the

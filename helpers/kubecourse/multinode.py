@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import manifests as M
-from .display import _View, to_yaml
+from .display import _View, columns_view, to_yaml
 from .errors import OptionError
 from .manifests import Manifest
 
@@ -130,13 +130,7 @@ def side_by_side(rendered: dict[str, list[Manifest]], only_workload: bool = True
         kind: to_yaml([M.workload(objs)] if only_workload else objs)
         for kind, objs in rendered.items()
     }
-    text = "\n".join(f"# ===== {kind} =====\n{body}" for kind, body in texts.items())
-    cells = "".join(
-        f"<td style='vertical-align:top'><b>{html.escape(kind)}</b>"
-        f"<pre style='font-size:10px;line-height:1.2'>{html.escape(body)}</pre></td>"
-        for kind, body in texts.items()
-    )
-    return _View(text, f"<table><tr>{cells}</tr></table>")
+    return columns_view(texts)
 
 
 # Where each kind keeps its (first) pod template: flattened paths start with "pod." instead.

@@ -176,7 +176,7 @@ def _container_findings(
     Ephemeral (debug) containers cannot have resources: only their security is checked."""
     _container_override_findings(where, container.get("securityContext") or {}, bad)
     image = container.get("image") or ""
-    if not image_pinned(image):
+    if image and not image_pinned(image):  # no image at all: kubecourse.semantic says so
         bad(
             f"{where}.image",
             f"image {image!r} is not pinned: use a version tag or digest, never ':latest' or no tag",

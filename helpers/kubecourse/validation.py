@@ -1,12 +1,15 @@
 """Check manifests before anything is submitted: schemas, CRD schemas and the course policy.
 
-Three layers, each producing `Finding`s that name the object and the field:
+Four layers, each producing `Finding`s that name the object and the field:
   1. built-in kinds against the Kubernetes OpenAPI schema of a pinned minor (kubernetes-validate,
      strict: unknown fields are errors, an unknown kind is an error);
   2. custom resources (Kueue, JobSet, Kubeflow, Volcano, Prometheus Operator) against the
      `openAPIV3Schema` of their upstream CRD files in ../shared/crds (skipped, with the reason
      recorded, where that folder is absent);
-  3. the course policy (kubecourse.policy): Pod Security "restricted", pinned images, requests and
+  3. the Job/Pod API rules a schema cannot express, which the API server answers with 422/400
+     (kubecourse.semantic: restartPolicy in a Job, mounts of undefined volumes, limits below
+     requests, quantities, room for the Indexed pod index in the name, ...);
+  4. the course policy (kubecourse.policy): Pod Security "restricted", pinned images, requests and
      limits, no secret values written into a manifest, RBAC without wildcards or admin bindings.
 """
 
@@ -27,6 +30,7 @@ from . import constants as C
 from .errors import Finding, ManifestError
 from .manifests import Manifest, object_id, repo_root
 from .policy import pod_specs, policy_findings
+from .semantic import semantic_findings
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # Kinds whose names end up in pod labels or DNS names and so must be DNS-1123 labels (<= 63).
@@ -268,6 +272,7 @@ def validate(
                 )
         else:
             found += _validate_custom(obj, crd_path, report)
+        found += semantic_findings(obj)
         if policy:
             found += policy_findings(obj)
         report.findings.extend(found)

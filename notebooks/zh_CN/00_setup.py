@@ -76,13 +76,16 @@ doctor = preflight()
 print(doctor)
 
 # %% [markdown]
-# ## 各课需要什么
-#
-# | 课 | 笔记本 | CPU 冒烟测试 | GPU | 集群 |
-# |---|---|---|---|---|
-# | 00 | 环境准备 | 是 | - | 可选 |
-# | 01 | 单 GPU 训练 CIFAR-10 | 是（合成数据，约 30 秒） | 推荐 | - |
-# | 02 | 把同一训练作为 Kubernetes Job 运行 | 是（本地后端） | 推荐 | 可选（`BACKEND="kubernetes"`） |
+# ## What each lesson needs
+# From the course map (`kubecourse.coursemap`, the same table the README and the instructor guide
+# show): what runs on this CPU, what a GPU or a cluster adds, and the workshop minutes.
+
+# %%
+from IPython.display import Markdown
+
+from kubecourse.coursemap import LESSONS, lesson_table
+
+Markdown(lesson_table())
 
 # %% [markdown]
 # ## 断言结果
@@ -95,6 +98,7 @@ assert report["disk_free_gib"] > 1.0, "the lessons need at least 1 GiB of free d
 assert backend in ("local", "kubernetes"), f"unknown backend {backend!r}"
 if backend == "kubernetes":
     assert report["cluster"]["reachable"], "BACKEND='kubernetes' but no cluster answers"
+assert [lesson.number for lesson in LESSONS] == [f"{n:02d}" for n in range(len(LESSONS))]
 record_outcome(
     "00_setup",
     backend=backend,
@@ -104,18 +108,26 @@ record_outcome(
 )
 
 # %% [markdown]
-# ## 练习
-# 在这台机器上，一个训练进程最多可以使用多少个 CPU 核？PyTorch 默认每个核一个线程。
-# 请用 `report` 写出下面 `threads` 的表达式（已填入一个参考答案：修改它，再重新运行检查）。
+# ## Exercise: threads per process
+# PyTorch starts one compute thread per core in *every* process. Lesson 03 runs two training
+# processes on one machine: with the default, each spawns a thread per core and they fight over
+# them. Write `threads_per_process(cores, processes)`: how many threads each process should use so
+# that every core is busy once (and each process has at least one thread). The check tries it on
+# several machines, including this one. (A solution is filled in: change it and re-run the check.)
+
 
 # %%
-threads = report["torch"]["threads"]  # YOUR CODE
+def threads_per_process(cores: int, processes: int) -> int:
+    # BEGIN SOLUTION
+    return max(1, cores // processes)
+    # END SOLUTION
+
 
 # %%
-assert isinstance(threads, int) and 1 <= threads <= (report["cpus"] or 1) * 2, (
-    f"{threads} is not a plausible thread count"
-)
-print(f"check passed: torch will use {threads} thread(s) on {report['cpus']} core(s)")
+from kubecourse.exercises import require
+
+require("00-threads", threads_per_process, cores=report["cpus"] or 1)
+print(f"here: {threads_per_process(report['cpus'] or 1, 2)} thread(s) for each of 2 processes")
 
 # %% [markdown]
 # ## 在真实集群上

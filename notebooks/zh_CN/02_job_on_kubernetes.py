@@ -34,7 +34,7 @@
 # %% tags=["parameters"]
 SMOKE = True  # 合成数据和实验程序的 --smoke 预设
 BACKEND = "local"  # "local"（本机上的进程）或 "kubernetes"（$KUBECONFIG）
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 JOB_NAME = "cifar10-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"  # 用于真实集群时，先构建并推送它（见下文）
 TIMEOUT_S = 600
@@ -122,10 +122,10 @@ print(events_view(client.events(job)))
 status_view(client.status(job))
 
 # %% [markdown]
-# ## 5. 断言结果
-# Job 成功了，训练程序保存了检查点并报告了准确率。日志行遵循同一个约定（`kubecourse.contract`）；
-# `client.result(job)` 就是实验程序的 result.json，从它最后一行 `result` 日志中读出，`client.list_volume`
-# 则列出 PVC 上的文件。
+# ## 5. Assert the outcome
+# The Job succeeded, the trainer saved checkpoints and reported its accuracy. The log lines follow
+# one contract (`kubecourse.contract`); `client.result(job)` is the lab's result.json, read from
+# its final `result` log line, and `client.list_volume` shows the files on the PVC.
 
 # %%
 texts = [line.text for line in logs]
@@ -153,12 +153,15 @@ record_outcome(
 )
 
 # %% [markdown]
-# ## 练习：让错误配置快速失败
-# Job 的 `podFailurePolicy`（Pod 失效策略）规定：退出码 2（实验程序的“配置错误”退出码）立即使 Job
-# 失败，而不是重试 `backoffLimit` 次。提交一个训练程序参数取值无效的作业，检查它在只有一个 Pod 之后
-# 以原因 `PodFailurePolicy` 结束于 `Failed`。（已填入一个参考答案：修改它，再重新运行检查。）
+# ## Exercise: make a bad configuration fail fast
+# The Job's `podFailurePolicy` says: exit code 2 (the lab's "bad configuration" code) fails the Job
+# at once instead of retrying it `backoffLimit` times. Render a job whose trainer gets a flag value
+# the lab rejects (the options of section 2 can add trainer arguments), submit it, and check that it
+# ends `Failed` with reason `PodFailurePolicy` after a single pod. (A solution is filled in: change
+# it and re-run the check.)
 
 # %%
+# BEGIN SOLUTION
 bad_objects = render(
     "01",
     name=f"{JOB_NAME}-bad",
@@ -166,14 +169,15 @@ bad_objects = render(
     image=IMAGE,
     env={"DATASET": "synthetic"},
     extra_args=["--epochs=-1"],
-)  # YOUR CODE
+)
+# END SOLUTION
 bad_job = client.submit(bad_objects)
 bad_status = client.wait(bad_job, timeout_s=TIMEOUT_S, progress=False)
 
 # %%
-assert bad_status.phase == "Failed" and bad_status.reason == "PodFailurePolicy", bad_status
-assert len(bad_status.pods) == 1 and bad_status.pods[0].exit_code == 2, bad_status.pods
-print("check passed: a config error failed the job at once, without retries")
+from kubecourse.exercises import require
+
+require("02-fail-fast", bad_status)
 
 # %% [markdown]
 # ## 在真实集群上

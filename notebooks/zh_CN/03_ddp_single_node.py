@@ -41,7 +41,6 @@ TIMEOUT_S = 300
 
 # %%
 import json
-import re
 import shutil
 
 import matplotlib.pyplot as plt
@@ -53,7 +52,7 @@ from kubecourse.manifests import repo_root
 from kubecourse.multinode import MultiNodeSpec, render_variant
 
 ROOT = repo_root()
-OUT = ROOT / "build" / "lesson03"
+OUT = ROOT / "build" / "lessons" / "03"
 shutil.rmtree(OUT, ignore_errors=True)
 size = ["--smoke"] if SMOKE else []
 common = [*size, f"--steps={STEPS}", f"--device={DEVICE}", "--num-threads=1", "--log-every=10"]
@@ -135,6 +134,26 @@ print("weights per rank:", digests)
 assert len(digests) == NPROC and len(set(digests)) == 1, digests
 
 # %% [markdown]
+# ## 6. Assert the outcome
+# Both runs learned (the loss halved), every rank ended with the same weights, and the DDP run
+# really had `NPROC` processes.
+
+# %%
+assert one_result["final_loss"] < one_result["first_loss"] / 2, "one process did not learn"
+assert ddp_result["final_loss"] < ddp_result["first_loss"] / 2, "DDP did not learn"
+assert len(set(digests)) == 1, "ranks ended with different weights"
+assert ddp_result["world_size"] == NPROC and tps_n > 0 and tps_1 > 0
+record_outcome(
+    "03_ddp_single_node",
+    figures={"throughput": fig},
+    tokens_per_s_1=tps_1,
+    tokens_per_s_ddp=tps_n,
+    weak_scaling_efficiency=round(efficiency, 3),
+    weights_identical=len(set(digests)) == 1,
+    final_loss_ddp=ddp_result["final_loss"],
+)
+
+# %% [markdown]
 # ## 练习：累积梯度并压缩梯度
 # 再次运行两个进程，这次使用 **2 个微批次（micro-batch）的梯度累积**（实验程序会在第一个微批次上调用
 # `no_sync()`，于是每个优化器步只做一次 all-reduce）和 **fp16 压缩钩子**（梯度以 fp16 传输：字节数减半）。
@@ -142,7 +161,9 @@ assert len(digests) == NPROC and len(set(digests)) == 1, digests
 # （已填入一个参考答案。）
 
 # %%
-exercise_flags = ["--grad-accum-steps=2", "--comm-hook=fp16"]  # YOUR CODE
+# BEGIN SOLUTION
+exercise_flags = ["--grad-accum-steps=2", "--comm-hook=fp16"]
+# END SOLUTION
 accumulated = run_lab(
     "torch.distributed.run",
     torchrun + common + exercise_flags,
@@ -154,15 +175,12 @@ accumulated = run_lab(
 
 
 # %%
-def tokens_per_step(log: list[str]) -> int:
-    return int(re.search(r"tokens_per_step=(\d+)", "\n".join(log)).group(1))
+from kubecourse.exercises import require
 
-
-assert accumulated.returncode == 0
-assert len(set(accumulated.result["weights_digests"])) == 1, "replicas diverged"
-assert tokens_per_step(accumulated.log) == 2 * tokens_per_step(ddp.log), "accumulation not on"
-assert accumulated.result["comm_hook"] == "fp16"
-print("check passed: one all-reduce per 2 micro-batches, fp16 on the wire, replicas identical")
+assert accumulated.returncode == 0, "\n".join(accumulated.log[-20:])
+require(
+    "03-accumulate", accumulated.result, log=accumulated.log, baseline_log=ddp.log, world_size=NPROC
+)
 
 # %% [markdown]
 # ## 在真实集群上
@@ -180,18 +198,3 @@ print("check passed: one all-reduce per 2 micro-batches, fp16 on the wire, repli
 
 # %%
 shutil.rmtree(OUT, ignore_errors=True)
-record_outcome(
-    "03_ddp_single_node",
-    figures={"throughput": fig},
-    tokens_per_s_1=tps_1,
-    tokens_per_s_ddp=tps_n,
-    weak_scaling_efficiency=round(efficiency, 3),
-    weights_identical=len(set(digests)) == 1,
-    final_loss_ddp=ddp_result["final_loss"],
-)
-
-# %%
-assert one_result["final_loss"] < one_result["first_loss"] / 2, "one process did not learn"
-assert ddp_result["final_loss"] < ddp_result["first_loss"] / 2, "DDP did not learn"
-assert len(set(digests)) == 1, "ranks ended with different weights"
-assert ddp_result["world_size"] == NPROC and tps_n > 0 and tps_1 > 0

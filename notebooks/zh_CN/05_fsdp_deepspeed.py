@@ -58,7 +58,7 @@ from labs import lm_pretrain as lm
 from labs.common.config import parse_config
 
 ROOT = repo_root()
-OUT = ROOT / "build" / "lesson05"
+OUT = ROOT / "build" / "lessons" / "05"
 shutil.rmtree(OUT, ignore_errors=True)
 size = ["--smoke"] if SMOKE else []
 common = [*size, f"--steps={STEPS}", f"--device={DEVICE}", "--num-threads=1"]
@@ -205,25 +205,138 @@ ax.set_title(f"DDP on {NPROC} CPU ranks (gloo): bucket size and compression")
 plt.show()
 
 # %% [markdown]
-# 在使用 gloo 的 CPU 上，差异很小且噪声大：梯度很小，“网络”只是回环接口。在跨节点的 GPU 上，每步的梯度
-# 有若干 GB，节点间网络才是瓶颈；在那里 fp16/bf16 压缩把字节数减半，PowerSGD 可以把它削减 10-100 倍。
-#
-# ## 练习：预测 FSDP 每个 rank 的内存
-# 写一个函数，根据 DDP 每个 rank 的总量和 rank 数，预测 FSDP2 每个 rank 的字节数（参数 + 梯度 + 优化器
-# 状态），假设一切都均匀分片。检查会把它与上面的测量值比较。（已填入一个参考答案。）
+# On CPU with gloo the differences are small and noisy: the gradients are tiny and the "network" is
+# loopback. On GPUs across nodes, gradients are gigabytes per step and the inter-node network is
+# the bottleneck; there fp16/bf16 compression halves the bytes and PowerSGD can cut them by 10-100x.
+
+# %% [markdown]
+# ## 5. The hardware under the communication: GPUs, links, CPU:GPU ratio
+# Why the sweep above is flat here and decisive on a GPU cluster: the data sheets' figures for the
+# two GPUs the course targets (dense Tensor Core throughput; sources printed below), what a ring
+# all-reduce of a 7B model's bf16 gradients (14 GB) costs over each link, how to read
+# `nvidia-smi topo -m` (which GPU pairs talk over NVLink/NVSwitch, which over PCIe or across
+# CPU sockets), and this machine's CPU cores per GPU (each GPU's data loader needs a few cores to
+# decode and augment: DGX H100 has 112 cores for 8 GPUs).
+
+# %%
+import os
+import subprocess
+
+from kubecourse.hardware import (
+    DATASHEET,
+    EXAMPLE_TOPO,
+    LINKS,
+    SOURCES,
+    allreduce_seconds,
+    cpus_per_gpu,
+    link_kind,
+    parse_topo,
+)
+from kubecourse.provenance import gpus as visible_gpus
+
+a100, h100 = DATASHEET["A100 SXM"], DATASHEET["H100 SXM"]
+print(f"{'':24s} {'A100 SXM':>9s} {'H100 SXM':>9s}")
+for key in (
+    "memory_gb",
+    "memory_bandwidth_gb_s",
+    "bf16_tflops",
+    "fp8_tflops",
+    "nvlink_gb_s",
+    "pcie_gb_s",
+    "tdp_w",
+):
+    print(f"{key:24s} {a100[key]!s:>9s} {h100[key]!s:>9s}")
+for gpu, source in SOURCES.items():
+    print(f"  {gpu}: {source}")
+gradient_bytes = 7e9 * 2  # a 7B model's gradients in bf16
+links = {
+    "NVLink 4 (900 GB/s)": 900,
+    "PCIe Gen5 x16 (128 GB/s)": 128,
+    "400 Gb/s InfiniBand (100 GB/s)": 100,
+}
+allreduce = {
+    name: allreduce_seconds(gradient_bytes, gpus=8, link_gb_s=bw) for name, bw in links.items()
+}
+for name, seconds in allreduce.items():
+    print(f"ring all-reduce of 14 GB over 8 GPUs, {name:32s} >= {seconds * 1000:6.0f} ms")
+
+live = shutil.which("nvidia-smi") is not None
+topo = (
+    subprocess.run(["nvidia-smi", "topo", "-m"], capture_output=True, text=True, timeout=30).stdout
+    if live
+    else EXAMPLE_TOPO
+)
+print(
+    "\n"
+    + (
+        "nvidia-smi topo -m (this machine):"
+        if live
+        else "nvidia-smi topo -m (illustrative HGX H100, no GPU here):"
+    )
+)
+print(topo)
+pairs = parse_topo(topo)
+for (a, b), link in sorted(pairs.items()):
+    if a < b:
+        print(f"{a}-{b}: {link:5s} {LINKS.get(link_kind(link), '?')}")
+gpu_count = len(visible_gpus())
+ratio = cpus_per_gpu(os.cpu_count() or 1, gpu_count)
+print(
+    f"\nthis machine: {os.cpu_count()} CPU cores, {gpu_count} GPU(s)"
+    + (f" -> {ratio:g} cores per GPU" if gpu_count else ": the ratio matters on GPU nodes")
+)
+
+# %% [markdown]
+# ## 6. Assert the outcome
+# FSDP2 holds well under DDP's bytes per rank (with shards that still cover the whole model), the
+# resharded checkpoint loaded bit-exactly, and every communication setting was timed.
+
+# %%
+assert memory["FSDP2"]["total"] < 0.6 * memory["DDP"]["total"], memory
+assert memory["FSDP2"]["params"] * NPROC >= memory["DDP"]["params"]  # shards cover the model
+assert meta["loaded_digest"] == meta["weights_digest"]
+assert len(measured) >= 4 and all(t["step_ms"] > 0 for t in measured)
+assert allreduce["NVLink 4 (900 GB/s)"] < allreduce["PCIe Gen5 x16 (128 GB/s)"] / 5
+assert all(link_kind(link) in LINKS for link in pairs.values()) and ratio > 0
+record_outcome(
+    "05_fsdp_deepspeed",
+    figures={"memory": fig_mem, "comm": fig_comm},
+    ddp_bytes_per_rank=memory["DDP"]["total"],
+    fsdp_bytes_per_rank=memory["FSDP2"]["total"],
+    dcp_reshard_equal=meta["loaded_digest"] == meta["weights_digest"],
+    deepspeed=reason or "ran",
+    step_ms={f"{t['bucket_cap_mb']:g}MB/{t['comm_hook']}": t["step_ms"] for t in measured},
+)
+
+# %% [markdown]
+# ## Exercise: predict FSDP's memory per rank
+# Write a function that predicts the bytes one rank holds for parameters, gradients and optimizer
+# state when a model of `n_params` fp32 parameters is trained with AdamW and everything is sharded
+# evenly over `world_size` ranks (section 1 says what AdamW keeps per parameter). The check compares
+# it with both measurements above: FSDP2 on `NPROC` ranks, and DDP, which is the same as one rank
+# holding everything. (A solution is filled in: change it and re-run the check.)
 
 
 # %%
-def fsdp_bytes_per_rank(ddp_total_bytes: int, world_size: int) -> float:
-    return ddp_total_bytes / world_size  # YOUR CODE
+def fsdp_bytes_per_rank(n_params: int, world_size: int) -> float:
+    # BEGIN SOLUTION
+    bytes_per_param = 4 + 4 + 2 * 4  # fp32 weight, its gradient, AdamW's two moments
+    return n_params * bytes_per_param / world_size
+    # END SOLUTION
 
 
 # %%
-predicted = fsdp_bytes_per_rank(memory["DDP"]["total"], NPROC)
-measured_fsdp = memory["FSDP2"]["total"]
-print(f"predicted {predicted:,.0f} bytes, measured {measured_fsdp:,d} bytes")
-assert abs(predicted - measured_fsdp) / measured_fsdp < 0.05
-print("check passed: sharding divides parameters, gradients and optimizer state by the ranks")
+from kubecourse.exercises import require
+
+n_params = int(re.search(r"\bparams=(\d+)", "\n".join(ddp.log)).group(1))  # the lab's start line
+require(
+    "05-fsdp-memory",
+    fsdp_bytes_per_rank,
+    n_params=n_params,
+    world_size=NPROC,
+    fsdp_measured=memory["FSDP2"]["total"],
+    ddp_measured=memory["DDP"]["total"],
+)
 
 # %% [markdown]
 # ## 在真实集群上
@@ -241,18 +354,3 @@ print("check passed: sharding divides parameters, gradients and optimizer state 
 
 # %%
 shutil.rmtree(OUT, ignore_errors=True)
-record_outcome(
-    "05_fsdp_deepspeed",
-    figures={"memory": fig_mem, "comm": fig_comm},
-    ddp_bytes_per_rank=memory["DDP"]["total"],
-    fsdp_bytes_per_rank=memory["FSDP2"]["total"],
-    dcp_reshard_equal=meta["loaded_digest"] == meta["weights_digest"],
-    deepspeed=reason or "ran",
-    step_ms={f"{t['bucket_cap_mb']:g}MB/{t['comm_hook']}": t["step_ms"] for t in measured},
-)
-
-# %%
-assert memory["FSDP2"]["total"] < 0.6 * memory["DDP"]["total"], memory
-assert memory["FSDP2"]["params"] * NPROC >= memory["DDP"]["params"]  # shards cover the model
-assert meta["loaded_digest"] == meta["weights_digest"]
-assert len(measured) >= 4 and all(t["step_ms"] > 0 for t in measured)

@@ -38,15 +38,17 @@
 # %% tags=["parameters"]
 SMOKE = True  # 极小的离线模型和实验程序的 --smoke 预设
 BACKEND = "local"  # "local"（本机上的进程）或 "kubernetes"（$KUBECONFIG）
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 JOB_NAME = "finetune-lora-smoke"
 IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
-MODEL_ID = ""  # "" = 极小的离线模型；在 GPU 机器上可用例如 "Qwen/Qwen2.5-0.5B-Instruct"
+MODEL_ID = ""  # empty: the tiny offline model; on a GPU machine e.g. Qwen/Qwen2.5-0.5B-Instruct
 METHOD = "lora"  # "lora" 或 "qlora"（笔记本 07）
+LORA_R = 8  # LoRA rank: the adapter's trainable parameters grow linearly with it
+STEPS = 0  # optimizer steps; 0: the lab's preset (smoke 50, full 300)
 TIMEOUT_S = 600
-HF_ENDPOINT = ""  # "" = huggingface.co；无法访问 Hub 时可用例如 "https://hf-mirror.com"
-PIP_INDEX_URL = ""  # "" = PyPI；例如 "https://mirrors.aliyun.com/pypi/simple/"
-REGISTRY_PREFIX = ""  # "" = 按原名拉取镜像；例如 "m.daocloud.io"（镜像仓库的镜像站）
+HF_ENDPOINT = ""  # empty: huggingface.co; e.g. https://hf-mirror.com where the hub is out of reach
+PIP_INDEX_URL = ""  # empty: PyPI; e.g. https://mirrors.aliyun.com/pypi/simple/
+REGISTRY_PREFIX = ""  # empty: pull images as named; e.g. m.daocloud.io (a registry mirror)
 
 # %%
 import json
@@ -89,12 +91,14 @@ print(f"= {100 * trainable / base_layer.weight.numel():.2f}% of the layer")
 assert torch.equal(adapted(x), base_layer(x)), "B = 0: the adapter starts as a no-op"
 
 # %% [markdown]
-# ## 2. 微调 Job
-# `manifests/03-finetune/job.yaml` 运行 `python -m labs.finetune`。模型来自 `MODEL_ID`（只下载一次，存入
-# `model-cache` PVC），适配器写到 `finetune-outputs` PVC，Hugging Face 令牌通过 `secretKeyRef` 来自一个
-# Secret：绝不写在 YAML 中。`hf-token-secret.example.yaml` 用占位符展示了该 Secret 的结构；它带有
-# `config.kubernetes.io/local-config` 标记，所以 `kubectl apply -k`（以及 `load_lesson`）会忽略它。
-# 在冒烟规模下，我们让 `MODEL_ID` 为空（使用极小的离线模型），并使用 `--smoke` 预设。
+# ## 2. The fine-tuning Job
+# `manifests/03-finetune/job.yaml` runs `python -m labs.finetune`. The model comes from `MODEL_ID`
+# (downloaded once into the `model-cache` PVC), the adapter goes to the `finetune-outputs` PVC, and
+# the Hugging Face token is a file mounted from a Secret (`HF_TOKEN_PATH`): never in the YAML, never
+# in an environment variable.
+# `hf-token-secret.example.yaml` shows the Secret's shape with a placeholder; it is marked
+# `config.kubernetes.io/local-config`, so `kubectl apply -k` (and `load_lesson`) leave it out.
+# For smoke size we point `MODEL_ID` at nothing (the tiny offline model) and use the `--smoke` preset.
 
 # %%
 options = {
@@ -119,6 +123,11 @@ if SMOKE:
         "--no-save-merged",  # lesson 07 compresses a merged model; this one only checks the merge
     ]
     options["deadline_s"] = TIMEOUT_S
+run_flags = [f"--lora-r={LORA_R}"] + ([f"--steps={STEPS}"] if STEPS else [])
+if SMOKE:
+    options["args"] += run_flags
+else:
+    options["extra_args"] = run_flags  # after the manifest's --steps=300: the last flag wins
 base = load_lesson("03")
 objects = render("03", **options)
 diff_view(base, objects)
@@ -126,9 +135,10 @@ diff_view(base, objects)
 # %%
 job_manifest = next(o for o in objects if o["kind"] == "Job")
 trainer = job_manifest["spec"]["template"]["spec"]["containers"][0]
-token_env = next(e for e in trainer["env"] if e["name"] == "HF_TOKEN")
-print("HF_TOKEN comes from:", json.dumps(token_env["valueFrom"]))
-assert "value" not in token_env, "the token must come from a Secret, not the manifest"
+env = {e["name"]: e for e in trainer["env"]}
+pod_volumes = {v["name"]: v for v in job_manifest["spec"]["template"]["spec"]["volumes"]}
+print("the hub token is the file", env["HF_TOKEN_PATH"]["value"], "from", pod_volumes["hf-token"])
+assert "HF_TOKEN" not in env, "the token must come from a Secret, not the manifest"
 print([o["kind"] for o in objects], "(the example Secret is not among them)")
 yaml_view(job_manifest)
 
@@ -146,10 +156,11 @@ status = client.wait(job, timeout_s=TIMEOUT_S)
 print(events_view(client.events(job)))
 
 # %% [markdown]
-# ## 4. 运行报告了什么
-# 实验程序打印微调前后的评估损失、示例回答以及适配器检查的结果。`client.result(job)` 是它的 result.json
-# （来自最后一行 `result` 日志），`client.metrics(job)` 是它的 metrics.jsonl，从输出 PVC 中读取：在集群上
-# 由一个挂载该 PVC 的短时 Pod 读取。
+# ## 4. What the run reports
+# The lab prints the eval loss before and after, the sample answers, and the results of the
+# adapter checks. `client.result(job)` is its result.json (from the final `result` log line) and
+# `client.metrics(job)` its metrics.jsonl, read from the outputs PVC: on a cluster by a short-lived
+# pod that mounts it.
 
 # %%
 texts = [line.text for line in logs]
@@ -167,7 +178,7 @@ print(
 
 # %%
 metrics = client.metrics(job)
-from matplotlib.figure import Figure
+from kubecourse.figures import Figure  # a matplotlib Figure that always shows as a PNG
 
 figure = Figure(figsize=(7, 3))
 ax = figure.add_subplot()
@@ -178,7 +189,9 @@ ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o--", labe
 ax.set_xlabel("optimizer step")
 ax.set_ylabel("cross-entropy (answer tokens)")
 ax.legend()
-ax.set_title(f"LoRA r=8 on {result['model']}")
+ax.set_title(  # from what the run reported, not from what we think we asked for
+    f"{result['method']} on {result['model']}: {result['trainable_pct']:.2f}% of weights trained"
+)
 print("adapter files:", result["adapter_files"], f"{result['adapter_bytes']:,} bytes")
 for s in result["samples"]:
     print(
@@ -187,11 +200,53 @@ for s in result["samples"]:
 figure
 
 # %% [markdown]
-# ## 5. 断言结果
-# * Job 成功；
-# * 在*留出的*问题上，评估损失明显下降（降到起始值的 60% 以下）；
-# * 把适配器重新加载到一个全新的基础模型上，输出完全相同；把它合并进权重（`merge_and_unload`）后，
-#   logits 的变化不超过浮点舍入误差。
+# ## 5. May we train on it, and who can read the result?
+# Fine-tuning copies what the data and the base model allow into the adapter. Before a run, check
+# each input's **card** (`docs/cards/*.yaml`): its licence (a permissive SPDX licence, or terms a
+# person has read), where it came from, whether it holds personal data (and on what legal basis),
+# and what it is for. A model trained on a non-commercial data set cannot be shipped under a
+# permissive licence. `kubecourse.compliance.check_card` does those checks; it flags, a person
+# decides (it is not legal advice).
+#
+# Then protect the weights: they are the product. Outputs go to a PVC (never the image: anyone who
+# can pull it has them; never a hostPath: any pod on the node reads it), the namespace's RBAC
+# decides who may create pods that mount that PVC (lesson 08's learner Role has no `pods/exec`,
+# no Secrets), the hub token comes from a Secret by reference, and the storage class encrypts at
+# rest (for example `encrypted: "true"` on AWS EBS, customer-managed keys on GKE; Secrets in etcd
+# need the API server's `EncryptionConfiguration`).
+
+# %%
+import copy
+
+from kubecourse.compliance import check_card, load_cards, weights_exposure
+
+cards = load_cards()
+for name, card in cards.items():
+    findings = check_card(card, cards)
+    print(
+        f"{card['kind']:8s} {name:36s} {card['license']:32s} {'ok' if not findings else findings}"
+    )
+scraped = {"name": "forum-scrape", "kind": "dataset", "license": "CC-BY-NC-4.0", "source": "a forum",
+           "personal_data": "personal", "intended_use": "chat tuning"}  # fmt: skip
+shipped = {**cards["tiny-llama"], "name": "my-model", "derived_from": ["forum-scrape"]}
+risky_findings = check_card(shipped, {**cards, "forum-scrape": scraped}) + check_card(scraped)
+print("\na model trained on a scraped, non-commercial data set:", *risky_findings, sep="\n  ")
+exposure = weights_exposure(objects)
+leaky = copy.deepcopy(objects)
+for volume in next(o for o in leaky if o["kind"] == "Job")["spec"]["template"]["spec"]["volumes"]:
+    if volume["name"] == "outputs":
+        volume.pop("persistentVolumeClaim", None)
+        volume["hostPath"] = {"path": "/var/tmp/outputs"}
+leaky_findings = weights_exposure(leaky, dockerfile="FROM x\nCOPY adapter_model.safetensors /m/\n")
+print("\nthis Job's weights exposure:", exposure or "none")
+print("a leaky variant:", *leaky_findings, sep="\n  ")
+
+# %% [markdown]
+# ## 6. Assert the outcome
+# * the Job succeeded;
+# * eval loss on *held-out* questions fell clearly (to below 60% of where it started);
+# * the adapter reloaded onto a fresh base gives identical outputs, and merging it into the weights
+#   (`merge_and_unload`) changes the logits by no more than float rounding.
 
 # %%
 assert status.phase == "Succeeded", f"job ended {status.phase}: {status.reason} {status.message}"
@@ -200,6 +255,8 @@ assert loss_after < 0.6 * loss_before, (
 )
 assert reload_diff <= 1e-6, f"reloaded adapter differs from the trained one by {reload_diff}"
 assert merge_diff <= 1e-3, f"merged model differs from adapter + base by {merge_diff}"
+assert not any(check_card(c, cards) for n, c in cards.items() if c["license"] == "Apache-2.0")
+assert len(risky_findings) >= 3 and exposure == [] and len(leaky_findings) >= 2, leaky_findings
 assert result["merge_ok"] and "adapter_model.safetensors" in result["adapter_files"], result
 assert train and evals and train[-1]["step"] == result["steps"], metrics[-3:]
 record_outcome(
@@ -215,34 +272,39 @@ record_outcome(
 )
 
 # %% [markdown]
-# ## 练习：预测可训练参数的数量
-# 在一个 `in -> out` 的线性层上使用秩为 r 的 LoRA，会增加 `r * (in + out)` 个参数。实验程序在每个解码器层中
-# 适配 `q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj`。根据模型的 `config.json`（隐藏层大小、
-# 中间层大小、注意力头数、键/值头数、层数），算出实验程序在其 `finetune:` 行中报告的总数。
-# （已填入一个参考答案：修改它，再重新运行。）
+# ## Exercise: predict the number of trainable parameters
+# LoRA with rank r on a linear layer `in -> out` adds `r * (in + out)` parameters. The lab adapts
+# `q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj` in every decoder layer. Write
+# `lora_params(config, r)` from a model's `config.json` fields (`hidden_size`, `intermediate_size`,
+# `num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`: with grouped-query attention
+# the k and v projections are narrower than q). The check compares it with peft's count for public
+# models and with what the lab counted for this run. (A solution is filled in: change it and re-run
+# the check.)
+
 
 # %%
-r = 8
-if not MODEL_ID:  # the tiny model's config.json, read from the model-cache PVC
-    config_file = next(
-        f for f in client.list_volume("model-cache", "tiny") if f.endswith("/config.json")
-    )
-    config = json.loads(client.read_volume("model-cache", f"tiny/{config_file}"))
-    h, inter, layers = (
-        config["hidden_size"],
-        config["intermediate_size"],
-        config["num_hidden_layers"],
-    )
+def lora_params(config: dict, r: int) -> int:
+    # BEGIN SOLUTION
+    h, inter = config["hidden_size"], config["intermediate_size"]
     kv = h // config["num_attention_heads"] * config["num_key_value_heads"]  # k/v output width
-    per_layer = r * (
-        (h + h) + (h + kv) + (h + kv) + (h + h) + 2 * (h + inter) + (inter + h)
-    )  # YOUR CODE
-    predicted = layers * per_layer
-    reported = int(header.fields["trainable"])
-    assert predicted == reported, f"predicted {predicted}, the lab reported {reported}"
-    print(f"check passed: {layers} layers x {per_layer} = {predicted} trainable parameters")
-else:
-    print("exercise check skipped: it reads the tiny model's config from the model-cache PVC")
+    attention = (h + h) + (h + kv) + (h + kv) + (h + h)  # q, k, v, o
+    mlp = (h + inter) + (h + inter) + (inter + h)  # gate, up, down
+    return config["num_hidden_layers"] * r * (attention + mlp)
+    # END SOLUTION
+
+
+# %%
+from kubecourse.exercises import require
+
+run_config, reported = None, None
+if not MODEL_ID:  # this run's tiny model (named in the lab's start line) on the model-cache PVC
+    model_dir = header.fields["model"]
+    run_config = json.loads(client.read_volume("model-cache", f"tiny/{model_dir}/config.json"))
+    reported = int(header.fields["trainable"])  # what the lab counted
+require("06-lora-params", lora_params, config=run_config, r=LORA_R, reported=reported)
+llama_7b = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+            "num_attention_heads": 32, "num_key_value_heads": 32}  # fmt: skip
+print(f"Llama-2-7B at r={LORA_R}: {lora_params(llama_7b, LORA_R):,} trainable parameters")
 
 # %% [markdown]
 # ## 在真实集群上

@@ -35,9 +35,9 @@
 # %% tags=["parameters"]
 SMOKE = True  # 极小的离线模型和各实验程序的 --smoke 预设
 BACKEND = "local"  # 用于“同一运行作为 Job”一节："local" 或 "kubernetes"
-NAMESPACE = "default"
+NAMESPACE = ""  # empty: $KUBECOURSE_NAMESPACE, else the kubeconfig context, else "kubecourse"
 DEVICE = "auto"  # "auto"、"cpu" 或 "cuda"：QLoRA 运行所用设备；4 比特矩阵乘法在两者上都能运行
-MODEL_ID = ""  # "" = 极小的离线模型；在 GPU 机器上可用例如 "Qwen/Qwen2.5-0.5B-Instruct"
+MODEL_ID = ""  # empty: the tiny offline model; on a GPU machine e.g. Qwen/Qwen2.5-0.5B-Instruct
 TIMEOUT_S = 600
 
 # %%
@@ -46,10 +46,10 @@ import shutil
 
 import bitsandbytes.functional as bnbf
 import torch
-from matplotlib.figure import Figure
 
 from kubecourse import TrainingClient, render
 from kubecourse.course import record_outcome
+from kubecourse.figures import Figure  # a matplotlib Figure that always shows as a PNG
 from kubecourse.lab import run_lab
 from kubecourse.manifests import repo_root
 
@@ -201,17 +201,23 @@ record_outcome(
 )
 
 # %% [markdown]
-# ## 练习：每个权重多少比特
-# 根据内存表，计算被量化层的每个权重在 nf4 下占多少比特（字节数 x 8 / 权重个数；权重个数 = fp32 字节数 / 4）。
-# 结果比 4 稍多一点：多出来的比特是什么？（已填入一个参考答案：修改它，再重新运行检查。）
+# ## Exercise: bits per weight
+# Predict, from the layout described in section 1 (blocks of 64 weights, 4 bits per weight, one
+# absmax per block, the absmax values double-quantized to 8 bits), how many bits one weight costs
+# in nf4. The check compares your number with what the tensors of section 1 really occupy.
+# (A solution is filled in: change it and re-run the check.)
 
 # %%
-weights = table["fp32"]["quantizable"] / 4
-bits_per_weight = table["nf4"]["quantizable"] * 8 / weights  # YOUR CODE
+# BEGIN SOLUTION
+bits_per_weight = 4 + 8 / 64  # the 4-bit code + one 8-bit absmax shared by 64 weights
+# END SOLUTION
 
 # %%
-assert 4.0 < bits_per_weight < 4.6, bits_per_weight
-print(f"check passed: {bits_per_weight:.3f} bits per weight (4 + the block scales)")
+from kubecourse.exercises import require
+
+measured_bits = nf4_bytes * 8 / weight.numel()  # section 1, scales and code book included
+require("07-nf4-bits", bits_per_weight, measured=measured_bits)
+print(f"predicted {bits_per_weight:.4f}, measured {measured_bits:.4f} bits per weight")
 
 # %% [markdown]
 # ## 同一个 QLoRA 运行作为 Job

@@ -53,10 +53,20 @@ KNOWN_DIFFERENCES = """\
   API does (with the same Warning header).
 - A watch filters each event on the object's new state; an object that stops matching a selector
   gets no synthetic DELETED. No BOOKMARK events are sent (sendInitialEvents is ignored).
-- Validation covers names, labels, and the Job/Pod fields beginners get wrong (restartPolicy,
-  containers, Indexed completions); everything else is accepted.
-- Namespaces need not exist before objects are created in them; deleting one removes its objects
-  at once (no Terminating phase that lasts).
+- Validation covers names, labels, and the Job/Pod rules learners hit (tests/fakes/apirules.py:
+  restartPolicy, podFailurePolicy, volumes and mounts, container/volume names, resources and
+  quantities, downward-API fieldPaths, ports, Indexed name length, backoffLimit & co.); other
+  fields of built-in kinds, and every field of a custom resource, are accepted as sent.
+- An unparsable quantity fails decoding (400), as for real; a valid one is stored as sent (a real
+  server answers with its canonical string: `nvidia.com/gpu: 1` comes back as "1"). fieldValidation=Strict rejects unknown
+  fields (400) of built-in kinds only, checked against the OpenAPI schema data shipped with
+  kubernetes-validate; CRD schemas are not checked. Without Strict, unknown fields are stored as
+  sent (a real server drops them with a Warning header).
+- A namespaced create needs its namespace (404 `namespaces "x" not found`, as the
+  NamespaceLifecycle admission plugin answers; a dry-run namespace is not stored, so it does not
+  exist for the objects inside it). default, kube-system, kube-public and kube-node-lease exist
+  from the start; put_object (a test helper) does not check. Deleting a namespace removes its
+  objects at once (no Terminating phase that lasts).
 - Defaulting exists only for Pods (phase Pending), Jobs (selector, labels, parallelism,
   completions, backoffLimit, completionMode, suspend) and Namespaces; CRD status is dropped on
   create as if every CRD had a status subresource.
@@ -70,7 +80,9 @@ KNOWN_DIFFERENCES = """\
   else the pod's terminationGracePeriodSeconds) but the pod is gone at once, unless
   `graceful_pods` is set (FakeCluster: its kubelet ends a Terminating pod and then removes it).
 - pods/exec, attach, portforward and binding are not served.
-- Pod logs ignore timestamps, previous, sinceSeconds and limitBytes.
+- Pod logs ignore timestamps, previous, sinceSeconds and limitBytes. The log of a pod without
+  spec.nodeName is answered 204 No Content with no body (follow too), as a real server does; a
+  scheduled pod that is still Pending gets 400 "is waiting to start".
 """
 
 # --- Resource table ---------------------------------------------------------------------------

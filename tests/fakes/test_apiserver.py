@@ -311,7 +311,6 @@ def test_watch_replays_history_from_resource_version(batch):
     assert isinstance(event["object"], client.V1Job)
 
 
-@pytest.mark.timeout(30)
 def test_watch_without_resource_version_lists_then_streams(api, batch):
     batch.create_namespaced_job(NS, job_body("first"))
     seen: list[tuple[str, str]] = []
@@ -332,7 +331,6 @@ def test_watch_without_resource_version_lists_then_streams(api, batch):
     assert seen == [("ADDED", "first"), ("ADDED", "second"), ("DELETED", "first")]
 
 
-@pytest.mark.timeout(30)
 def test_watch_timeout_seconds_ends_the_stream_cleanly(batch):
     events = list(watch.Watch().stream(batch.list_namespaced_job, NS, timeout_seconds=1))
     assert events == []
@@ -351,7 +349,6 @@ def test_watch_from_compacted_version_is_expired(api, batch):
     assert api.watch_count == 2
 
 
-@pytest.mark.timeout(30)
 def test_drop_watches_abruptly_breaks_the_stream(api, batch):
     failures: list[BaseException] = []
 
@@ -371,7 +368,6 @@ def test_drop_watches_abruptly_breaks_the_stream(api, batch):
     assert isinstance(failures[0], urllib3.exceptions.ProtocolError)
 
 
-@pytest.mark.timeout(30)
 def test_clean_drop_makes_the_client_resume_without_duplicates(api, batch):
     seen: list[tuple[str, str]] = []
 
@@ -398,7 +394,6 @@ def test_clean_drop_makes_the_client_resume_without_duplicates(api, batch):
     )
 
 
-@pytest.mark.timeout(30)
 def test_log_follow_streams_until_the_pod_completes(api, core):
     api.put_object(pod_body("train-0"))
     api.append_log("train-0", "step 1 loss 2.0")
@@ -420,7 +415,6 @@ def test_log_follow_streams_until_the_pod_completes(api, core):
     assert response.headers["Content-Type"] == "text/plain"
 
 
-@pytest.mark.timeout(30)
 def test_log_follow_through_watch_yields_lines(api, core):
     api.put_object(pod_body("train-0", phase="Succeeded"))
     for line in ("a", "b"):
@@ -443,7 +437,6 @@ def test_log_reads(api, core, kwargs, expected):
     assert core.read_namespaced_pod_log("train-0", NS, **kwargs) == expected
 
 
-@pytest.mark.timeout(30)
 def test_run_job_on_create_simulates_an_indexed_job(api, batch, core):
     logs = {0: ["step 1 loss 2.0", "done"], 1: ["step 1 loss 2.1", "done"]}
     api.on_create("Job", lambda api, job: api.run_job(job, logs=logs))
@@ -498,7 +491,6 @@ def test_run_job_failure(api, batch, core, exit_code, container_reason, job_reas
     assert (terminated.exit_code, terminated.reason) == (exit_code, container_reason)
 
 
-@pytest.mark.timeout(30)
 def test_run_job_waits_while_suspended(api, batch):
     api.on_create("Job", lambda api, job: api.run_job(job))
     batch.create_namespaced_job(NS, job_body("train", suspend=True))

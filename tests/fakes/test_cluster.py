@@ -10,6 +10,7 @@ from kubecourse import NotFound, TrainingClient
 from kubecourse.backends.config import KubernetesBackendConfig
 from kubecourse.backends.kubernetes import KubernetesBackend
 from tests.fakes.cluster import FakeCluster
+from tests.guards import HANG_GUARD_S
 from tests.helpers.jobs import job
 from tests.helpers.test_outputs import _lab_job
 
@@ -63,7 +64,7 @@ def test_jobs_end_the_same_on_both_backends(backend, code, spec, expected, reque
     run.mkdir()
     manifest = job("parity", code, env=[{"name": "RUN", "value": str(run)}], **spec)
     ref = client.submit([manifest])
-    status = client.wait(ref, timeout_s=60, progress=False)
+    status = client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)
     reason = status.reason if status.phase == "Failed" else ""
     assert (status.phase, reason, status.succeeded, status.failed) == expected, status
     if "completions" in spec:
@@ -84,7 +85,7 @@ def test_a_pod_that_does_not_fit_stays_pending_with_the_schedulers_reason(cluste
         events = [e for e in api.objects("events") if e.get("reason") == "FailedScheduling"]
         return bool(events)
 
-    assert api.wait_for(pending_with_event, timeout=30)
+    assert api.wait_for(pending_with_event, timeout=HANG_GUARD_S)
     (pod,) = api.objects("pods")
     assert pod["status"]["phase"] == "Pending" and not pod["spec"].get("nodeName")
     (condition,) = [c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled"]
@@ -102,7 +103,7 @@ def test_outputs_and_volumes_through_a_reader_pod(cluster_client, cluster):
     )
     assert cluster.api.objects("pods") == []
     ref = client.submit(_lab_job("outputs", print_result=False))
-    assert client.wait(ref, timeout_s=60, progress=False).phase == "Succeeded"
+    assert client.wait(ref, timeout_s=HANG_GUARD_S, progress=False).phase == "Succeeded"
     assert client.result(ref) == {"steps": 1, "final_loss": 2.0}  # result.json via the reader pod
     assert [(m["kind"], m["step"]) for m in client.metrics(ref)] == [("train", 1), ("eval", 1)]
     assert client.list_volume("training-checkpoints", "outputs") == ["metrics.jsonl", "result.json"]
@@ -141,9 +142,9 @@ def test_disruptions_follow_the_pod_failure_policy_on_the_cluster(
         client.kill_worker(ref)  # one worker process: only through exec, which it does not do
     pod = getattr(client, verb)(ref)
     api = cluster.api
-    assert api.wait_for(lambda api: api.get("pods", pod) is None, timeout=30)
+    assert api.wait_for(lambda api: api.get("pods", pod) is None, timeout=HANG_GUARD_S)
     assert api.wait_for(lambda api: (api.get("jobs", "disrupted") or {}).get("status", {}).get("failed", 0) == failed
-                        and len(api.objects("pods")) == 1, timeout=30)  # fmt: skip
+                        and len(api.objects("pods")) == 1, timeout=HANG_GUARD_S)  # fmt: skip
     expected = {"preempt": "Preempted", "kill": "Killed"}[verb]
     assert expected in client.diagnose(ref).kinds  # from the Event the backend recorded
     client.delete(ref)

@@ -27,6 +27,7 @@ from kubecourse.backends.kubernetes import KubernetesBackend
 from kubecourse.manifests import load_lesson
 from kubecourse.workshop import Workshop
 from tests.fakes.apiserver import FakeApiServer
+from tests.guards import HANG_GUARD_S
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -128,7 +129,7 @@ def test_helper_rights_are_what_the_kubernetes_backend_calls(api, tmp_path):
     def run(server, job):
         # Kueue admits the queued job (unsuspends it) once the helper watches for its pods.
         def later():
-            server.wait_for(lambda s: s.watch_count > 0, timeout=20)
+            server.wait_for(lambda s: s.watch_count > 0, timeout=HANG_GUARD_S)
             stored = server.get("jobs", job["metadata"]["name"], "learner-01", group="batch")
             stored["spec"]["suspend"] = False
             server.put_object(stored)
@@ -152,7 +153,7 @@ def test_helper_rights_are_what_the_kubernetes_backend_calls(api, tmp_path):
         job = client.submit(objects)
         client.status(job)  # suspended: asks Kueue why
         client.logs(job, follow=True, echo=False)
-        client.wait(job, timeout_s=30, progress=False)
+        client.wait(job, timeout_s=HANG_GUARD_S, progress=False)
         client.logs(job, echo=False)
         client.events(job)
         client.diagnose(job)

@@ -12,10 +12,10 @@ from kubecourse.backends.config import KubernetesBackendConfig
 from kubecourse.backends.kubernetes import KubernetesBackend
 from kubecourse.diagnose import CAUSES, case_dir, classify_case, load_case
 from tests.fakes.apiserver import FakeApiServer
+from tests.guards import HANG_GUARD_S
 
 from .jobs import job
 
-pytestmark = pytest.mark.timeout(60)
 CASES = sorted(p.stem for p in case_dir().glob("*.json"))
 
 
@@ -71,7 +71,7 @@ def test_recorded_failure_is_diagnosed_through_the_kubernetes_backend(api, tmp_p
 
 def test_a_healthy_job_has_no_cause(local_client):
     ref = local_client.submit([job("fine", "print('step 1/1 loss 2.0')")])
-    local_client.wait(ref, timeout_s=30, progress=False)
+    local_client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)
     diagnosis = local_client.diagnose(ref)
     assert diagnosis.phase == "Succeeded" and diagnosis.causes == []
     assert "no problem found" in str(diagnosis)
@@ -115,13 +115,13 @@ def test_local_failures_are_diagnosed_from_exit_codes_events_and_logs(
     code = SLEEP if how in ("kill", "preempt", "deadline") else how
     ref = local_client.submit([job(name, code, **spec)])
     if how in ("kill", "preempt"):
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG_GUARD_S
         while not any(p.phase == "Running" for p in local_client.status(ref).pods):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         backend = local_client.backend
         backend.kill(ref, sig=signal.SIGKILL) if how == "kill" else backend.preempt(ref)
-    status = local_client.wait(ref, timeout_s=40, progress=False)
+    status = local_client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)
     assert status.phase == "Failed"
     diagnosis = local_client.diagnose(ref)
     print(diagnosis)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.guards import HANG_GUARD_S
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -46,7 +48,7 @@ def test_importing_every_helper_module_loads_no_torch_no_kubernetes_and_writes_n
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_GUARD_S,
         env={
             "PATH": "/usr/bin:/bin",
             "HOME": str(tmp_path),

@@ -25,10 +25,9 @@ from kubecourse import constants as C
 from kubecourse.backends.config import KubernetesBackendConfig, LocalBackendConfig
 from kubecourse.backends.kubernetes import KubernetesBackend
 from tests.fakes.apiserver import FakeApiServer
+from tests.guards import HANG_GUARD_S
 
 from .jobs import job
-
-pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
@@ -108,7 +107,7 @@ def test_wait_follows_a_watch_stream_not_a_poll_loop(api, client):
         ),
     )
     ref = client.submit([job("watched", "print(1)")])
-    status = client.wait(ref, timeout_s=20, progress=False)
+    status = client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)
     assert status.phase == C.SUCCEEDED and status.succeeded == 1 and status.pods[0].exit_code == 0
     job_gets = [r for r in api.requests if r.method == "GET" and r.path.endswith("/jobs/watched")]
     assert api.watch_count >= 1 and len(job_gets) <= 2, "wait must watch, not poll"
@@ -125,7 +124,9 @@ def test_wait_survives_a_dropped_or_expired_watch(api, client, compact):
     ref = client.submit([job("flaky", "print(1)")])
     result = {}
     waiter = threading.Thread(
-        target=lambda: result.update(status=client.wait(ref, timeout_s=30, progress=False))
+        target=lambda: result.update(
+            status=client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)
+        )
     )
     waiter.start()
     assert api.wait_for(lambda a: a.watch_count >= 1)
@@ -136,7 +137,7 @@ def test_wait_survives_a_dropped_or_expired_watch(api, client, compact):
     if compact:
         api.compact()  # the waiter's resourceVersion is now too old: the reconnect gets 410 Expired
     api.drop_watches()
-    assert api.wait_for(lambda a: a.watch_count >= 2, timeout=10)
+    assert api.wait_for(lambda a: a.watch_count >= 2, timeout=HANG_GUARD_S)
     api.run_job("flaky", logs={0: ["done"]})
     waiter.join(20)
     assert result["status"].phase == C.SUCCEEDED
@@ -173,7 +174,7 @@ def test_wait_retries_a_watch_refused_with_503(api, client):
         ),
     ).start()
     # The first GET (the job read) takes the 503 and is retried by _call; the watch then succeeds.
-    assert client.wait(ref, timeout_s=20, progress=False).phase == C.SUCCEEDED
+    assert client.wait(ref, timeout_s=HANG_GUARD_S, progress=False).phase == C.SUCCEEDED
 
 
 def test_failed_job_reports_reason_and_exit_code(api, client):
@@ -181,7 +182,9 @@ def test_failed_job_reports_reason_and_exit_code(api, client):
         "Job",
         lambda a, j: a.run_job(j, outcome="Failed", exit_code=137, reason="BackoffLimitExceeded"),
     )
-    status = client.wait(client.submit([job("oom", "print(1)")]), timeout_s=20, progress=False)
+    status = client.wait(
+        client.submit([job("oom", "print(1)")]), timeout_s=HANG_GUARD_S, progress=False
+    )
     assert (status.phase, status.reason) == (C.FAILED, "BackoffLimitExceeded")
     assert (status.pods[0].exit_code, status.pods[0].reason) == (137, "OOMKilled")
 
@@ -202,14 +205,14 @@ def test_logs_of_every_rank_and_one_rank(api, client):
         (0, "r0 b"),
         (1, "r1 a"),
     ]
-    client.wait(ref, timeout_s=20, progress=False)
+    client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)
     assert [line.prefixed() for line in client.logs(ref, rank=1, echo=False)] == ["[rank 1] r1 a"]
 
 
 def test_delete_is_foreground_and_a_second_delete_is_not_found(api, client):
     api.on_create("Job", lambda a, j: a.run_job(j))
     ref = client.submit([job("gone", "print(1)")])
-    client.wait(ref, timeout_s=20, progress=False)
+    client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)
     client.delete(ref)
     delete = [r for r in api.requests if r.method == "DELETE"][-1]
     assert (
@@ -318,7 +321,9 @@ def test_following_a_pod_that_has_not_started_waits_for_it(api, client):
     api.put_object(pod)
 
     def start_later():  # once the helper has asked for the log of the not-yet-started pod
-        assert api.wait_for(lambda a: any(r.path.endswith("/log") for r in a.requests), timeout=10)
+        assert api.wait_for(
+            lambda a: any(r.path.endswith("/log") for r in a.requests), timeout=HANG_GUARD_S
+        )
         api.patch_status("pods", "late-abcde", {"phase": "Running"})
         api.append_log("late-abcde", "hello from a slow image pull")
         api.patch_status("pods", "late-abcde", {"phase": "Succeeded"})

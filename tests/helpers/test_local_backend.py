@@ -10,13 +10,12 @@ import pytest
 from kubecourse import Conflict, JobTimeout, render
 from kubecourse import constants as C
 from kubecourse.types import JobRef
+from tests.guards import HANG_GUARD_S
 
 from .jobs import PRINT_ARGV_ENV, job
 
-pytestmark = pytest.mark.timeout(60)
 
-
-def _run(client, objects, timeout_s=30):
+def _run(client, objects, timeout_s=HANG_GUARD_S):
     ref = client.submit(objects if isinstance(objects, list) else [objects])
     return ref, client.wait(ref, timeout_s=timeout_s, progress=False)
 
@@ -226,7 +225,7 @@ def test_wait_reports_every_phase_in_order(local_client, local_backend):
         [job("phases", "import time; time.sleep(0.3); print('step 1/1 loss 0.5')")]
     )
     seen = []
-    local_backend.wait(ref, timeout_s=30, on_update=lambda s: seen.append(s.phase))
+    local_backend.wait(ref, timeout_s=HANG_GUARD_S, on_update=lambda s: seen.append(s.phase))
     phases = [p for i, p in enumerate(seen) if i == 0 or p != seen[i - 1]]
     assert phases in (["Pending", "Running", "Succeeded"], ["Running", "Succeeded"])
     assert local_backend.progress(ref) == (1, 1)
@@ -266,12 +265,12 @@ def test_disruptions_follow_the_pod_failure_policy(
         podFailurePolicy=policy,
     )
     ref = local_client.submit([manifest])
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + HANG_GUARD_S
     while "first pod" not in [line.text for line in local_client.logs(ref)]:
         assert time.monotonic() < deadline, "the first pod never started"
         time.sleep(0.05)
     victim = getattr(local_backend, disruption)(ref)
-    status = local_client.wait(ref, timeout_s=30, progress=False)
+    status = local_client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)
     assert status.phase == C.SUCCEEDED
     assert (status.failed, [p.name for p in status.pods][0]) == (failed, victim)
     assert status.pods[0].reason == reason

@@ -21,6 +21,7 @@ from kubecourse.manifests import (
     workload,
 )
 from kubecourse.validation import validate
+from tests.guards import HANG_GUARD_S
 
 MIRRORS = {
     "hf_endpoint": "https://hf-mirror.com",
@@ -98,6 +99,6 @@ def test_the_hub_client_in_the_labs_reads_hf_endpoint_from_the_env():
     code = "import huggingface_hub.constants as c; print(c.ENDPOINT)"
     env = {**os.environ, "HF_ENDPOINT": "https://hf-mirror.com"}
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=HANG_GUARD_S
     )
     assert out.stdout.strip() == "https://hf-mirror.com", out.stderr

@@ -21,8 +21,8 @@ from kubecourse.monitoring import (
     find_prometheus,
     free_port,
 )
+from tests.guards import HANG_GUARD_S
 
-pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -64,9 +64,9 @@ def test_scrapes_the_exporter_answers_promql_and_fires_the_nan_alert(exporter, p
     exporter.interval(loss=2.25, lr=0.1, samples_per_s=1280.0)
     exporter.checkpoint_saved(0.2)
 
-    up = prom.wait_until(lambda p: p.value('up{job="training"}') == 1, timeout_s=30)
+    up = prom.wait_until(lambda p: p.value('up{job="training"}') == 1, timeout_s=HANG_GUARD_S)
     assert up
-    prom.wait_until(lambda p: p.value("kubecourse_train_last_step") == 10, timeout_s=30)
+    prom.wait_until(lambda p: p.value("kubecourse_train_last_step") == 10, timeout_s=HANG_GUARD_S)
     rows = prom.query("kubecourse_train_loss")
     assert rows[0][0]["training_job"] == "unit" and rows[0][0]["rank"] == "0"
     assert rows[0][1] == 2.25
@@ -84,7 +84,7 @@ def test_scrapes_the_exporter_answers_promql_and_fires_the_nan_alert(exporter, p
 
     exporter.interval(loss=math.nan, lr=0.1, samples_per_s=1280.0)
     exporter.nonfinite_step()
-    firing = prom.wait_until(lambda p: p.alerts("firing"), timeout_s=30)
+    firing = prom.wait_until(lambda p: p.alerts("firing"), timeout_s=HANG_GUARD_S)
     assert [a["labels"]["alertname"] for a in firing] == ["TrainingLossNotFinite"]
     assert firing[0]["labels"]["training_job"] == "unit"
     assert math.isnan(prom.value("kubecourse_train_loss"))
@@ -102,7 +102,7 @@ def test_add_targets_is_picked_up_without_restart(exporter):
     with PrometheusServer() as prom:
         assert prom.query("up") == []
         prom.add_targets([f"127.0.0.1:{exporter.port}"])
-        prom.wait_until(lambda p: p.value("up") == 1, timeout_s=30)
+        prom.wait_until(lambda p: p.value("up") == 1, timeout_s=HANG_GUARD_S)
 
 
 def test_grafana_dashboard_queries_parse_in_prometheus(prom):

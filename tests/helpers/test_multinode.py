@@ -27,6 +27,7 @@ from kubecourse.multinode import (
     side_by_side,
     variant_diff,
 )
+from tests.guards import HANG_GUARD_S
 from tests.helpers.jobs import PRINT_ARGV_ENV, job
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -137,7 +138,7 @@ def test_local_backend_maps_pod_dns_names_and_gives_each_job_its_own_port(local_
             job(name, PRINT_ARGV_ENV, env=env, args=["--endpoint=net-0.svc:29500"]),
         ]
         ref = local_client.submit(objects)
-        status = local_client.wait(ref, timeout_s=60, progress=False)
+        status = local_client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)
         assert status.phase == "Succeeded"
         seen = json.loads([line.text for line in local_client.logs(ref, echo=False)][-1])
         port = seen["env"]["MASTER_PORT"]

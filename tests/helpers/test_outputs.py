@@ -7,6 +7,7 @@ import pytest
 
 from kubecourse import Conflict, render
 from kubecourse.backends.outputs import out_dir_volume
+from tests.guards import HANG_GUARD_S
 
 from .jobs import job
 
@@ -92,7 +93,7 @@ def test_result_metrics_and_volume_verbs(local_client, print_result, expected):
     name = f"outputs-{int(print_result)}"
     client.reset_volume("training-checkpoints", name)
     ref = client.submit(_lab_job(name, print_result))
-    assert client.wait(ref, timeout_s=30, progress=False).phase == "Succeeded"
+    assert client.wait(ref, timeout_s=HANG_GUARD_S, progress=False).phase == "Succeeded"
     assert client.result(ref) == expected
     assert [(m["kind"], m["step"]) for m in client.metrics(ref)] == [("train", 1), ("eval", 1)]
     assert client.list_volume("training-checkpoints", name) == ["metrics.jsonl", "result.json"]
@@ -107,7 +108,7 @@ def test_result_metrics_and_volume_verbs(local_client, print_result, expected):
 
 def test_kill_and_kill_worker_need_a_running_pod(local_client):
     ref = local_client.submit([job("quick", "print('hi')")])
-    local_client.wait(ref, timeout_s=30, progress=False)
+    local_client.wait(ref, timeout_s=HANG_GUARD_S, progress=False)
     with pytest.raises(Conflict, match="no running pod"):
         local_client.kill(ref)
     with pytest.raises(Conflict, match="no running torchrun worker"):

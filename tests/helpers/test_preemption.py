@@ -11,10 +11,9 @@ import pytest
 
 from kubecourse import TrainingClient
 from kubecourse.preemption import ha_job, run_preemption_experiment
+from tests.guards import HANG_GUARD_S
 
 from .jobs import job
-
-pytestmark = pytest.mark.timeout(90)
 
 TRAINER = """
 import os, signal, sys, time
@@ -70,7 +69,7 @@ def test_lost_work_is_zero_after_sigterm_and_within_an_interval_after_sigkill(
             _stand_in(tmp_path, every),
             disruptions=["SIGTERM", "SIGKILL", "SIGKILL"],
             seed=every,
-            timeout_s=60,
+            timeout_s=HANG_GUARD_S,
         )
     print(run.table())
     assert run.phase == "Succeeded" and run.total_steps == 40

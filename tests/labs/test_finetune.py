@@ -20,6 +20,7 @@ from labs.common import instructions
 from labs.common.config import ConfigError
 from labs.common.metrics import read_metrics
 from labs.common.tiny_lm import TinySpec, ensure_tiny_lm
+from tests.guards import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".course" / "models"
@@ -126,7 +127,7 @@ def test_tiny_model_is_cached_and_safe_to_build_concurrently(tmp_path):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=HANG_GUARD_S)
     assert len(paths) == 2 and paths[0] == paths[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == [paths[0].name]  # no temp folders left
     stamp = (paths[0] / "model.safetensors").stat().st_mtime_ns

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.guards import HANG_GUARD_S
+
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "labs" / "launch.sh"
 # Variables any of the cases sets; cleared first so the host environment cannot leak in.
@@ -21,14 +23,14 @@ KNOWN = (
 ).split()
 
 
-def launch(env: dict[str, str], *flags: str, timeout: float = 30) -> subprocess.CompletedProcess:
+def launch(env: dict[str, str], *flags: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in KNOWN}
     return subprocess.run(
         ["bash", str(LAUNCH), *flags, "--", "-m", "labs.lm_pretrain", "--smoke"],
         env={**base, **env},
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=HANG_GUARD_S,
         cwd=REPO,
     )
 
@@ -164,4 +166,4 @@ def test_waits_for_dns_then_gives_up_with_exit_4():
     )
     assert result.returncode == 4, result.stdout + result.stderr
     assert "did not resolve within 2s" in result.stderr
-    assert 1.5 <= time.monotonic() - start < 20
+    assert time.monotonic() - start >= 1.5  # it waited (the bound itself is the hang guard)

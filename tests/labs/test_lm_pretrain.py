@@ -1,5 +1,5 @@
 """labs/lm_pretrain.py: the course model (labs/common/tiny_lm.llama_config), the data, DCP checkpoints that
-reshard (saved by 2 FSDP2 ranks, loaded by 1), DeepSpeed's printed skip on CPU. Subprocesses run the lab as a pod would, each bounded by TIMEOUT."""
+reshard (saved by 2 FSDP2 ranks, loaded by 1), DeepSpeed's printed skip on CPU. Subprocesses run the lab as a pod would, each bounded by the hang guard."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import torch
 
 from labs import lm_pretrain as lm
 from labs.common.config import parse_config
+from tests.guards import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[2]
-TIMEOUT = 150
 ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
@@ -32,7 +32,7 @@ def run_lab(*args: str, nproc: int = 1) -> subprocess.CompletedProcess:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=TIMEOUT,
+        timeout=HANG_GUARD_S,
         env={**os.environ, **ENV},
     )
 
@@ -91,7 +91,6 @@ def test_deepspeed_on_cpu_exits_2_with_the_reason(tmp_path, capsys):
     assert "deepspeed: skipped: DeepSpeed ZeRO needs CUDA" in capsys.readouterr().out
 
 
-@pytest.mark.timeout(240)
 def test_fsdp_checkpoint_from_2_ranks_resumes_exactly_in_1_process(tmp_path):
     out = tmp_path / "run"
     first = run_lab(f"--out-dir={out}", "--strategy=fsdp", "--max-steps=20", nproc=2)

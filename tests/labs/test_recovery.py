@@ -25,16 +25,15 @@ from labs.common.config import parse_config
 from labs.common.distributed import DistInfo
 from labs.common.faults import EXIT_HUNG, EXIT_NONFINITE
 from labs.common.metrics import read_metrics
+from tests.guards import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 120
+TIMEOUT_S = HANG_GUARD_S  # a hang guard: a busy machine never fails these tests
 # 20 optimizer steps (2 epochs of 10), a checkpoint every 3 steps, a log line every step.
 TINY = (
     "--smoke --train-subset 640 --test-subset 200 --epochs 2 --batch-size 32 "
     "--grad-accum-steps 2 --ema --log-every 1 --checkpoint-every 3 --num-threads 1"
 ).split()
-
-pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +77,15 @@ def start(data_dir: Path, out: Path, *extra: str) -> subprocess.Popen:
 
 
 def kill_when(proc: subprocess.Popen, seen: str, wait_for_glob: tuple[Path, str] | None = None):
-    """SIGKILL the process once a line starting with `seen` appears (and, if given, once a file
-    matching `wait_for_glob` exists: e.g. a checkpoint temp file mid-write); returns its output."""
+    """SIGKILL the process once a line starting with `seen` appears (and, if given, once a
+    non-empty file matching `wait_for_glob` exists: a checkpoint temp file mid-write, its first
+    half flushed); returns its output."""
     lines, deadline = [], time.monotonic() + TIMEOUT_S
     try:
         for line in proc.stdout:
             lines.append(line.rstrip("\n"))
             if line.startswith(seen):
-                while wait_for_glob and not list(wait_for_glob[0].glob(wait_for_glob[1])):
+                while wait_for_glob and not _non_empty(*wait_for_glob):
                     assert time.monotonic() < deadline, f"no {wait_for_glob[1]} appeared"
                     time.sleep(0.05)
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -95,9 +95,16 @@ def kill_when(proc: subprocess.Popen, seen: str, wait_for_glob: tuple[Path, str]
             pytest.fail(f"the run ended before {seen!r}:\n" + "\n".join(lines[-20:]))
     finally:
         proc.kill()
-        proc.wait(timeout=30)
+        proc.wait(timeout=TIMEOUT_S)
         proc.stdout.close()
     return lines
+
+
+def _non_empty(folder: Path, pattern: str) -> bool:
+    try:
+        return any(p.stat().st_size > 0 for p in folder.glob(pattern))
+    except FileNotFoundError:  # renamed or removed between glob and stat
+        return False
 
 
 def final_state(out: Path) -> dict:
@@ -134,7 +141,8 @@ def test_killed_mid_checkpoint_write_and_at_random_steps_resumes_bitwise_equal(
     checkpoint yet); kills 2 and 3 land at random steps (seeded, so a failure reproduces). Each
     rerun resumes from the newest COMPLETE checkpoint; the last one runs to the end."""
     out, folder = tmp_path / "killed", tmp_path / "killed" / "checkpoints"
-    proc = start(data_dir, out, "--inject-slow-checkpoint-s", "30")
+    # The pause outlasts any wait: the kill, not the end of the pause, ends the write.
+    proc = start(data_dir, out, "--inject-slow-checkpoint-s", str(HANG_GUARD_S))
     kill_when(proc, "step 3/", wait_for_glob=(folder, "*.tmp"))
     torn = list(folder.glob("*.tmp"))
     assert torn and torn[0].stat().st_size > 0 and not ckpt.list_checkpoints(folder)
@@ -176,16 +184,15 @@ def test_torn_write_after_a_complete_checkpoint_resumes_from_that_one(tmp_path):
             sys.executable,
             "-c",
             "import sys, torch; from labs.common import checkpoint as c; "
-            f"c.save_checkpoint({{'step': 6, 'w': torch.zeros(10**6)}}, {str(folder)!r}, 6, slow_write_s=60)",
+            f"c.save_checkpoint({{'step': 6, 'w': torch.zeros(10**6)}}, {str(folder)!r}, 6, slow_write_s={HANG_GUARD_S})",
         ],
         cwd=REPO,
     )
     deadline = time.monotonic() + TIMEOUT_S
-    while not list(folder.glob("*.tmp")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # inside the pause: half the bytes are on disk
+    while not _non_empty(folder, "*.tmp") and time.monotonic() < deadline:
+        time.sleep(0.05)  # once the first half is flushed, the pause has begun
     child.kill()
-    child.wait(timeout=30)
+    child.wait(timeout=TIMEOUT_S)
     state, path = ckpt.load_latest(folder, log=lambda m: None)
     assert state["step"] == 3 and path.name == "ckpt-step-00000003.pt"
     assert not list(folder.glob("*.tmp"))
@@ -220,7 +227,7 @@ def test_hung_rank_is_ended_by_the_watchdog(data_dir, tmp_path):
             sys.executable,
             "-m",
             "labs.cifar10",
-            *flags(data_dir, tmp_path / "hang", "--inject-hang-at-step", "4", "--watchdog-s", "3"),
+            *flags(data_dir, tmp_path / "hang", "--inject-hang-at-step", "4", "--watchdog-s", "6"),
         ],
         cwd=REPO,
         capture_output=True,

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from kubecourse import validate
+from kubecourse.coursemap import manifest_set_lessons
 from kubecourse.manifests import parse_yaml
 from tests.conftest import CRD_DIR
 
@@ -38,8 +39,11 @@ def test_manifest_opens_with_a_teaching_header(path):
             break
         header.append(line)
     text = "\n".join(header)
-    assert header and header[0].startswith("# Lesson "), (
-        f"{path.name}: first line should name the lesson"
+    manifest_set = path.relative_to(MANIFESTS).parts[0][:2]
+    lessons = manifest_set_lessons(manifest_set)
+    word = "Lesson" if len(lessons) == 2 else "Lessons"
+    assert header and header[0].startswith(f"# {word} {lessons}, manifest set {manifest_set}"), (
+        f"{path.name}: first line should name the lessons (notebook numbers) and the manifest set"
     )
     for word in ("Apply:", "Check:", "Logs:", "Clean:"):
         assert word in text, f"{path.name}: teaching header lacks {word!r}"

@@ -9,8 +9,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.guards import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "monitoring" / "training-alerts.rules.yml"
@@ -58,10 +59,12 @@ def test_every_alert_has_a_unit_test_and_a_runbook_entry():
             assert f"## {anchor.replace('-', ' ')}".lower() in runbook.lower(), anchor
 
 
-@pytest.mark.timeout(60)
 def test_promtool_checks_and_unit_tests_pass():
     check = subprocess.run(
-        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=30
+        [promtool(), "check", "rules", str(RULES)],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "5 rules found" in check.stdout
@@ -69,13 +72,12 @@ def test_promtool_checks_and_unit_tests_pass():
         [promtool(), "test", "rules", str(RULE_TESTS)],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=HANG_GUARD_S,
         cwd=RULE_TESTS.parent,
     )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-@pytest.mark.timeout(60)
 def test_promtool_unit_tests_catch_a_broken_rule(tmp_path):
     # The tests can fail: loosen the NaN rule's threshold and they must.
     broken = RULES.read_text().replace(
@@ -88,7 +90,7 @@ def test_promtool_unit_tests_catch_a_broken_rule(tmp_path):
         [promtool(), "test", "rules", RULE_TESTS.name],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=HANG_GUARD_S,
         cwd=tmp_path,
     )
     assert run.returncode != 0 and "TrainingLossNotFinite" in run.stdout + run.stderr

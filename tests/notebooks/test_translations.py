@@ -19,6 +19,7 @@ import pytest
 
 from kubecourse import i18n
 from kubecourse.course import execute
+from tests.guards import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[2]
 LANG = "zh_CN"
@@ -142,7 +143,7 @@ def test_links_resolve_and_the_glossary_is_linked(source):
 )
 def test_chinese_notebook_executes(name, parameters):
     notebook = REPO / "notebooks" / LANG / f"{name}.ipynb"
-    executed = execute(notebook, OUT, parameters=parameters, cell_timeout_s=300)
+    executed = execute(notebook, OUT, parameters=parameters, cell_timeout_s=int(HANG_GUARD_S))
     outcome = json.loads((OUT / "outcomes" / f"{name}.json").read_text())
     assert outcome["numbers"], f"{notebook.name} recorded no outcome"
     cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]

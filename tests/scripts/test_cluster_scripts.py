@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kubecourse.cluster import pinned_versions
+from tests.guards import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = pinned_versions()
@@ -35,7 +36,7 @@ def tripwire(tmp_path):
 def _dry_run(script, *args, env):
     result = subprocess.run(
         [str(ROOT / "scripts" / script), *args, "--dry-run"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True, text=True, env=env, timeout=HANG_GUARD_S,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     commands = [

@@ -553,7 +553,7 @@ class KubernetesBackend(Backend, KubernetesOutputs, JobOutputs):
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 
-        stream = watch.Watch()
+        stream = watch.Watch(return_type="object")  # plain dicts, as the server sent them
         chunk = min(remaining, self.watch_chunk_s)
         status = None
         try:
@@ -728,7 +728,7 @@ class KubernetesBackend(Backend, KubernetesOutputs, JobOutputs):
         from kubernetes import watch
         from kubernetes.client import CoreV1Api
 
-        stream = watch.Watch()
+        stream = watch.Watch(return_type="object")  # plain dicts, as the server sent them
         for _ in stream.stream(
             CoreV1Api(self.api_client).list_namespaced_pod,
             ref.namespace,
@@ -747,7 +747,7 @@ class KubernetesBackend(Backend, KubernetesOutputs, JobOutputs):
         from kubernetes import watch
         from kubernetes.client import CoreV1Api
 
-        stream = watch.Watch()
+        stream = watch.Watch(return_type="object")  # plain dicts, as the server sent them
         last: Manifest = {"metadata": {"name": pod_name}}
         for event in stream.stream(
             CoreV1Api(self.api_client).list_namespaced_pod,
@@ -756,7 +756,7 @@ class KubernetesBackend(Backend, KubernetesOutputs, JobOutputs):
             timeout_seconds=max(1, int(timeout_s)),
             _request_timeout=timeout_s + 10,
         ):
-            last = event["raw_object"]
+            last = event["object"]
             if ((last.get("status") or {}).get("phase") or C.PENDING) != C.PENDING:
                 stream.stop()
                 return last

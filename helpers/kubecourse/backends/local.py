@@ -106,9 +106,8 @@ class LocalBackend(Backend, JobOutputs):
         config = config or LocalBackendConfig()
         self.config = config
         self.workdir = Path(config.workdir) if config.workdir else repo_root()
-        self.state_dir = (
-            Path(config.state_dir) if config.state_dir else self.workdir / C.LOCAL_STATE_DIR
-        )
+        state_dir = config.state_dir or os.environ.get(C.LOCAL_STATE_DIR_ENV)
+        self.state_dir = Path(state_dir) if state_dir else self.workdir / C.LOCAL_STATE_DIR
         self.python = config.python
         self.max_grace_s = (
             config.max_grace_s  # cap on terminationGracePeriodSeconds so notebooks stay snappy
