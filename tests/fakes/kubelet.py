@@ -1,7 +1,7 @@
 """The fake cluster's kubelet: runs the pods bound to its node as local processes.
 
-Each pod goes through the local backend's pod runtime (kubecourse.backends.local_plan.plan_pod and
-local_runtime), so a pod means the same here as on the local backend: the same argv, env, volume
+Each pod goes through the local backend's pod runtime (kubecourse.backends.local.plan.plan_pod and
+runtime), so a pod means the same here as on the local backend: the same argv, env, volume
 folders and cluster-DNS mapping. The kubelet writes what the real one reports: Pulled/Created/
 Started events, phase Pending -> Running -> Succeeded/Failed, container states with exit codes,
 and the containers' output as the pod's log (served, `follow` too, by the API server). A pod that
@@ -23,8 +23,8 @@ import sys
 import threading
 from pathlib import Path
 
-from kubecourse.backends import local_runtime as runtime
-from kubecourse.backends.local_plan import (
+from kubecourse.backends.local import runtime
+from kubecourse.backends.local.plan import (
     Network,
     PodConfigError,
     PodContext,
