@@ -16,8 +16,8 @@
 #
 # **What you will do:** render one multi-node training spec as an Indexed Job + headless Service,
 # a JobSet, a PyTorchJob and a TrainJob, and compare them; run 2 nodes x 2 processes on the local
-# backend (two pods, each a `torchrun` launcher on 127.0.0.1); kill one worker in the middle and
-# watch torchrun restart the worker group on every node and the lab resume from its checkpoint.
+# backend (two pods, each a `torchrun` launcher on 127.0.0.1); have one worker die in the middle
+# and watch torchrun restart the worker group on every node and the lab resume from its checkpoint.
 #
 # **Why:** multi-node is where training on Kubernetes usually gets stuck: who is rank 0, how the
 # others find it (DNS of a pod that may not exist yet), and what happens when one process dies.
@@ -33,7 +33,8 @@ IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 NODES = 2
 PROCS_PER_NODE = 2
 STEPS = 80  # optimizer steps of the run
-CHECKPOINT_EVERY = 20  # the kill comes right after the first checkpoint
+CHECKPOINT_EVERY = 20
+CRASH_AT_STEP = 25  # the last rank dies by SIGKILL before this step, after the first checkpoint
 TIMEOUT_S = 300
 
 # %%
@@ -42,7 +43,7 @@ import os
 import subprocess
 
 from kubecourse import TrainingClient
-from kubecourse.contract import Checkpoint, Resumed, StartLine, parse_line, records
+from kubecourse.contract import FaultInjected, Resumed, StartLine, parse_line, records
 from kubecourse.course import record_outcome
 from kubecourse.display import events_view, status_view
 from kubecourse.manifests import repo_root
@@ -143,6 +144,7 @@ run_spec = dataclasses.replace(
         f"--steps={STEPS}",
         f"--checkpoint-every={CHECKPOINT_EVERY}",
         "--log-every=10",
+        f"--inject-crash-at-step={CRASH_AT_STEP}",
     ),
     env=(("OMP_NUM_THREADS", "1"), ("MAX_RESTARTS", "2")),
 )
@@ -151,13 +153,15 @@ client.reset_volume("lm-checkpoints", JOB_NAME)  # the checkpoint PVC outlives j
 job = client.submit(objects)
 
 # %% [markdown]
-# ## 4. Kill one worker mid-run
-# As soon as the first checkpoint is on disk, one worker process (not a pod) gets SIGKILL, as the
-# OOM killer would do. Its torchrun agent notices, stops its other worker, and re-enters the c10d
-# rendezvous; the other node's agent sees the new round and restarts its workers too. Every worker
-# starts over and the lab resumes from the newest complete checkpoint.
-# `client.kill_worker(job)` sends SIGKILL to the highest-rank worker process (the kubectl twin,
-# `kubectl exec ... -- pkill -KILL -f labs.lm_pretrain`, is printed above its output).
+# ## 4. One worker dies mid-run
+# A few steps after the first checkpoint, one worker process (not a pod) gets SIGKILL, as the OOM
+# killer would do: `--inject-crash-at-step` makes the last rank kill itself before that step, once
+# (a marker file on the checkpoint volume keeps the restarted worker from doing it again). Its
+# torchrun agent notices, stops its other worker, and re-enters the c10d rendezvous; the other
+# node's agent sees the new round and restarts its workers too. Every worker starts over and the
+# lab resumes from the newest complete checkpoint. By hand on a real cluster you would kill it from
+# outside: `kubectl exec -n <namespace> lm-multinode-1-<suffix> -- pkill -KILL -f labs.lm_pretrain`
+# (the pod of node 1; `pkill` kills its local workers, the same restart follows).
 
 # %%
 killed = None
@@ -165,10 +169,10 @@ lines = []
 for line in client.iter_logs(job, follow=True):
     lines.append(line)
     print(line.prefixed())
-    saved = parse_line(line.text)
-    if killed is None and isinstance(saved, Checkpoint) and saved.step == CHECKPOINT_EVERY:
-        killed = {**client.kill_worker(job), "after_step": CHECKPOINT_EVERY}
-        print(f"*** killed worker rank {killed['rank']} (pid {killed['pid']}) ***")
+    fault = parse_line(line.text)
+    if killed is None and isinstance(fault, FaultInjected) and fault.kind == "crash":
+        killed = {"rank": fault.rank, "pid": int(fault.values["pid"]), "before_step": fault.step}
+        print(f"*** worker rank {killed['rank']} (pid {killed['pid']}) got SIGKILL ***")
 
 # %%
 status = client.wait(job, timeout_s=TIMEOUT_S)
@@ -193,7 +197,8 @@ print(
     {k: result.get(k) for k in ("steps", "resumed_from_step", "final_loss", "world_size")},
 )
 assert status.phase == "Succeeded", f"{status.phase}: {status.reason} {status.message}"
-assert killed is not None, "the run ended before the first checkpoint was seen"
+assert killed is not None, "no worker was killed"
+assert killed["rank"] == NODES * PROCS_PER_NODE - 1 and killed["before_step"] == CRASH_AT_STEP
 assert len(starts) == 2, f"expected one start and one elastic restart, saw {len(starts)}"
 assert resumed and resumed[0] >= CHECKPOINT_EVERY and resumed[0] % CHECKPOINT_EVERY == 0
 assert starts[-1].resumed_from == resumed[-1]

@@ -10,6 +10,7 @@ smoke runs of each lab and parses them here):
     step <n>/<total> loss <float>[ <key> <value>]...      StepLine   (e.g. `lr 0.01 img/s 850`)
     checkpoint saved step <N> path <path>[ (<reason>)]    Checkpoint
     stopped by SIGTERM at step <N>; rerun to resume       Stopped
+    fault injection: <kind> at step <N> rank <r>[ ...]    FaultInjected (printed by rank r)
     done <key> <value> ...                                Done       (human summary)
     result <compact JSON of result.json>                  Result     (the final line)
 
@@ -39,6 +40,10 @@ _CHECKPOINT = re.compile(
     r"^checkpoint saved step (?P<step>\d+) path (?P<path>\S+)(?: \((?P<reason>[^)]*)\))?$"
 )
 _STOPPED = re.compile(r"^stopped by SIGTERM at step (?P<step>\d+); rerun to resume$")
+_FAULT = re.compile(
+    r"^fault injection: (?P<kind>[a-z_]+) at step (?P<step>\d+) rank (?P<rank>\d+)"
+    r"(?P<rest>(?: \S+ \S+)*)$"
+)
 _DONE = re.compile(r"^done (?P<rest>.+)$")
 _RESULT = re.compile(r"^result (?P<json>\{.*\})$")
 
@@ -96,6 +101,16 @@ class Stopped:
 
 
 @dataclass(frozen=True)
+class FaultInjected:
+    """`fault injection: crash at step 25 rank 3 pid 4242`: a lab's `--inject-*` fault fired."""
+
+    kind: str  # "nan", "hang", "crash"
+    step: int  # the optimizer step it fired before
+    rank: int  # the rank that printed it (the one that crashed, hung or got the NaN)
+    values: dict[str, str] = field(default_factory=dict)  # e.g. pid
+
+
+@dataclass(frozen=True)
 class Done:
     """`done key value ...`: the human summary (`a -> b` pairs keep the final value)."""
 
@@ -119,7 +134,7 @@ class Result:
     data: dict[str, Any]
 
 
-Record = StartLine | Resumed | StepLine | Checkpoint | Stopped | Done | Result
+Record = StartLine | Resumed | StepLine | Checkpoint | Stopped | FaultInjected | Done | Result
 
 
 def _pairs(text: str) -> dict[str, str]:
@@ -153,6 +168,11 @@ def parse_line(text: str) -> Record | None:
         return Resumed(int(match.group("step")), match.group("path"), _pairs(match.group("rest")))
     if match := _STOPPED.match(text):
         return Stopped(int(match.group("step")))
+    if match := _FAULT.match(text):
+        values = _pairs(match.group("rest"))
+        return FaultInjected(
+            match.group("kind"), int(match.group("step")), int(match.group("rank")), values
+        )
     if match := _DONE.match(text):
         return Done(match.group("rest"))
     if (match := _START.match(text)) and "resumed_from=" in text:

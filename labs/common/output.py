@@ -8,6 +8,7 @@ process's stdout, so their shape is fixed here, once, for every lab (rank 0 prin
     step <n>/<total>[ <key> <value>]...                   e.g. `loss 0.8 lr 0.01 img/s 850`
     checkpoint saved step <N> path <path>[ (<reason>)]
     stopped by SIGTERM at step <N>; rerun to resume
+    fault injection: <kind> at step <N> rank <r>[ <key> <value>]...   printed by rank <r>
     done <key> <value> ...                                human summary
     result <compact JSON of result.json>                  the last line
 
@@ -40,6 +41,11 @@ def checkpoint_line(step: int, path: Any, reason: str = "") -> str:
 
 def stopped_line(step: int) -> str:
     return f"stopped by SIGTERM at step {step}; rerun to resume"
+
+
+def fault_line(kind: str, step: int, rank: int, note: Mapping[str, Any]) -> str:
+    extra = "".join(f" {key} {value}" for key, value in note.items())
+    return f"fault injection: {kind} at step {step} rank {rank}{extra}"
 
 
 def done_line(fields: Iterable[tuple[str, str]]) -> str:

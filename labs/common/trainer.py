@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -112,13 +114,19 @@ class CoreConfig:
     inject_slow_checkpoint_s: float = param(
         0.0, "fault injection: seconds to pause halfway through each checkpoint write"
     )
+    inject_crash_at_step: int = param(
+        0,
+        "fault injection: the last rank's process dies by SIGKILL (as from the OOM killer) "
+        "before this optimizer step, once per out_dir (0 = off): torchrun restarts the workers",
+    )
 
     def __post_init__(self) -> None:
         check_bounds(
             self,
             positive="grad_accum_steps log_every keep_checkpoints",
             non_negative="max_steps checkpoint_every grad_clip deadline_s early_stop_patience "
-            "stage watchdog_s inject_nan_at_step inject_hang_at_step inject_slow_checkpoint_s",
+            "stage watchdog_s inject_nan_at_step inject_hang_at_step inject_slow_checkpoint_s "
+            "inject_crash_at_step",
         )
 
 
@@ -126,7 +134,7 @@ class CoreConfig:
 CORE_RUNTIME_FIELDS = (
     "out_dir max_steps deadline_s log_every checkpoint_every keep_checkpoints "
     "early_stop_patience stage on_nonfinite watchdog_s inject_nan_at_step inject_hang_at_step "
-    "inject_slow_checkpoint_s"
+    "inject_slow_checkpoint_s inject_crash_at_step"
 ).split()
 
 
@@ -444,7 +452,11 @@ class Trainer:
         return bool(cap) and self.step >= cap and self.step < self.total_steps
 
     def inject_faults(self) -> Any:
-        """--inject-nan-at-step / --inject-hang-at-step: each fires once per out_dir (a marker)."""
+        """--inject-nan/hang/crash-at-step: each fires once per out_dir (a marker file)."""
+        last = self.dist.world_size - 1
+        if self.fire_once("crash", self.cfg.inject_crash_at_step, rank=last, pid=os.getpid()):
+            sys.stdout.flush()  # SIGKILL leaves no chance to flush, as a real OOM kill
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.fire_once("hang", self.cfg.inject_hang_at_step):
             while True:  # a stuck collective or file read: only the watchdog ends this
                 time.sleep(3600)
@@ -452,14 +464,17 @@ class Trainer:
             return self.task.nan_module().register_forward_hook(nan_hook)
         return None
 
-    def fire_once(self, kind: str, at_step: int) -> bool:
-        if not (self.dist.is_main and at_step and self.step + 1 == at_step):
+    def fire_once(self, kind: str, at_step: int, rank: int = 0, **note: Any) -> bool:
+        """True once per out_dir, on `rank`, right before optimizer step `at_step`. The marker
+        lives on the checkpoint volume, so a restarted worker or a retried pod does not fire
+        again. It prints a contract line `fault injection: <kind> at step <N>[ key value]...`."""
+        if not (self.dist.rank == rank and at_step and self.step + 1 == at_step):
             return False
         marker = self.out / "injected-faults" / f"{kind}-step-{at_step}"
         if marker.exists():
             return False
-        write_json_atomic(marker, {"kind": kind, "step": at_step})
-        self.log(f"fault injection: {kind} at step {at_step}")
+        write_json_atomic(marker, {"kind": kind, "step": at_step, "rank": rank, **note})
+        self._print(output.fault_line(kind, at_step, rank, note), flush=True)
         return True
 
     # -- logging and evaluation --------------------------------------------------------------------

@@ -25,7 +25,7 @@
 # **你将做什么：** 把一份多节点训练规约分别渲染成[索引作业（Indexed Job）](../../docs/glossary.md#indexed-job)
 # 加[无头服务（Headless Service）](../../docs/glossary.md#headless-service)、JobSet、PyTorchJob 和
 # TrainJob，并加以比较；在本地后端上运行 2 个节点 x 2 个进程（两个 Pod，每个都是 127.0.0.1 上的
-# `torchrun` 启动器）；在中途杀掉一个工作进程（worker），观察 torchrun 在每个节点上重启工作进程组，
+# `torchrun` 启动器）；让一个工作进程（worker）在中途挂掉，观察 torchrun 在每个节点上重启工作进程组，
 # 以及实验程序从检查点恢复。
 #
 # **为什么：** 多节点正是在 Kubernetes 上训练最容易卡住的地方：谁是 rank 0，其他进程如何找到它
@@ -42,7 +42,8 @@ IMAGE = "ghcr.io/kubecourse/labs:0.1.0"
 NODES = 2
 PROCS_PER_NODE = 2
 STEPS = 80  # 本次运行的优化器步数
-CHECKPOINT_EVERY = 20  # 第一个检查点写完后紧接着就杀进程
+CHECKPOINT_EVERY = 20
+CRASH_AT_STEP = 25  # 最后一个 rank 在这一步之前被 SIGKILL 杀死，晚于第一个检查点
 TIMEOUT_S = 300
 
 # %%
@@ -51,7 +52,7 @@ import os
 import subprocess
 
 from kubecourse import TrainingClient
-from kubecourse.contract import Checkpoint, Resumed, StartLine, parse_line, records
+from kubecourse.contract import FaultInjected, Resumed, StartLine, parse_line, records
 from kubecourse.course import record_outcome
 from kubecourse.display import events_view, status_view
 from kubecourse.manifests import repo_root
@@ -149,6 +150,7 @@ run_spec = dataclasses.replace(
         f"--steps={STEPS}",
         f"--checkpoint-every={CHECKPOINT_EVERY}",
         "--log-every=10",
+        f"--inject-crash-at-step={CRASH_AT_STEP}",
     ),
     env=(("OMP_NUM_THREADS", "1"), ("MAX_RESTARTS", "2")),
 )
@@ -157,12 +159,14 @@ client.reset_volume("lm-checkpoints", JOB_NAME)  # the checkpoint PVC outlives j
 job = client.submit(objects)
 
 # %% [markdown]
-# ## 4. 在运行中途杀掉一个工作进程
-# 第一个检查点一落盘，就向一个工作进程（不是 Pod）发送 SIGKILL，就像 OOM killer 会做的那样。它的
-# torchrun 代理（agent）察觉后，停止自己的另一个工作进程，并重新进入 c10d 汇合；另一个节点的代理看到
-# 新一轮汇合，也重启自己的工作进程。每个工作进程都从头开始，实验程序从最新的完整检查点恢复。
-# `client.kill_worker(job)` 向 rank 最高的工作进程发送 SIGKILL（对应的 kubectl 命令
-# `kubectl exec ... -- pkill -KILL -f labs.lm_pretrain` 打印在其输出上方）。
+# ## 4. 一个工作进程在运行中途挂掉
+# 第一个检查点之后几步，一个工作进程（不是 Pod）收到 SIGKILL，就像 OOM killer 会做的那样：
+# `--inject-crash-at-step` 让最后一个 rank 在那一步之前杀死自己，只此一次（检查点卷上的一个标记文件
+# 让重启后的工作进程不再这样做）。它的 torchrun 代理（agent）察觉后，停止自己的另一个工作进程，并重新
+# 进入 c10d 汇合；另一个节点的代理看到新一轮汇合，也重启自己的工作进程。每个工作进程都从头开始，实验程序
+# 从最新的完整检查点恢复。在真实集群上手动操作时，你会从外部杀掉它：
+# `kubectl exec -n <namespace> lm-multinode-1-<suffix> -- pkill -KILL -f labs.lm_pretrain`
+# （节点 1 的 Pod；`pkill` 杀掉它本地的工作进程，随后是同样的重启）。
 
 # %%
 killed = None
@@ -170,10 +174,10 @@ lines = []
 for line in client.iter_logs(job, follow=True):
     lines.append(line)
     print(line.prefixed())
-    saved = parse_line(line.text)
-    if killed is None and isinstance(saved, Checkpoint) and saved.step == CHECKPOINT_EVERY:
-        killed = {**client.kill_worker(job), "after_step": CHECKPOINT_EVERY}
-        print(f"*** killed worker rank {killed['rank']} (pid {killed['pid']}) ***")
+    fault = parse_line(line.text)
+    if killed is None and isinstance(fault, FaultInjected) and fault.kind == "crash":
+        killed = {"rank": fault.rank, "pid": int(fault.values["pid"]), "before_step": fault.step}
+        print(f"*** worker rank {killed['rank']} (pid {killed['pid']}) got SIGKILL ***")
 
 # %%
 status = client.wait(job, timeout_s=TIMEOUT_S)
@@ -198,7 +202,8 @@ print(
     {k: result.get(k) for k in ("steps", "resumed_from_step", "final_loss", "world_size")},
 )
 assert status.phase == "Succeeded", f"{status.phase}: {status.reason} {status.message}"
-assert killed is not None, "the run ended before the first checkpoint was seen"
+assert killed is not None, "no worker was killed"
+assert killed["rank"] == NODES * PROCS_PER_NODE - 1 and killed["before_step"] == CRASH_AT_STEP
 assert len(starts) == 2, f"expected one start and one elastic restart, saw {len(starts)}"
 assert resumed and resumed[0] >= CHECKPOINT_EVERY and resumed[0] % CHECKPOINT_EVERY == 0
 assert starts[-1].resumed_from == resumed[-1]

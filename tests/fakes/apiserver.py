@@ -77,7 +77,8 @@ KNOWN_DIFFERENCES = """\
   CLUSTER_DIFFERENCES).
 - pods/eviction sets the DisruptionTarget condition and deletes the pod (PodDisruptionBudgets are
   not checked); a deleted pod's DELETED event carries deletionGracePeriodSeconds (the request's,
-  else the pod's terminationGracePeriodSeconds) but the pod is gone at once.
+  else the pod's terminationGracePeriodSeconds) but the pod is gone at once, unless
+  `graceful_pods` is set (FakeCluster: its kubelet ends a Terminating pod and then removes it).
 - pods/exec, attach, portforward and binding are not served.
 - Pod logs ignore timestamps, previous, sinceSeconds and limitBytes. The log of a pod without
   spec.nodeName is answered 204 No Content with no body (follow too), as a real server does; a
@@ -813,6 +814,9 @@ class FakeApiServer:
         self._history_limit = history_limit
         self._min_rv = 0  # every event with rv > _min_rv is still in _history
         self._logs: dict[tuple[str, str, str], str] = {}
+        # With a kubelet (FakeCluster), a pod deleted with a grace period stays, Terminating,
+        # until the kubelet has stopped its containers and removes it (grace 0), as for real.
+        self.graceful_pods = False
         self._requests: list[Request] = []
         self._faults: list[_Fault] = []
         self._watch_tokens: dict[int, _WatchToken] = {}
@@ -1744,9 +1748,17 @@ class FakeApiServer:
                 final["metadata"].pop("finalizers")  # the garbage collector is done
                 self._remove(t.res, final, "Orphan")
                 return response, headers
+            if t.plural == "pods" and self._terminates(obj, meta["deletionGracePeriodSeconds"]):
+                return self._commit(t.res, marked, "MODIFIED"), headers  # the kubelet ends it
             # A pod's DELETED event carries its grace period: the fake kubelet stops it with that.
             gone = self._remove(t.res, marked if t.plural == "pods" else obj, policy)
             return (gone if returns_object else success), headers
+
+    def _terminates(self, pod: dict, grace: int) -> bool:
+        """A graceful delete of a pod a kubelet runs: it stays (deletionTimestamp) until then."""
+        phase = (pod.get("status") or {}).get("phase")
+        bound = bool((pod.get("spec") or {}).get("nodeName"))
+        return self.graceful_pods and grace > 0 and bound and phase not in ("Succeeded", "Failed")
 
     def _api_evict(self, t: _Target, body: Any) -> dict:
         """POST pods/<name>/eviction (policy/v1 Eviction): the DisruptionTarget condition, then a

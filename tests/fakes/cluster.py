@@ -36,10 +36,12 @@ CLUSTER_DIFFERENCES = """\
 - A pod's containers are processes on this machine: every pod is 127.0.0.1, Services are not
   proxied (pod DNS under a headless Service maps to 127.0.0.1 with a per-job port, as on the local
   backend), images are never pulled, resource limits are not enforced (no OOM kill).
-- Deleting a pod removes it at once (no job-tracking finalizer): its processes get SIGTERM and
-  SIGKILL after the grace period, but its final status is not written back, and the Job
-  controller makes the replacement pod at once (podReplacementPolicy is not modelled: on a
-  cluster a Job with a podFailurePolicy waits until the old pod has terminated).
+- A pod deleted with a grace period (an eviction, the Job controller's cleanup) stays Terminating
+  while its processes get SIGTERM (SIGKILL after the grace period, capped by max_grace_s); its
+  log keeps streaming, the kubelet writes its final status, then removes it, and only then does
+  the Job controller make the replacement (podReplacementPolicy Failed). Grace 0 (`kill`),
+  foreground cascades and namespace deletion remove pods at once, their final status unwritten
+  (no job-tracking finalizer).
 - The scheduler checks requests, nodeSelector and taints only; no affinity, spread or preemption.
 - PersistentVolumeClaims are folders shared by every pod (any access mode works everywhere).
 - No exec/attach/port-forward (pods/exec is not served).
@@ -89,6 +91,7 @@ class FakeCluster:
     ):
         self.root = Path(root)
         self.api = FakeApiServer()
+        self.api.graceful_pods = True  # the kubelet below ends Terminating pods
         self.nodes = nodes if nodes is not None else [gpu_node()]
         self.components = [
             JobControllers(self.api),

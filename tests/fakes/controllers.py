@@ -1,7 +1,7 @@
 """The fake cluster's Job controller: the local backend's JobController, with Pod objects.
 
 The decisions (backoffLimit, podFailurePolicy, Indexed completions, activeDeadlineSeconds) are
-kubecourse.backends.local_controller's, shared with the local backend, not copied. This host
+kubecourse.backends.local.controller's, shared with the local backend, not copied. This host
 turns them into what kube-controller-manager writes: pods created from the template (labels,
 ownerReferences, the completion-index annotation), the Job's status counters and conditions
 (SuccessCriteriaMet/Complete, FailureTarget/Failed with the reason), events, and on failure the
@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 
 from kubecourse import constants as C
-from kubecourse.backends.local_controller import JobController, JobSpec, PodOutcome
+from kubecourse.backends.local.controller import JobController, JobSpec, PodOutcome
 
 from .apiserver import FakeApiServer, _condition, _job_pod, _now
 from .watcher import Watcher
@@ -36,7 +36,7 @@ class JobControllers(Watcher):
 
 
 class _PodHost:
-    """The JobHost of local_controller over the API server's objects."""
+    """The JobHost of kubecourse.backends.local.controller over the API server's objects."""
 
     def __init__(self, api: FakeApiServer, job: dict, stopping: threading.Event):
         self.api, self.job, self.stopping = api, job, stopping

@@ -1,13 +1,15 @@
 """The fake cluster's kubelet: runs the pods bound to its node as local processes.
 
-Each pod goes through the local backend's pod runtime (kubecourse.backends.local_plan.plan_pod and
-local_runtime), so a pod means the same here as on the local backend: the same argv, env, volume
+Each pod goes through the local backend's pod runtime (kubecourse.backends.local.plan.plan_pod and
+runtime), so a pod means the same here as on the local backend: the same argv, env, volume
 folders and cluster-DNS mapping. The kubelet writes what the real one reports: Pulled/Created/
 Started events, phase Pending -> Running -> Succeeded/Failed, container states with exit codes,
 and the containers' output as the pod's log (served, `follow` too, by the API server). A pod that
 cannot start (a missing Secret, a volumeMount of no volume) stays Pending, waiting with
 CreateContainerConfigError, as on a cluster. A deleted pod's processes get SIGTERM and, after
-its deletionGracePeriodSeconds (capped by max_grace_s), SIGKILL; 0 kills at once.
+its deletionGracePeriodSeconds (capped by max_grace_s), SIGKILL; 0 kills at once. A pod deleted
+with a grace period stays Terminating (deletionTimestamp) until its containers have exited and
+its final status is written; then the kubelet removes it (a delete with grace 0), as for real.
 
 Not modelled: restartPolicy OnFailure/Always restarts, probes, image pulls (every image is
 "present"), resource limits (no OOM kills), ephemeral containers, exec/attach/port-forward.
@@ -21,8 +23,8 @@ import sys
 import threading
 from pathlib import Path
 
-from kubecourse.backends import local_runtime as runtime
-from kubecourse.backends.local_plan import (
+from kubecourse.backends.local import runtime
+from kubecourse.backends.local.plan import (
     Network,
     PodConfigError,
     PodContext,
@@ -54,6 +56,7 @@ class Kubelet(Watcher):
         self.node, self.root, self.workdir, self.python = node, Path(root), workdir, python
         self.max_grace_s = max_grace_s
         self._running: dict[tuple[str, str], list[subprocess.Popen]] = {}
+        self._runs: set[tuple[str, str]] = set()  # pods whose _run thread is alive
         self._networks: dict[tuple[str, tuple[str, ...]], Network] = {}
         self._lock = threading.Lock()
 
@@ -68,6 +71,13 @@ class Kubelet(Watcher):
         if type_ == "DELETED":
             self._stop(key, obj)
             return
+        if obj["metadata"].get("deletionTimestamp"):  # Terminating: stop it, then remove it
+            with self._lock:
+                running = key in self._runs
+            self._stop(key, obj)
+            if not running:
+                self._remove(obj)
+            return
         with self._lock:
             if (
                 key in self._running
@@ -75,9 +85,32 @@ class Kubelet(Watcher):
             ):
                 return
             self._running[key] = []
+            self._runs.add(key)
         threading.Thread(
-            target=self._run, args=(obj,), name=f"kubelet-{key[1]}", daemon=True
+            target=self._run_then_release, args=(obj,), name=f"kubelet-{key[1]}", daemon=True
         ).start()
+
+    def _run_then_release(self, pod: dict) -> None:
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        try:
+            self._run(pod)
+        finally:
+            with self._lock:
+                self._runs.discard(key)
+            current = self.api.get("pods", key[1], key[0])
+            if current is not None and current["metadata"].get("deletionTimestamp"):
+                self._remove(current)  # its containers have exited, its status is written
+
+    def _remove(self, pod: dict) -> None:
+        """The kubelet's last word on a Terminating pod: delete it with grace 0."""
+        from .apiserver import _resource, _Target
+
+        meta = pod["metadata"]
+        target = _Target(_resource("", "pods"), "v1", meta["namespace"], meta["name"], None)
+        try:
+            self.api._api_delete(target, {"gracePeriodSeconds": "0"}, {}, dry_run=False)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
 
     # -- one pod ----------------------------------------------------------------------------------
 

@@ -8,7 +8,16 @@ import math
 import pytest
 
 from kubecourse import contract
-from kubecourse.contract import Checkpoint, Done, Result, Resumed, StartLine, StepLine, Stopped
+from kubecourse.contract import (
+    Checkpoint,
+    Done,
+    FaultInjected,
+    Result,
+    Resumed,
+    StartLine,
+    StepLine,
+    Stopped,
+)
 
 LINES = [
     (
@@ -43,6 +52,11 @@ LINES = [
     ("checkpoint saved step 9 path /out/c9 (SIGTERM)", Checkpoint(9, "/out/c9", "SIGTERM")),
     ("stopped by SIGTERM at step 9; rerun to resume", Stopped(9)),
     ("done steps 10 loss 1.2", Done("steps 10 loss 1.2")),
+    (
+        "[rank3]:fault injection: crash at step 25 rank 3 pid 4242",
+        FaultInjected("crash", 25, 3, {"pid": "4242"}),
+    ),
+    ("fault injection: nan at step 5 rank 0", FaultInjected("nan", 5, 0)),
     ('result {"a":1,"b":[1,2]}', Result({"a": 1, "b": [1, 2]})),
     # Lines that look close but are not contract lines.
     ("stopped at max_steps=5; rerun without it to continue", None),
@@ -51,6 +65,7 @@ LINES = [
     ("precision: bf16 skipped: it needs a CUDA GPU", None),
     ("warning: resuming with lr=0.1 (checkpoint has 0.2)", None),
     ("result not json", None),
+    ("fault injection: crash at step 25", None),  # no rank
     ("result [1, 2]", None),
     ("note: data ready in /data", None),
     ("", None),

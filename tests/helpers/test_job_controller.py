@@ -1,4 +1,4 @@
-"""The shared Job controller (local_controller) with a scripted host: no processes, no server.
+"""The shared Job controller (kubecourse.backends.local.controller) with a scripted host: no processes, no server.
 Each pod's outcome comes from a script per index; the table says how the Job must end."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from kubecourse.backends.local_controller import (
+from kubecourse.backends.local.controller import (
     JobController,
     JobSpec,
     PodOutcome,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kubecourse import constants as C
-from kubecourse.backends.local_plan import (
+from kubecourse.backends.local.plan import (
     Network,
     PodConfigError,
     PodContext,

@@ -238,3 +238,28 @@ def test_hung_rank_is_ended_by_the_watchdog(data_dir, tmp_path):
     assert "watchdog: no training progress for" in proc.stderr and "last step 3" in proc.stderr
     marker = tmp_path / "hang" / "injected-faults" / "hang-step-4"
     assert json.loads(marker.read_text())["step"] == 4  # a retried pod does not hang again
+
+
+def test_injected_crash_kills_the_last_rank_once_and_the_rerun_resumes(data_dir, tmp_path):
+    """--inject-crash-at-step: a real SIGKILL (as the OOM killer sends), once per out_dir, so
+    the restarted process (torchrun's next round, a retried pod) runs to the end from its
+    checkpoint. Single process here: the last rank is rank 0."""
+    out = tmp_path / "crash"
+    cmd = [
+        sys.executable,
+        "-m",
+        "labs.cifar10",
+        *flags(data_dir, out, "--inject-crash-at-step", "5"),
+    ]
+    run = dict(cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+    first = subprocess.run(cmd, **run)
+    assert first.returncode == -signal.SIGKILL, first.stdout + first.stderr
+    assert "fault injection: crash at step 5 rank 0 pid " in first.stdout
+    assert "step 5/" not in first.stdout  # it died before step 5
+    marker = json.loads((out / "injected-faults" / "crash-step-5").read_text())
+    assert marker["rank"] == 0 and marker["step"] == 5
+    second = subprocess.run(cmd, **run)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "fault injection" not in second.stdout
+    assert "resumed from step 3 " in second.stdout  # --checkpoint-every 3
+    assert json.loads((out / "result.json").read_text())["steps"] == 20

@@ -19,25 +19,12 @@ from tests.fakes.cluster import FakeCluster
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "build" / "test-notebooks-kubernetes"
 CELL_TIMEOUT_S = 600  # a hang guard: the smoke training cell takes ~1-2 min on an idle 2-core box
-# Every notebook that submits a job. Those skipped need what the Kubernetes backend or the fake
-# cluster does not do yet (the reason says what); they are not run, to keep `make test` short.
+# Every notebook that submits a job.
 CLUSTER_NOTEBOOKS = [
     "02_job_on_kubernetes",
-    pytest.param(
-        "04_multi_node",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="kill_worker needs pods/exec, which neither the backend nor the fake does",
-        ),
-    ),
+    "04_multi_node",
     "06_lora",
-    pytest.param(
-        "09_cost_optimization",
-        marks=pytest.mark.skip(
-            reason="logs(follow=True) on the Kubernetes backend does not pick up the pod that "
-            "replaces a preempted one, so the experiment never sees the resume"
-        ),
-    ),
+    "09_cost_optimization",
     "10_monitoring",
     "11_fault_diagnosis_recovery",
 ]

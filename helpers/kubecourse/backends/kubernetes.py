@@ -78,6 +78,7 @@ class KubernetesBackend(Backend, KubernetesOutputs, JobOutputs):
         # A watch is re-opened at least this often (server-side timeout).
         self.watch_chunk_s = config.watch_chunk_s
         self.pod_start_timeout_s = config.pod_start_timeout_s  # CUDA image pulls take minutes
+        self.follow_poll_s = 0.2  # following logs: seconds between looks for a replacement pod
         self._api_client = None
         # What each submit of this backend created besides the workload, so delete() removes it
         # (objects in the workload's namespace also get an ownerReference: the garbage collector
@@ -620,7 +621,10 @@ class KubernetesBackend(Backend, KubernetesOutputs, JobOutputs):
 
         A pod without a node (the server answers 204 No Content) or whose containers wait to
         start (400) has no log yet: with follow, its start is awaited on a watch; without, the
-        lines of the other pods come first and then PodNotStarted says which pod and why."""
+        lines of the other pods come first and then PodNotStarted says which pod and why.
+        Following, a pod that replaces a failed or preempted one (the controller's retry) is
+        followed next, until the workload has finished: the local backend does the same, while
+        `kubectl logs -f -l ...` would have to be run again."""
         kind = self._kind(ref)
         obj = self._get_workload(ref, kind)
         pods = self._pods(ref, kind, obj)
@@ -628,14 +632,18 @@ class KubernetesBackend(Backend, KubernetesOutputs, JobOutputs):
             # Right after submit the controller has not made its pods yet: watch for them.
             pods = self._wait_for_pods(ref, kind, obj, timeout_s=self.pod_start_timeout_s)
         not_started: list[tuple[str, str, int]] = []
-        for pod in pods:
-            rank = kind.rank(obj, pod)
-            if index is not None and rank != index:
-                continue
-            try:
-                yield from self._pod_log(pod, ref.namespace, rank, follow, tail_lines)
-            except PodNotStarted as waiting:
-                not_started.append((pod["metadata"]["name"], waiting.message, waiting.status))
+        followed: set[str] = set()
+        while pods:
+            for pod in pods:
+                followed.add(pod["metadata"]["name"])
+                rank = kind.rank(obj, pod)
+                if index is not None and rank != index:
+                    continue
+                try:
+                    yield from self._pod_log(pod, ref.namespace, rank, follow, tail_lines)
+                except PodNotStarted as waiting:
+                    not_started.append((pod["metadata"]["name"], waiting.message, waiting.status))
+            obj, pods = self._next_pods(ref, kind, followed, index) if follow else (obj, [])
         if not_started:
             raise PodNotStarted(
                 "no log yet: "
@@ -644,6 +652,28 @@ class KubernetesBackend(Backend, KubernetesOutputs, JobOutputs):
                 status=not_started[0][2],
                 reason="PodNotStarted",
             )
+
+    def _next_pods(
+        self, ref: JobRef, kind: W.Kind, followed: set[str], index: int | None
+    ) -> tuple[Manifest, list[Manifest]]:
+        """Following logs: the workload and its pods not followed yet (a replacement), waited for
+        while one may still come; no pods once the workload has finished (or is gone) or every
+        followed pod has succeeded (a controller never replaces a pod that succeeded)."""
+        while True:
+            try:
+                obj = self._get_workload(ref, kind)
+            except NotFound:
+                return {}, []
+            pods = self._pods(ref, kind, obj)
+            new = [pod for pod in pods if pod["metadata"]["name"] not in followed]
+            if new:
+                return obj, new
+            status = W.workload_status(kind, obj, pods, self._kueue(ref, kind, obj))
+            mine = [pod for pod in pods if index is None or kind.rank(obj, pod) == index]
+            succeeded = all((p.get("status") or {}).get("phase") == C.SUCCEEDED for p in mine)
+            if status.phase in C.TERMINAL_PHASES or (mine and succeeded):
+                return obj, []
+            time.sleep(self.follow_poll_s)
 
     def _pod_log(
         self, pod: Manifest, namespace: str, rank: int | None, follow: bool, tail_lines: int | None

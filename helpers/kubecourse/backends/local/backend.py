@@ -35,16 +35,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import constants as C
-from .. import contract
-from ..errors import Conflict, JobNotFound, JobTimeout
-from ..manifests import Manifest, object_id, repo_root
-from ..types import Event, JobRef, JobStatus, LogLine, PodStatus
-from . import local_runtime as runtime
-from .base import Backend
-from .config import LocalBackendConfig
-from .local_controller import JobController, JobSpec, PodOutcome
-from .local_plan import (
+from ... import constants as C
+from ... import contract
+from ...errors import Conflict, JobNotFound, JobTimeout
+from ...manifests import Manifest, object_id, repo_root
+from ...types import Event, JobRef, JobStatus, LogLine, PodStatus
+from ..base import Backend
+from ..config import LocalBackendConfig
+from ..outputs import JobOutputs
+from . import runtime
+from .controller import JobController, JobSpec, PodOutcome
+from .plan import (
     ContainerPlan,
     Network,
     PodConfigError,
@@ -54,7 +55,6 @@ from .local_plan import (
     plan_pod,
     pvc_dir,
 )
-from .outputs import JobOutputs
 
 
 @dataclass
@@ -444,7 +444,7 @@ class LocalBackend(Backend, JobOutputs):
     # ---------------------------------------------------------------------------------------------
 
     def _run_job(self, job: _Job) -> None:
-        """The shared Job controller (local_controller) with this backend's pods as processes."""
+        """The shared Job controller (controller.py) with this backend's pods as processes."""
         spec = JobSpec.from_job(job.manifest)
         with self._changed:
             job.start_time = time.time()
@@ -654,7 +654,7 @@ class LocalBackend(Backend, JobOutputs):
 
 
 class _LocalJobHost:
-    """The JobHost of local_controller: pods are _Pod records run as process groups."""
+    """The JobHost of controller.py: pods are _Pod records run as process groups."""
 
     def __init__(self, backend: LocalBackend, job: _Job):
         self.backend, self.job = backend, job

@@ -23,8 +23,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .. import constants as C
-from ..manifests import Manifest
+from ... import constants as C
+from ...manifests import Manifest
 
 
 @dataclass(frozen=True)

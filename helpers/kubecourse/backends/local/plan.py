@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import constants as C
-from ..manifests import Manifest
+from ... import constants as C
+from ...manifests import Manifest
 
 # Host variables a container image would also define (PATH to find python, locale, thread counts).
 PASSTHROUGH_ENV = (

@@ -1,4 +1,4 @@
-"""The process runner: a planned container (local_plan.ContainerPlan) as a local process group.
+"""The process runner: a planned container (plan.ContainerPlan) as a local process group.
 
 Shared by the local backend and the fake cluster's kubelet (tests/fakes/kubelet.py): a container
 is one process in its own session (so a stop reaches torchrun's workers too), its stdout and
@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .local_plan import ContainerPlan
+from .plan import ContainerPlan
 
 
 def start(container: ContainerPlan, cwd: str | Path) -> subprocess.Popen:
