@@ -36,9 +36,11 @@ import shutil
 import subprocess
 import sys
 
+from IPython.display import display
+
 from kubecourse.contract import Done, Resumed, StartLine, parse_line
 from kubecourse.course import record_outcome
-from kubecourse.lab import plot_metrics, read_metrics, run_lab
+from kubecourse.lab import plot_metrics, read_metrics, read_tensorboard, run_lab
 from kubecourse.manifests import repo_root
 
 ROOT = repo_root()
@@ -88,6 +90,28 @@ print(json.dumps(result, indent=2))
 metrics = read_metrics(OUT / "full")
 figure = plot_metrics(metrics, title="CIFAR-10 ResNet (lab 01)")
 figure
+
+# %% [markdown]
+# ### The same metrics in TensorBoard (optional)
+# With the optional `tensorboard` package (`pip install -e '.[tensorboard]'`) the trainer also writes
+# every metric to `OUT/tensorboard/`. The cell below reads those event files back and checks they hold
+# the numbers of `metrics.jsonl`; `tensorboard --logdir build/lessons/01/full/tensorboard` opens the
+# full UI. Without the package it says so and moves on.
+
+# %%
+tb_records = read_tensorboard(OUT / "full")  # None: the optional package is not installed
+if tb_records is None:
+    print("TensorBoard not installed: pip install -e '.[tensorboard]' (metrics.jsonl has it all)")
+else:
+    jsonl_loss = {r["step"]: r["loss"] for r in metrics if r["kind"] == "train"}
+    tb_loss = {r["step"]: r["loss"] for r in tb_records if r["kind"] == "train" and "loss" in r}
+    assert tb_loss.keys() == jsonl_loss.keys(), (sorted(tb_loss), sorted(jsonl_loss))
+    assert all(
+        abs(tb_loss[s] - jsonl_loss[s]) <= 1e-5 * max(1.0, abs(jsonl_loss[s])) for s in tb_loss
+    )
+    print(f"TensorBoard events: {len(tb_records)} records, train loss at {len(tb_loss)} steps")
+    tb_figure = plot_metrics(tb_records, title="CIFAR-10 ResNet, read back from TensorBoard events")
+    display(tb_figure)
 
 # %% [markdown]
 # ### On a GPU: bf16 autocast and channels_last

@@ -49,6 +49,28 @@ def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
     return contract.read_metrics(out_dir)
 
 
+def read_tensorboard(out_dir: str | Path) -> list[dict[str, Any]] | None:
+    """The scalars the trainer wrote to out_dir/tensorboard/, as metrics records
+    ({"kind", "step", field: value}, the shape of read_metrics), or None where the optional
+    `tensorboard` package is not installed. Tags are `<kind>/<field>` (labs/common/metrics.py)."""
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        return None
+    log_dir = Path(out_dir) / "tensorboard"
+    if not log_dir.is_dir():
+        return []
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})  # 0: keep every point
+    events.Reload()
+    by_step: dict[tuple[str, int], dict[str, Any]] = {}
+    for tag in events.Tags()["scalars"]:
+        kind, _, name = tag.partition("/")
+        for event in events.Scalars(tag):
+            record = by_step.setdefault((kind, event.step), {"kind": kind, "step": event.step})
+            record[name] = event.value
+    return sorted(by_step.values(), key=lambda r: (r["step"], r["kind"]))
+
+
 def plot_metrics(records: list[dict[str, Any]], title: str = "training", ax=None):
     """Loss per step, plus test accuracy (twin axis) or eval loss per evaluation. Returns the figure."""
     if ax is None:

@@ -284,9 +284,10 @@ def test_smoke_run_learns_and_rerun_is_a_noop(synthetic_dir, tmp_path, capsys):
     assert header.startswith("cifar10: device=cpu world_size=1 resumed_from=None train=2000")
     assert any(line.startswith("step ") for line in lines)
     assert any(line.startswith("eval epoch 3 ") for line in lines)
-    assert lines[-1].startswith("done test_acc")
-
+    assert lines[-2].startswith("done test_acc")
     result = json.loads((out / "result.json").read_text())
+    # The contract's last line carries exactly what result.json holds (kubecourse.contract).
+    assert lines[-1].startswith("result ") and json.loads(lines[-1][len("result ") :]) == result
     assert result["test_acc"] >= 0.4, result  # chance is 0.1; measured ~0.75
     assert result["world_size"] == 1 and result["device"] == "cpu"
     assert result["resumed_from_step"] is None and result["steps"] == 3 * (2000 // 64)
