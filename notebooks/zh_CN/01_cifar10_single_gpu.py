@@ -43,9 +43,11 @@ import shutil
 import subprocess
 import sys
 
+from IPython.display import display
+
 from kubecourse.contract import Done, Resumed, StartLine, parse_line
 from kubecourse.course import record_outcome
-from kubecourse.lab import plot_metrics, read_metrics, run_lab
+from kubecourse.lab import plot_metrics, read_metrics, read_tensorboard, run_lab
 from kubecourse.manifests import repo_root
 
 ROOT = repo_root()
@@ -94,6 +96,27 @@ print(json.dumps(result, indent=2))
 metrics = read_metrics(OUT / "full")
 figure = plot_metrics(metrics, title="CIFAR-10 ResNet (lab 01)")
 figure
+
+# %% [markdown]
+# ### 在 TensorBoard 中查看同样的指标（可选）
+# 装上可选的 `tensorboard` 包（`pip install -e '.[tensorboard]'`）后，训练程序还会把每个指标写到
+# `OUT/tensorboard/`。下面的单元把这些事件文件读回来，并检查其中的数字与 `metrics.jsonl` 一致；
+# `tensorboard --logdir build/lessons/01/full/tensorboard` 会打开完整的界面。没有这个包时，该单元会说明这一点并继续。
+
+# %%
+tb_records = read_tensorboard(OUT / "full")  # None: the optional package is not installed
+if tb_records is None:
+    print("TensorBoard not installed: pip install -e '.[tensorboard]' (metrics.jsonl has it all)")
+else:
+    jsonl_loss = {r["step"]: r["loss"] for r in metrics if r["kind"] == "train"}
+    tb_loss = {r["step"]: r["loss"] for r in tb_records if r["kind"] == "train" and "loss" in r}
+    assert tb_loss.keys() == jsonl_loss.keys(), (sorted(tb_loss), sorted(jsonl_loss))
+    assert all(
+        abs(tb_loss[s] - jsonl_loss[s]) <= 1e-5 * max(1.0, abs(jsonl_loss[s])) for s in tb_loss
+    )
+    print(f"TensorBoard events: {len(tb_records)} records, train loss at {len(tb_loss)} steps")
+    tb_figure = plot_metrics(tb_records, title="CIFAR-10 ResNet, read back from TensorBoard events")
+    display(tb_figure)
 
 # %% [markdown]
 # ### 在 GPU 上：bf16 自动混合精度与 channels_last
