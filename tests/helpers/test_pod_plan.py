@@ -217,3 +217,31 @@ def test_materialize_creates_folders_and_files(tmp_path):
     materialize(plan_pod(pod, ctx))
     assert (tmp_path / "vol" / "ns" / "training-checkpoints" / "sub").is_dir()
     assert (tmp_path / "pod" / "volumes" / "cfg" / "config.yaml").read_text() == "lr: 1"
+
+
+def test_a_mount_over_the_interpreters_folder_maps_only_the_pods_own_paths():
+    """A pod mounting an emptyDir at /tmp (readOnlyRootFilesystem) while this course runs from a
+    checkout under /tmp: the interpreter and the passed-through host env stay as they are, the
+    pod's own args and env under /tmp go to the emptyDir's folder."""
+    python = "/tmp/checkout/.venv/bin/python"
+    ctx = PodContext(
+        volumes_root=VOL,
+        pod_dir=POD_DIR,
+        python=python,
+        lookup=lambda kind, name: None,
+        network=Network(),
+        host_env={"PATH": "/usr/bin", "PYTHONPATH": "/tmp/checkout/helpers"},
+    )
+    pod = _pod(
+        {
+            "args": ["--scratch=/tmp/scratch"],
+            "env": [{"name": "TMPDIR", "value": "/tmp"}],
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        },
+        volumes=[{"name": "tmp", "emptyDir": {}}],
+    )
+    trainer = plan_pod(pod, ctx).main_containers[0]
+    tmp_folder = trainer.env["TMPDIR"]
+    assert tmp_folder != "/tmp" and tmp_folder.startswith(str(POD_DIR))
+    assert trainer.argv == [python, "-m", "labs.x", f"--scratch={tmp_folder}/scratch"]
+    assert trainer.env["PYTHONPATH"] == "/tmp/checkout/helpers"

@@ -273,9 +273,15 @@ def _container_command(
             f"container {container['name']} has no command: the local backend cannot "
             "read the image's ENTRYPOINT, so the manifest must spell it out"
         )
-    argv = local_program(command, ctx.python) + args
-    argv = [ctx.network.map(map_path(a, mounts)) for a in argv]
-    env = {k: ctx.network.map(map_path(v, mounts), k) for k, v in env.items()}
+    # Only what the pod spec says is a path inside the container: this machine's interpreter and
+    # passed-through host values (PATH, PYTHONPATH, ...) may lie under a mountPath such as /tmp.
+    pod_keys = set(env) - set(ctx.host_env) | {e["name"] for e in container.get("env") or []}
+    command = [map_path(part, mounts) for part in command]
+    argv = local_program(command, ctx.python) + [map_path(a, mounts) for a in args]
+    argv = [ctx.network.map(a) for a in argv]
+    env = {
+        k: ctx.network.map(map_path(v, mounts) if k in pod_keys else v, k) for k, v in env.items()
+    }
     # The image's `python`/`torchrun` are this environment's, also for scripts that call them.
     env["PATH"] = str(Path(ctx.python).parent) + os.pathsep + env.get("PATH", os.defpath)
     return argv, env
