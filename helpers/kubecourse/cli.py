@@ -119,11 +119,18 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubecourse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_manifest_commands(sub)
+    _add_doctor(sub)
+    _add_workshop(sub)
+    return parser
+
+
+def _add_manifest_commands(sub) -> None:
     sub.add_parser("env", help="check Python, torch, GPU, disk and cluster")
     for name, text in (
         ("render", "print a manifest set with options applied"),
@@ -152,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                 "--follow", action="store_true", help="follow logs and wait for the end"
             )
             command.add_argument("--timeout", type=float, default=3600, help="seconds to wait")
+
+
+def _add_doctor(sub) -> None:
     doctor = sub.add_parser("doctor", help="preflight: API, versions, CRDs, GPUs, storage, rights")
     doctor.add_argument("--namespace", help="default: $KUBECOURSE_NAMESPACE, kubeconfig context")
     doctor.add_argument(
@@ -159,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     doctor.add_argument("--queue", help="LocalQueue to check (default: $KUBECOURSE_QUEUE)")
     doctor.add_argument("--kubeconfig", help="kubeconfig file (default: what kubectl uses)")
+
+
+def _add_workshop(sub) -> None:
     workshop = sub.add_parser("workshop", help="namespaces, quotas, queues, RBAC for N learners")
     workshop.add_argument(
         "action",
@@ -189,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     workshop.add_argument(
         "--expiry-hours", type=float, default=24.0, help="creds: token lifetime in hours"
     )
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         if args.command == "workshop":
             return _workshop(args)
