@@ -16,16 +16,17 @@
 #
 # **What you will do:** price a training run on on-demand and spot GPUs with a small cost model,
 # find the checkpoint interval that minimises its cost (Young's and Daly's formulas), stop an
-# over-budget job before it starts, and then preempt a real training run at random moments to
-# measure how much work each preemption loses, against what the model predicts.
+# over-budget job before it starts, preempt a real training run at random moments to measure how
+# much work each preemption loses against what the model predicts, and pull two more levers: stop a
+# fine-tune early, pretrain in stages.
 #
 # **Why:** GPU time is most of the bill. Spot capacity costs a third or less, but it is reclaimed
 # without asking; whether that saves money depends on how much work each reclaim throws away,
 # which depends on how often (and how) you checkpoint. The same arithmetic sizes checkpoint
 # intervals for long on-demand runs, where node failures play the reclaim's part.
 #
-# **Prerequisites:** 02, 08. **Time:** 30 minutes (smoke: about 45 seconds, most of it the
-# preempted training run).
+# **Prerequisites:** 02, 08. **Time:** 30 minutes (smoke: about 75 seconds, most of it the
+# preempted training run and the two lever runs).
 
 # %% tags=["parameters"]
 SMOKE = True  # small preemption experiment (2 disruptions of a 30-step run)
@@ -270,10 +271,86 @@ for hit_rate in (0.5, 0.9, 0.99):
     )
 
 # %% [markdown]
-# ## 8. Assert the outcome
+# ## 8. Two more levers: stop early, train in stages
+# Checkpoints limit the work a failure throws away; two more levers stop paying for work that
+# does not help. Both live in the training core every lab shares (`labs/common/trainer.py`), so
+# every lab has them:
+#
+# * **Early stopping** (`--early-stop-patience=P`): after each evaluation the trainer compares the
+#   eval metric with the best so far; after `P` evaluations without improvement it saves a
+#   checkpoint and ends the run as completed. A fine-tune on a small data set overfits: its eval
+#   loss turns up long before the planned last step, and every step after that is money spent on
+#   a worse model. The result keeps the best value and its step (`best_eval`): to keep *those*
+#   weights, checkpoint at every evaluation and keep at least `P + 1` checkpoints.
+# * **Staged training** (`--stage=N`): a rerun with a higher stage resumes the weights and the
+#   optimizer state, then starts a new LR schedule with its own peak LR, sequence length or data.
+#   Pretraining on short sequences first and long ones last is how large models are trained:
+#   attention costs grow with the square of the length, and most of what a model learns early
+#   needs no long context.
+#
+# Twin in a pod: the same flags in the container's `args` (`manifests/03-finetune/job.yaml` for
+# the fine-tune; for a stage, rerun the Job with `--stage=1` and the new flags on the same PVC:
+# the lab resumes from its checkpoint there). Then
+# `kubectl logs -n ml-team-a job/<name> -c trainer | grep -E "early stop|stage"`.
+
+# %%
+from kubecourse.lab import run_lab
+
+levers = scratch / "levers"
+# A tiny instruction set and a high LR: the eval loss turns up after a few steps.
+patience, eval_every, planned = 2, 2, (40 if SMOKE else 200)
+finetune_args = [
+    "--train-examples=32", "--eval-examples=16", f"--steps={planned}", "--batch-size=8",
+    "--grad-accum-steps=1", "--lr=2e-2", "--samples=1", "--max-new-tokens=4",
+    f"--log-every={eval_every}", f"--eval-every={eval_every}", f"--early-stop-patience={patience}",
+    "--checkpoint-every=0", "--num-threads=1", "--no-save-merged",
+]  # fmt: skip
+early = run_lab("labs.finetune", finetune_args, levers / "finetune", live_plot=False)
+assert early.returncode == 0, "\n".join(early.log[-20:])
+early_result, early_metrics = early.result, early.metrics
+stopped_at, best = early_result["early_stopped_at_step"], early_result["best_eval"]
+print(f"stopped at step {stopped_at} of {planned}: {1 - stopped_at / planned:.0%} of the steps "
+      f"saved; best {best['metric']} {best['value']:.4f} at step {best['step']}")  # fmt: skip
+
+# Stage 0: short sequences; stage 1 resumes those weights with twice the context and a lower LR.
+stage_steps = (10, 6) if SMOKE else (200, 100)
+lm_common = ["--smoke", "--num-threads=1", "--log-every=2"]
+stage_runs = [
+    run_lab("labs.lm_pretrain", [*lm_common, f"--steps={stage_steps[0]}", "--seq-len=32"],
+            levers / "lm", live_plot=False),
+    run_lab("labs.lm_pretrain", [*lm_common, "--stage=1", f"--steps={stage_steps[1]}",
+            "--seq-len=64", "--lr=2e-3"], levers / "lm", live_plot=False),
+]  # fmt: skip
+for run in stage_runs:
+    assert run.returncode == 0, "\n".join(run.log[-20:])
+staged_result, staged_metrics = stage_runs[-1].result, stage_runs[-1].metrics
+print("stages (stage, first step):", staged_result["stages"])
+
+# %%
+fig_levers, (ax_early, ax_stage) = plt.subplots(1, 2, figsize=(10, 3.2))
+evals = [r for r in early_metrics if r["kind"] == "eval"]
+ax_early.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval loss")
+ax_early.axvline(best["step"], color="tab:green", linestyle="--", label="best eval")
+ax_early.axvspan(stopped_at, planned, color="lightgray", label="steps not paid for")
+ax_early.set(xlabel="step", ylabel="eval loss", title=f"early stopping (patience {patience})")
+ax_early.legend(fontsize=8)
+train = [r for r in staged_metrics if r["kind"] == "train"]
+boundary = staged_result["stages"][-1][1]
+ax_stage.plot([r["step"] for r in train], [r["loss"] for r in train], "o-", label="train loss")
+ax_stage.axvline(boundary, color="black", linestyle="--", label="stage 1: seq 64, new LR")
+ax_lr = ax_stage.twinx()
+ax_lr.plot([r["step"] for r in train], [r["lr"] for r in train], color="tab:orange", alpha=0.6)
+ax_lr.set_ylabel("learning rate", color="tab:orange")
+ax_stage.set(xlabel="step", ylabel="train loss", title="staged pretraining")
+ax_stage.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# ## 9. Assert the outcome
 # The model: spot is cheaper and checkpoints more often, the Daly interval is the cheapest on the
 # curve, the guard refused on-demand. The experiment: SIGTERM lost nothing, each SIGKILL at most
-# one interval.
+# one interval. The levers: the fine-tune stopped early, `patience` evaluations after its best one;
+# the second stage continued from the first stage's last step with its own schedule.
 
 # %%
 sigkill_lost = experiment.lost("SIGKILL")
@@ -284,6 +361,7 @@ record_outcome(
         "cost_vs_interval": fig_interval,
         "spot_vs_on_demand": fig_spot,
         "lost_work": fig_lost,
+        "levers": fig_levers,
     },
     spot_cost=round(spot.cost, 2),
     on_demand_cost=round(on_demand.cost, 2),
@@ -293,6 +371,10 @@ record_outcome(
     sigkill_lost_steps=sigkill_lost,
     sigkill_predicted_mean=experiment.predicted_lost("SIGKILL"),
     restart_s=[round(d.restart_s, 1) for d in experiment.disruptions if d.restart_s is not None],
+    early_stopped_at_step=stopped_at,
+    planned_steps=planned,
+    best_eval=best,
+    stages=staged_result["stages"],
 )
 assert spot.cost < on_demand.cost and spot.interval_s < on_demand.interval_s
 assert all(spot.cost <= e.cost * 1.0001 for e in curve_spot), "the Daly interval should be cheapest"
@@ -306,6 +388,14 @@ assert tier_cost["local NVMe"].cost < tier_cost["object store"].cost
 assert compression["weights"] > 0.8 and compression["zeros"] < 0.05, compression
 assert backup.read_bytes() == checkpoint.read_bytes() and again == backup
 assert hit_cost[0.99].cost < hit_cost[0.9].cost < hit_cost[0.5].cost
+assert stopped_at is not None and stopped_at < planned and early_result["completed"], early_result
+assert best["metric"] == "eval_loss" and best["step"] == stopped_at - patience * eval_every, best
+assert staged_result["stages"] == [[0, 0], [1, stage_steps[0]]], staged_result["stages"]
+assert staged_result["resumed_from_step"] == stage_steps[0]
+assert staged_result["steps"] == sum(stage_steps) and staged_result["completed"]
+stage1 = [r for r in train if r["step"] > boundary]
+assert stage1 and max(r["lr"] for r in stage1) <= 2e-3 * 1.0001, stage1
+assert stage1[-1]["loss"] < staged_result["first_loss"], (stage1[-1], staged_result["first_loss"])
 
 # %% [markdown]
 # ## Exercise: the fastest offer that fits the budget

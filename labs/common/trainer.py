@@ -262,6 +262,7 @@ class Trainer:
         self.last_eval: dict | None = None
         self.last_eval_step = -1
         self.best: float | None = None
+        self.best_step: int | None = None  # the step of the best eval (the weights worth keeping)
         self.bad_evals, self.early_stopped_at = 0, None
         self.interval = Interval(device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -528,15 +529,25 @@ class Trainer:
         better = self.best is None or (
             value < self.best if self.task.eval_mode == "min" else value > self.best
         )
-        self.best, self.bad_evals = (value, 0) if better else (self.best, self.bad_evals + 1)
+        if better:
+            self.best, self.best_step, self.bad_evals = value, self.step, 0
+        else:
+            self.bad_evals += 1
         if not patience or self.bad_evals < patience or self.step >= self.total_steps:
             return False
         self.early_stopped_at = self.step
         self.log(
             f"early stop at step {self.step}: {metric} {value:.4f} did not improve on "
-            f"{self.best:.4f} for {self.bad_evals} evaluations (patience {patience})"
+            f"{self.best:.4f} (step {self.best_step}) for {self.bad_evals} evaluations "
+            f"(patience {patience})"
         )
         return True
+
+    def best_eval(self) -> dict[str, Any] | None:
+        """What early stopping tracked: the metric, its best value and the step it came from."""
+        if self.best is None:
+            return None
+        return {"metric": self.task.eval_metric, "value": self.best, "step": self.best_step}
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -558,7 +569,7 @@ class Trainer:
             "interval_steps": self.interval.steps,
             "first_loss": self.first_loss,
             "last_loss": self.last_loss,
-            "early_stop": [self.best, self.bad_evals, self.early_stopped_at],
+            "early_stop": [self.best, self.bad_evals, self.early_stopped_at, self.best_step],
             "config": asdict(self.cfg),
             "world_size": self.dist.world_size,
             "lab": self.task.state_dict(),
@@ -610,7 +621,7 @@ class Trainer:
         self.prior_time, self.last_eval = state["train_time_s"], state["last_eval"]
         self.last_eval_step = state.get("last_eval_step", -1)
         self.first_loss, self.last_loss = state["first_loss"], state["last_loss"]
-        self.best, self.bad_evals, self.early_stopped_at = state["early_stop"]
+        self.best, self.bad_evals, self.early_stopped_at, self.best_step = state["early_stop"]
         self.interval.reset(time.perf_counter(), steps=state["interval_steps"])
         if self.dist.is_main:  # the saved loss is the sum over ranks: rank 0 carries it
             self.interval.loss += state["interval_loss"]
@@ -660,6 +671,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "completed": completed,
             "early_stopped_at_step": self.early_stopped_at,
+            "best_eval": self.best_eval(),
             "stages": self.stages,
             "provenance": provenance(self.device, self.cfg.seed) if self.dist.is_main else None,
         }

@@ -24,14 +24,14 @@
 #
 # **你将做什么：** 用一个小型成本模型为一次训练运行在按需（on-demand）GPU 和
 # [抢占式实例（spot）](../../docs/glossary.md#spot) GPU 上估价，找出使成本最低的检查点间隔（Young 和 Daly
-# 公式），在一个超预算的作业启动之前就拦下它，然后在随机时刻抢占一次真实的训练运行，测量每次抢占损失了
-# 多少工作量，并与模型的预测对比。
+# 公式），在一个超预算的作业启动之前就拦下它，在随机时刻抢占一次真实的训练运行，测量每次抢占损失了
+# 多少工作量并与模型的预测对比，再拉动另外两根杠杆：让一次微调提前停止，分阶段预训练。
 #
 # **为什么：** GPU 时间是账单的大头。抢占式容量的价格只有三分之一甚至更低，但它会被不打招呼地回收；
 # 能否省钱取决于每次回收丢掉多少工作，而这又取决于你多久做一次检查点（以及怎么做）。同样的算术也用于为
 # 长时间的按需运行确定检查点间隔，在那里节点故障扮演了回收的角色。
 #
-# **前置条件：** 02、08。**用时：** 30 分钟（冒烟规模：约 45 秒，大部分花在被抢占的训练运行上）。
+# **前置条件：** 02、08。**用时：** 30 分钟（冒烟规模：约 75 秒，大部分花在被抢占的训练运行和两次杠杆运行上）。
 
 # %% tags=["parameters"]
 SMOKE = True  # 小型抢占实验（一个 30 步的运行被打断 2 次）
@@ -267,9 +267,79 @@ for hit_rate in (0.5, 0.9, 0.99):
     )
 
 # %% [markdown]
-# ## 8. 断言结果
+# ## 8. 另外两根杠杆：提前停止，分阶段训练
+# 检查点限制了一次故障丢掉的工作量；另外两根杠杆则让你不再为没有帮助的工作付钱。两者都在所有实验共用的
+# 训练核心里（`labs/common/trainer.py`），所以每个实验都有：
+#
+# * **提前停止（early stopping）**（`--early-stop-patience=P`）：每次评估之后，训练器把评估指标与迄今最好的值
+#   比较；连续 `P` 次评估没有改进，它就保存一个检查点，并把这次运行作为已完成结束。在小数据集上微调会过拟合：
+#   评估损失远在计划的最后一步之前就开始回升，之后的每一步都是花钱换一个更差的模型。结果里保留了最好的值和
+#   它所在的步（`best_eval`）：要保住*那一步*的权重，就在每次评估时做检查点，并至少保留 `P + 1` 个检查点。
+# * **分阶段训练（staged training）**（`--stage=N`）：以更高的阶段号重新运行，会恢复权重和优化器状态，然后开始一个
+#   新的学习率调度，带有它自己的峰值学习率、序列长度或数据。先用短序列、最后用长序列预训练，正是大模型的
+#   训练方式：注意力的开销随长度的平方增长，而模型早期学到的大部分东西并不需要长上下文。
+#
+# 在 Pod 里的对应做法：把同样的参数写进容器的 `args`（微调用 `manifests/03-finetune/job.yaml`；换阶段时，在同一个
+# PVC 上用 `--stage=1` 和新的参数重新运行这个 Job：实验会从那里的检查点恢复）。然后
+# `kubectl logs -n ml-team-a job/<name> -c trainer | grep -E "early stop|stage"`。
+
+# %%
+from kubecourse.lab import run_lab
+
+levers = scratch / "levers"
+# A tiny instruction set and a high LR: the eval loss turns up after a few steps.
+patience, eval_every, planned = 2, 2, (40 if SMOKE else 200)
+finetune_args = [
+    "--train-examples=32", "--eval-examples=16", f"--steps={planned}", "--batch-size=8",
+    "--grad-accum-steps=1", "--lr=2e-2", "--samples=1", "--max-new-tokens=4",
+    f"--log-every={eval_every}", f"--eval-every={eval_every}", f"--early-stop-patience={patience}",
+    "--checkpoint-every=0", "--num-threads=1", "--no-save-merged",
+]  # fmt: skip
+early = run_lab("labs.finetune", finetune_args, levers / "finetune", live_plot=False)
+assert early.returncode == 0, "\n".join(early.log[-20:])
+early_result, early_metrics = early.result, early.metrics
+stopped_at, best = early_result["early_stopped_at_step"], early_result["best_eval"]
+print(f"stopped at step {stopped_at} of {planned}: {1 - stopped_at / planned:.0%} of the steps "
+      f"saved; best {best['metric']} {best['value']:.4f} at step {best['step']}")  # fmt: skip
+
+# Stage 0: short sequences; stage 1 resumes those weights with twice the context and a lower LR.
+stage_steps = (10, 6) if SMOKE else (200, 100)
+lm_common = ["--smoke", "--num-threads=1", "--log-every=2"]
+stage_runs = [
+    run_lab("labs.lm_pretrain", [*lm_common, f"--steps={stage_steps[0]}", "--seq-len=32"],
+            levers / "lm", live_plot=False),
+    run_lab("labs.lm_pretrain", [*lm_common, "--stage=1", f"--steps={stage_steps[1]}",
+            "--seq-len=64", "--lr=2e-3"], levers / "lm", live_plot=False),
+]  # fmt: skip
+for run in stage_runs:
+    assert run.returncode == 0, "\n".join(run.log[-20:])
+staged_result, staged_metrics = stage_runs[-1].result, stage_runs[-1].metrics
+print("stages (stage, first step):", staged_result["stages"])
+
+# %%
+fig_levers, (ax_early, ax_stage) = plt.subplots(1, 2, figsize=(10, 3.2))
+evals = [r for r in early_metrics if r["kind"] == "eval"]
+ax_early.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval loss")
+ax_early.axvline(best["step"], color="tab:green", linestyle="--", label="best eval")
+ax_early.axvspan(stopped_at, planned, color="lightgray", label="steps not paid for")
+ax_early.set(xlabel="step", ylabel="eval loss", title=f"early stopping (patience {patience})")
+ax_early.legend(fontsize=8)
+train = [r for r in staged_metrics if r["kind"] == "train"]
+boundary = staged_result["stages"][-1][1]
+ax_stage.plot([r["step"] for r in train], [r["loss"] for r in train], "o-", label="train loss")
+ax_stage.axvline(boundary, color="black", linestyle="--", label="stage 1: seq 64, new LR")
+ax_lr = ax_stage.twinx()
+ax_lr.plot([r["step"] for r in train], [r["lr"] for r in train], color="tab:orange", alpha=0.6)
+ax_lr.set_ylabel("learning rate", color="tab:orange")
+ax_stage.set(xlabel="step", ylabel="train loss", title="staged pretraining")
+ax_stage.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# ## 9. 断言结果
 # 模型：抢占式实例更便宜，检查点也更频繁；Daly 间隔是曲线上最便宜的一点；预算守卫拒绝了按需实例。
-# 实验：SIGTERM 没有丢失任何东西，每次 SIGKILL 最多丢失一个间隔。
+# 实验：SIGTERM 没有丢失任何东西，每次 SIGKILL 最多丢失一个间隔。杠杆：微调提前停止了，停在最好那次评估之后
+# `patience` 次评估处；第二阶段从第一阶段的最后一步继续，并使用它自己的调度。
 
 # %%
 sigkill_lost = experiment.lost("SIGKILL")
@@ -280,6 +350,7 @@ record_outcome(
         "cost_vs_interval": fig_interval,
         "spot_vs_on_demand": fig_spot,
         "lost_work": fig_lost,
+        "levers": fig_levers,
     },
     spot_cost=round(spot.cost, 2),
     on_demand_cost=round(on_demand.cost, 2),
@@ -289,6 +360,10 @@ record_outcome(
     sigkill_lost_steps=sigkill_lost,
     sigkill_predicted_mean=experiment.predicted_lost("SIGKILL"),
     restart_s=[round(d.restart_s, 1) for d in experiment.disruptions if d.restart_s is not None],
+    early_stopped_at_step=stopped_at,
+    planned_steps=planned,
+    best_eval=best,
+    stages=staged_result["stages"],
 )
 assert spot.cost < on_demand.cost and spot.interval_s < on_demand.interval_s
 assert all(spot.cost <= e.cost * 1.0001 for e in curve_spot), "the Daly interval should be cheapest"
@@ -302,6 +377,14 @@ assert tier_cost["local NVMe"].cost < tier_cost["object store"].cost
 assert compression["weights"] > 0.8 and compression["zeros"] < 0.05, compression
 assert backup.read_bytes() == checkpoint.read_bytes() and again == backup
 assert hit_cost[0.99].cost < hit_cost[0.9].cost < hit_cost[0.5].cost
+assert stopped_at is not None and stopped_at < planned and early_result["completed"], early_result
+assert best["metric"] == "eval_loss" and best["step"] == stopped_at - patience * eval_every, best
+assert staged_result["stages"] == [[0, 0], [1, stage_steps[0]]], staged_result["stages"]
+assert staged_result["resumed_from_step"] == stage_steps[0]
+assert staged_result["steps"] == sum(stage_steps) and staged_result["completed"]
+stage1 = [r for r in train if r["step"] > boundary]
+assert stage1 and max(r["lr"] for r in stage1) <= 2e-3 * 1.0001, stage1
+assert stage1[-1]["loss"] < staged_result["first_loss"], (stage1[-1], staged_result["first_loss"])
 
 # %% [markdown]
 # ## 练习：符合预算的最快报价

@@ -186,6 +186,7 @@ def test_early_stopping_on_the_eval_metric(tmp_path):
     )
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["early_stopped_at_step"] == 8 and result["steps"] == 8 and result["completed"]
+    assert result["best_eval"] == {"metric": "score", "value": 0.7, "step": 4}
     code, lines = run(tmp_path, "--eval-every=2", "--early-stop-patience=2", scores=scores)
     assert code == EXIT_OK and not any(x.startswith("step ") for x in lines)  # stays stopped
 
