@@ -46,7 +46,7 @@ def parse_settings(text: str) -> list[tuple[float, str]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -69,13 +69,60 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-layers", type=int, default=4, help="transformer blocks")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per rank per step")
     parser.add_argument("--seq-len", type=int, default=64, help="tokens per sequence")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def median_step_s(net: torch.nn.Module, model: torch.nn.Module, x: torch.Tensor, args) -> float:
+    """Median wall time of one training step after the warmup steps."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    times = []
+    for step in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        logits = net(x[:, :-1]).logits
+        loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step >= args.warmup:
+            times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]  # median: robust to a noisy neighbour on a shared CPU
+
+
+def time_setting(bucket_cap_mb: float, hook: str, cfg, x, args, info, device) -> dict:
+    """One sweep row: the step time of a fresh model wrapped with this bucket size and hook."""
+    row = {"bucket_cap_mb": bucket_cap_mb, "comm_hook": hook}
+    reason = comm_hook_skip_reason(hook, device)
+    if reason:
+        return {**row, "skipped": reason}
+    model = build_llama(cfg, seed=0)
+    net = model
+    if info.is_distributed:
+        # wrap_ddp logs its choices; the sweep prints one row per setting instead.
+        net = wrap_ddp(
+            model, device, bucket_cap_mb=bucket_cap_mb, comm_hook=hook, log=lambda *a, **k: None
+        )
+    step_s = median_step_s(net, model, x, args)
+    tokens = args.batch_size * args.seq_len * info.world_size
+    if info.is_main:
+        print(
+            f"sweep bucket_cap_mb {bucket_cap_mb} comm_hook {hook} step_ms {step_s * 1000:.1f}",
+            flush=True,
+        )
+    return {
+        **row,
+        "step_ms": round(step_s * 1000, 2),
+        "tokens_per_s": round(tokens / step_s, 1),
+        "world_size": info.world_size,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     info = dist_info_from_env()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     device = torch.device("cpu")
     init_distributed(info, device)
-    results = []
     try:
         cfg = llama_config(
             vocab_size=256,
@@ -89,53 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         gen = torch.Generator().manual_seed(info.rank)
         x = torch.randint(0, 256, (args.batch_size, args.seq_len + 1), generator=gen)
-        for bucket_cap_mb, hook in parse_settings(args.settings):
-            reason = comm_hook_skip_reason(hook, device)
-            if reason:
-                results.append(
-                    {"bucket_cap_mb": bucket_cap_mb, "comm_hook": hook, "skipped": reason}
-                )
-                continue
-            model = build_llama(cfg, seed=0)
-            net = (
-                wrap_ddp(
-                    model,
-                    device,
-                    bucket_cap_mb=bucket_cap_mb,
-                    comm_hook=hook,
-                    log=lambda *a, **k: None,
-                )
-                if info.is_distributed
-                else model
-            )
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            times = []
-            for step in range(args.warmup + args.steps):
-                start = time.perf_counter()
-                logits = net(x[:, :-1]).logits
-                loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if step >= args.warmup:
-                    times.append(time.perf_counter() - start)
-            times.sort()
-            step_s = times[len(times) // 2]  # median: robust to a noisy neighbour on a shared CPU
-            tokens = args.batch_size * args.seq_len * info.world_size
-            results.append(
-                {
-                    "bucket_cap_mb": bucket_cap_mb,
-                    "comm_hook": hook,
-                    "step_ms": round(step_s * 1000, 2),
-                    "tokens_per_s": round(tokens / step_s, 1),
-                    "world_size": info.world_size,
-                }
-            )
-            if info.is_main:
-                print(
-                    f"sweep bucket_cap_mb {bucket_cap_mb} comm_hook {hook} step_ms {step_s * 1000:.1f}",
-                    flush=True,
-                )
+        results = [
+            time_setting(bucket_cap_mb, hook, cfg, x, args, info, device)
+            for bucket_cap_mb, hook in parse_settings(args.settings)
+        ]
     finally:
         cleanup(info)
     if info.is_main:

@@ -34,104 +34,119 @@ _NODES = ["gpu-node-", "a100-pool-", "h100-", "cpu-node-", "l4-spot-"]
 _MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"]
 
 
+def _pick(rng: random.Random, items: list[str]) -> str:
+    return items[rng.randrange(len(items))]
+
+
+def _pods(r: random.Random) -> tuple[str, str]:
+    job, ns = _pick(r, _JOBS), _pick(r, _NAMESPACES)
+    return (
+        f"How do I list the pods of the job {job} in namespace {ns}?",
+        f"kubectl get pods -l job-name={job} -n {ns}",
+    )
+
+
+def _logs(r: random.Random) -> tuple[str, str]:
+    job, ns = _pick(r, _JOBS), _pick(r, _NAMESPACES)
+    return (
+        f"Show the logs of the job {job} in namespace {ns}.",
+        f"kubectl logs job/{job} -n {ns}",
+    )
+
+
+def _delete(r: random.Random) -> tuple[str, str]:
+    job, ns = _pick(r, _JOBS), _pick(r, _NAMESPACES)
+    return f"Delete the job {job} in namespace {ns}.", f"kubectl delete job {job} -n {ns}"
+
+
+def _describe(r: random.Random) -> tuple[str, str]:
+    job, ns = _pick(r, _JOBS), _pick(r, _NAMESPACES)
+    return (
+        f"Why is the job {job} in namespace {ns} not starting?",
+        f"kubectl describe job {job} -n {ns}",
+    )
+
+
+def _scale(r: random.Random) -> tuple[str, str]:
+    dep, n = _pick(r, _DEPLOYMENTS), r.randint(1, 9)
+    return (
+        f"Scale the deployment {dep} to {n} replicas.",
+        f"kubectl scale deployment {dep} --replicas={n}",
+    )
+
+
+def _gpus(r: random.Random) -> tuple[str, str]:
+    n, job = r.randint(1, 8), _pick(r, _JOBS)
+    return (
+        f"How do I ask for {n} GPUs in the pods of {job}?",
+        f"Set resources.limits nvidia.com/gpu: {n} (requests equal limits for GPUs).",
+    )
+
+
+def _pvc(r: random.Random) -> tuple[str, str]:
+    claim, ns = _pick(r, _PVCS), _pick(r, _NAMESPACES)
+    return f"Is the volume claim {claim} in {ns} bound?", f"kubectl get pvc {claim} -n {ns}"
+
+
+def _drain(r: random.Random) -> tuple[str, str]:
+    node = f"{_pick(r, _NODES)}{r.randint(0, 9)}"
+    return (
+        f"Take the node {node} out of service.",
+        f"kubectl drain {node} --ignore-daemonsets",
+    )
+
+
+def _lora_params(r: random.Random) -> tuple[str, str]:
+    rank, dim = r.choice([4, 8, 16, 32]), r.choice([512, 1024, 2048, 4096])
+    return (
+        f"How many parameters does LoRA rank {rank} add to a {dim}x{dim} matrix?",
+        f"2 x {rank} x {dim} = {2 * rank * dim} parameters.",
+    )
+
+
+def _target(r: random.Random) -> tuple[str, str]:
+    module, layer = _pick(r, _MODULES), r.randint(0, 31)
+    return (
+        f"Should LoRA adapt {module} in layer {layer}?",
+        f"Yes: {module} is a linear layer, list it in target_modules.",
+    )
+
+
+def _batch(r: random.Random) -> tuple[str, str]:
+    per_gpu, accum, gpus_ = r.choice([4, 8, 16]), r.choice([1, 2, 4, 8]), r.choice([1, 2, 4])
+    return (
+        f"Batch {per_gpu} per GPU, {accum} accumulation steps, {gpus_} GPUs: global batch?",
+        f"{per_gpu} x {accum} x {gpus_} = {per_gpu * accum * gpus_} sequences.",
+    )
+
+
+def _memory(r: random.Random) -> tuple[str, str]:
+    billions = r.choice([1, 2, 3, 4, 7, 8, 13, 14, 32, 70])
+    return (
+        f"How much memory do the weights of a {billions}B model take in bf16 and in 4 bit?",
+        f"About {2 * billions} GB in bf16 and {billions / 2:g} GB in 4 bit.",
+    )
+
+
+# (kind, fill) pairs: `fill(rng)` returns one (question, answer). The order fixes the data set.
+_TEMPLATES: tuple[tuple[str, Any], ...] = (
+    ("pods", _pods),
+    ("logs", _logs),
+    ("delete", _delete),
+    ("describe", _describe),
+    ("scale", _scale),
+    ("gpus", _gpus),
+    ("pvc", _pvc),
+    ("drain", _drain),
+    ("lora_params", _lora_params),
+    ("target_modules", _target),
+    ("global_batch", _batch),
+    ("memory", _memory),
+)
+
+
 def _templates() -> list[tuple[str, Any]]:
-    """(kind, fill) pairs: `fill(rng)` returns one (question, answer)."""
-
-    def pick(rng: random.Random, items: list[str]) -> str:
-        return items[rng.randrange(len(items))]
-
-    def pods(r):
-        job, ns = pick(r, _JOBS), pick(r, _NAMESPACES)
-        return (
-            f"How do I list the pods of the job {job} in namespace {ns}?",
-            f"kubectl get pods -l job-name={job} -n {ns}",
-        )
-
-    def logs(r):
-        job, ns = pick(r, _JOBS), pick(r, _NAMESPACES)
-        return (
-            f"Show the logs of the job {job} in namespace {ns}.",
-            f"kubectl logs job/{job} -n {ns}",
-        )
-
-    def delete(r):
-        job, ns = pick(r, _JOBS), pick(r, _NAMESPACES)
-        return f"Delete the job {job} in namespace {ns}.", f"kubectl delete job {job} -n {ns}"
-
-    def describe(r):
-        job, ns = pick(r, _JOBS), pick(r, _NAMESPACES)
-        return (
-            f"Why is the job {job} in namespace {ns} not starting?",
-            f"kubectl describe job {job} -n {ns}",
-        )
-
-    def scale(r):
-        dep, n = pick(r, _DEPLOYMENTS), r.randint(1, 9)
-        return (
-            f"Scale the deployment {dep} to {n} replicas.",
-            f"kubectl scale deployment {dep} --replicas={n}",
-        )
-
-    def gpus(r):
-        n, job = r.randint(1, 8), pick(r, _JOBS)
-        return (
-            f"How do I ask for {n} GPUs in the pods of {job}?",
-            f"Set resources.limits nvidia.com/gpu: {n} (requests equal limits for GPUs).",
-        )
-
-    def pvc(r):
-        claim, ns = pick(r, _PVCS), pick(r, _NAMESPACES)
-        return f"Is the volume claim {claim} in {ns} bound?", f"kubectl get pvc {claim} -n {ns}"
-
-    def drain(r):
-        node = f"{pick(r, _NODES)}{r.randint(0, 9)}"
-        return (
-            f"Take the node {node} out of service.",
-            f"kubectl drain {node} --ignore-daemonsets",
-        )
-
-    def lora_params(r):
-        rank, dim = r.choice([4, 8, 16, 32]), r.choice([512, 1024, 2048, 4096])
-        return (
-            f"How many parameters does LoRA rank {rank} add to a {dim}x{dim} matrix?",
-            f"2 x {rank} x {dim} = {2 * rank * dim} parameters.",
-        )
-
-    def target(r):
-        module, layer = pick(r, _MODULES), r.randint(0, 31)
-        return (
-            f"Should LoRA adapt {module} in layer {layer}?",
-            f"Yes: {module} is a linear layer, list it in target_modules.",
-        )
-
-    def batch(r):
-        per_gpu, accum, gpus_ = r.choice([4, 8, 16]), r.choice([1, 2, 4, 8]), r.choice([1, 2, 4])
-        return (
-            f"Batch {per_gpu} per GPU, {accum} accumulation steps, {gpus_} GPUs: global batch?",
-            f"{per_gpu} x {accum} x {gpus_} = {per_gpu * accum * gpus_} sequences.",
-        )
-
-    def memory(r):
-        billions = r.choice([1, 2, 3, 4, 7, 8, 13, 14, 32, 70])
-        return (
-            f"How much memory do the weights of a {billions}B model take in bf16 and in 4 bit?",
-            f"About {2 * billions} GB in bf16 and {billions / 2:g} GB in 4 bit.",
-        )
-
-    return [
-        ("pods", pods),
-        ("logs", logs),
-        ("delete", delete),
-        ("describe", describe),
-        ("scale", scale),
-        ("gpus", gpus),
-        ("pvc", pvc),
-        ("drain", drain),
-        ("lora_params", lora_params),
-        ("target_modules", target),
-        ("global_batch", batch),
-        ("memory", memory),
-    ]
+    return list(_TEMPLATES)
 
 
 @dataclass(frozen=True)
