@@ -168,14 +168,9 @@ class TrainConfig(CoreConfig):
             self,
             positive="epochs batch_size width",
             non_negative="train_subset test_subset num_workers num_threads weight_decay momentum",
+            above_zero="lr bucket_cap_mb",
+            fraction="warmup_fraction label_smoothing ema_decay",
         )
-        if not self.lr > 0:
-            raise ConfigError("lr", f"must be > 0 (got {self.lr})")
-        if not self.bucket_cap_mb > 0:
-            raise ConfigError("bucket_cap_mb", f"must be > 0 (got {self.bucket_cap_mb})")
-        for name in ("warmup_fraction", "label_smoothing", "ema_decay"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(name, f"must be in [0, 1) (got {getattr(self, name)})")
 
 
 # Sized so the whole run, data generation included, takes ~18 s on 2 CPU cores and reaches

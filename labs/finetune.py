@@ -166,14 +166,9 @@ class FinetuneConfig(CoreConfig):
             positive="train_examples eval_examples max_length lora_r lora_alpha steps batch_size "
             "eval_batch_size max_new_tokens",
             non_negative="samples num_threads weight_decay eval_every",
+            above_zero="lr merge_tolerance",
+            fraction="warmup_fraction lora_dropout",
         )
-        if not self.lr > 0:
-            raise ConfigError("lr", f"must be > 0 (got {self.lr})")
-        for name in ("warmup_fraction", "lora_dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(name, f"must be in [0, 1) (got {getattr(self, name)})")
-        if not self.merge_tolerance > 0:
-            raise ConfigError("merge_tolerance", f"must be > 0 (got {self.merge_tolerance})")
         if not [m for m in self.target_modules.split(",") if m.strip()]:
             raise ConfigError("target_modules", "name at least one module (e.g. q_proj,v_proj)")
         if self.samples > self.eval_examples:

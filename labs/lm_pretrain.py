@@ -159,11 +159,8 @@ class LMConfig(CoreConfig):
             self,
             positive="dim n_layers n_heads n_kv_heads seq_len corpus_tokens batch_size steps",
             non_negative="warmup_steps num_threads",
+            above_zero="lr bucket_cap_mb",
         )
-        if not self.lr > 0:
-            raise ConfigError("lr", f"must be > 0 (got {self.lr})")
-        if not self.bucket_cap_mb > 0:
-            raise ConfigError("bucket_cap_mb", f"must be > 0 (got {self.bucket_cap_mb})")
         if self.corpus_tokens <= self.seq_len + 1:
             raise ConfigError("corpus_tokens", f"must exceed seq_len + 1 ({self.seq_len + 1})")
         if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:

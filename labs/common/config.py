@@ -32,13 +32,29 @@ class ConfigError(ValueError):
         self.field = field
 
 
-def check_bounds(cfg: Any, *, positive: str = "", non_negative: str = "") -> None:
-    """ConfigError naming the first field out of bounds: `positive` fields (space-separated
-    names) must be >= 1, `non_negative` ones >= 0."""
+def check_bounds(
+    cfg: Any,
+    *,
+    positive: str = "",
+    non_negative: str = "",
+    above_zero: str = "",
+    fraction: str = "",
+) -> None:
+    """ConfigError naming the first field out of bounds (each argument: space-separated names).
+
+    `positive` counts must be >= 1, `non_negative` ones >= 0; `above_zero` reals must be > 0 and
+    `fraction` reals in [0, 1). The real checks are written `not (...)` so NaN fails them too.
+    """
     for names, low in ((positive, 1), (non_negative, 0)):
         for name in names.split():
             if getattr(cfg, name) < low:
                 raise ConfigError(name, f"must be >= {low} (got {getattr(cfg, name)})")
+    for name in above_zero.split():
+        if not getattr(cfg, name) > 0:
+            raise ConfigError(name, f"must be > 0 (got {getattr(cfg, name)})")
+    for name in fraction.split():
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ConfigError(name, f"must be in [0, 1) (got {getattr(cfg, name)})")
 
 
 def param(default: Any, help: str) -> Any:

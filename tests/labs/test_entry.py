@@ -83,3 +83,23 @@ def test_run_main_wires_config_to_train_and_exit_code(argv, code, stderr, capsys
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert stderr in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("lab", "args", "message"),
+    [
+        ("cifar10", ["--lr=nan"], "--lr: must be > 0 (got nan)"),
+        ("cifar10", ["--bucket-cap-mb=0"], "--bucket-cap-mb: must be > 0"),
+        ("cifar10", ["--ema-decay=1"], "--ema-decay: must be in [0, 1)"),
+        ("cifar10", ["--epochs=0"], "--epochs: must be >= 1"),
+        ("lm_pretrain", ["--lr=-1"], "--lr: must be > 0"),
+        ("lm_pretrain", ["--bucket-cap-mb=-5"], "--bucket-cap-mb: must be > 0"),
+        ("finetune", ["--merge-tolerance=0"], "--merge-tolerance: must be > 0"),
+        ("finetune", ["--warmup-fraction=nan"], "--warmup-fraction: must be in [0, 1)"),
+    ],
+)
+def test_each_lab_refuses_an_out_of_range_flag_and_names_it(lab, args, message, capsys):
+    """Exit 2 before any work, with the flag and the bound in the message (NaN included)."""
+    module = __import__(f"labs.{lab}", fromlist=["main"])
+    assert module.main(args) == EXIT_CONFIG
+    assert capsys.readouterr().err.startswith(f"error: {message}")
