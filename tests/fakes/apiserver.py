@@ -1141,40 +1141,17 @@ class FakeApiServer:
     def _run_job(
         self, name, ns, pods, outcome, logs, exit_code, reason, step_delay, container_reason
     ) -> dict:
-        def current() -> dict:
-            obj = self.get("jobs", name, ns, group="batch")
-            if obj is None or self._stopping:
-                raise _Stopped
-            return obj
-
-        def job_status(patch: dict) -> dict:
-            return self.patch_status("jobs", name, patch, ns, group="batch")
-
-        def sleep() -> None:
-            if self._stop_event.wait(step_delay):
-                raise _Stopped
-
-        job = current()
-        involved = {
-            "kind": "Job",
-            "name": name,
-            "uid": job["metadata"]["uid"],
-            "apiVersion": "batch/v1",
-        }
+        run = _ScriptedJob(self, name, ns, step_delay)
+        job = run.current()
+        run.uid = job["metadata"]["uid"]
         conditions = list((job.get("status") or {}).get("conditions") or [])
         if job["spec"].get("suspend"):
-            conditions.append(_condition("Suspended", "JobSuspended", "Job suspended"))
-            job_status({"conditions": conditions})
-            self.add_event(ns, involved, "Suspended", "Job suspended", component="job-controller")
-            self.wait_for(lambda api: not current()["spec"].get("suspend"), timeout=1e9)
-            job = current()
-            conditions[-1] = _condition("Suspended", "JobResumed", "Job resumed", status="False")
-            self.add_event(ns, involved, "Resumed", "Job resumed", component="job-controller")
+            job = self._wait_job_resumed(run, conditions)
 
         spec = job["spec"]
         count = pods or spec.get("completions") or spec.get("parallelism") or 1
         indexed = spec.get("completionMode") == "Indexed"
-        job_status(
+        run.status(
             {
                 "startTime": _now(),
                 "active": count,
@@ -1184,26 +1161,15 @@ class FakeApiServer:
                 "conditions": conditions or None,
             }
         )
-        pod_names = []
-        for index in range(count):
-            pod = self.put_object(_job_pod(job, index, indexed))
-            pod_names.append(pod["metadata"]["name"])
-            message = f"Created pod: {pod['metadata']['name']}"
-            self.add_event(ns, involved, "SuccessfulCreate", message, component="job-controller")
-        sleep()
+        pod_names = self._create_job_pods(run, job, count, indexed)
+        run.sleep()
 
         started = _now()
         for pod_name in pod_names:
             self._kubelet_start(pod_name, ns, started)
-        job_status({"ready": count})
-        sleep()
-
-        for step in range(max((len(lines) for lines in logs.values()), default=0)):
-            for index, pod_name in enumerate(pod_names):
-                lines = logs.get(index) or []
-                if step < len(lines) and self.get("pods", pod_name, ns) is not None:
-                    self.append_log(pod_name, lines[step], ns)
-            sleep()
+        run.status({"ready": count})
+        run.sleep()
+        self._write_job_logs(run, pod_names, logs)
 
         succeeded = outcome == "Succeeded"
         code = exit_code if succeeded or exit_code else 1
@@ -1211,8 +1177,52 @@ class FakeApiServer:
             container_reason = "Completed" if succeeded else "OOMKilled" if code == 137 else "Error"
         for pod_name in pod_names:
             self._kubelet_finish(pod_name, ns, outcome, code, container_reason, started)
-        current()
+        run.current()
+        return self._finish_job(run, conditions, count, indexed, succeeded, reason)
 
+    def _wait_job_resumed(self, run: _ScriptedJob, conditions: list[dict]) -> dict:
+        """Mark the Job Suspended, wait until it is resumed (Kueue admits it), return it then.
+        `conditions` is updated in place: the Suspended condition turns False (JobResumed)."""
+        conditions.append(_condition("Suspended", "JobSuspended", "Job suspended"))
+        run.status({"conditions": conditions})
+        run.event("Suspended", "Job suspended")
+        self.wait_for(lambda api: not run.current()["spec"].get("suspend"), timeout=1e9)
+        job = run.current()
+        conditions[-1] = _condition("Suspended", "JobResumed", "Job resumed", status="False")
+        run.event("Resumed", "Job resumed")
+        return job
+
+    def _create_job_pods(
+        self, run: _ScriptedJob, job: dict, count: int, indexed: bool
+    ) -> list[str]:
+        pod_names = []
+        for index in range(count):
+            pod = self.put_object(_job_pod(job, index, indexed))
+            pod_names.append(pod["metadata"]["name"])
+            run.event("SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
+        return pod_names
+
+    def _write_job_logs(
+        self, run: _ScriptedJob, pod_names: list[str], logs: dict[int, list[str]]
+    ) -> None:
+        """One line per pod (`logs[index]`) per step, a step_delay apart; a deleted pod gets none."""
+        for step in range(max((len(lines) for lines in logs.values()), default=0)):
+            for index, pod_name in enumerate(pod_names):
+                lines = logs.get(index) or []
+                if step < len(lines) and self.get("pods", pod_name, run.namespace) is not None:
+                    self.append_log(pod_name, lines[step], run.namespace)
+            run.sleep()
+
+    def _finish_job(
+        self,
+        run: _ScriptedJob,
+        conditions: list[dict],
+        count: int,
+        indexed: bool,
+        succeeded: bool,
+        reason: str | None,
+    ) -> dict:
+        """The final Job status (counters, the two terminal conditions) and its event."""
         now = _now()
         if succeeded:
             message = "Reached expected number of succeeded pods"
@@ -1236,13 +1246,11 @@ class FakeApiServer:
             ]
             final = {"failed": count}
         final.update({"active": None, "ready": 0, "terminating": 0, "conditions": conditions})
-        result = job_status(final)
+        result = run.status(final)
         if succeeded:
-            self.add_event(ns, involved, "Completed", "Job completed", component="job-controller")
+            run.event("Completed", "Job completed")
         else:
-            self.add_event(
-                ns, involved, failure, message, type="Warning", component="job-controller"
-            )
+            run.event(failure, message, type="Warning")
         return result
 
     def _kubelet_start(self, pod_name: str, ns: str, started: str) -> None:
@@ -1661,23 +1669,7 @@ class FakeApiServer:
 
     def _api_delete(self, t: _Target, query: dict, body: Any, dry_run: bool) -> tuple[dict, dict]:
         options = body if isinstance(body, dict) else {}
-        policy = query.get("propagationPolicy") or options.get("propagationPolicy")
-        orphan = query.get("orphanDependents") or options.get("orphanDependents")
-        headers = {}
-        if policy is None and orphan is not None:
-            policy = "Orphan" if str(orphan).lower() == "true" else "Background"
-        if policy is None:
-            if (t.group, t.plural) == ("batch", "jobs"):
-                policy = "Orphan"
-                headers["Warning"] = (
-                    '299 - "child pods are preserved by default when jobs are deleted; set '
-                    "propagationPolicy=Background to remove them or set propagationPolicy=Orphan "
-                    'to suppress this warning"'
-                )
-            else:
-                policy = "Background"
-        if policy not in ("Orphan", "Background", "Foreground"):
-            raise _bad_request(f"propagationPolicy: Unsupported value: {policy!r}")
+        policy, headers = _propagation_policy(t, query, options)
         with self._lock:
             obj = self._bucket(t.group, t.plural).get((t.namespace or "", t.name))
             if obj is None:
@@ -1686,18 +1678,7 @@ class FakeApiServer:
             for key in ("uid", "resourceVersion"):
                 if preconditions.get(key) and preconditions[key] != obj["metadata"].get(key):
                     raise _conflict(t.group, t.plural, t.name)
-            self.deletions.append(
-                {
-                    "group": t.group,
-                    "plural": t.plural,
-                    "namespace": t.namespace or "",
-                    "name": t.name,
-                    "propagationPolicy": policy,
-                    "gracePeriodSeconds": query.get("gracePeriodSeconds")
-                    or options.get("gracePeriodSeconds"),
-                    "dryRun": dry_run,
-                }
-            )
+            self.deletions.append(_deletion_record(t, query, options, policy, dry_run))
             marked = copy.deepcopy(obj)
             meta = marked["metadata"]
             meta["deletionTimestamp"] = meta.get("deletionTimestamp") or _now()
@@ -1720,39 +1701,53 @@ class FakeApiServer:
                     return marked, headers
                 return (obj if returns_object else success), headers
             if t.plural == "namespaces":
-                marked["status"] = {"phase": "Terminating"}
-                response = self._commit(t.res, marked, "MODIFIED")
-                for (group, plural), bucket in list(self._store.items()):
-                    for (ns, _), child in list(bucket.items()):
-                        if ns == t.name:
-                            self._remove(_resource(group, plural), child, "Background")
-                self._remove(t.res, self._bucket(t.group, t.plural)[("", t.name)], "Background")
-                return response, headers
+                return self._delete_namespace(t, marked), headers
             if gc_finalizer:
-                meta["finalizers"] = [gc_finalizer]
-                response = self._commit(t.res, marked, "MODIFIED")
-                if policy == "Foreground":
-                    for dep_res, dep in self._dependents(meta["uid"]):
-                        self._remove(dep_res, dep, "Foreground")
-                else:
-                    for dep_res, dep in self._dependents(meta["uid"]):
-                        orphaned = copy.deepcopy(dep)
-                        refs = orphaned["metadata"].get("ownerReferences") or []
-                        refs = [r for r in refs if r.get("uid") != meta["uid"]]
-                        if refs:
-                            orphaned["metadata"]["ownerReferences"] = refs
-                        else:
-                            orphaned["metadata"].pop("ownerReferences", None)
-                        self._commit(dep_res, orphaned, "MODIFIED")
-                final = self._bucket(t.group, t.plural)[(t.namespace or "", t.name)]
-                final["metadata"].pop("finalizers")  # the garbage collector is done
-                self._remove(t.res, final, "Orphan")
-                return response, headers
+                return self._delete_through_gc_finalizer(t, marked, gc_finalizer, policy), headers
             if t.plural == "pods" and self._terminates(obj, meta["deletionGracePeriodSeconds"]):
                 return self._commit(t.res, marked, "MODIFIED"), headers  # the kubelet ends it
             # A pod's DELETED event carries its grace period: the fake kubelet stops it with that.
             gone = self._remove(t.res, marked if t.plural == "pods" else obj, policy)
             return (gone if returns_object else success), headers
+
+    def _delete_namespace(self, t: _Target, marked: dict) -> dict:
+        """Terminating, then everything in it and the namespace itself go (call with the lock)."""
+        marked["status"] = {"phase": "Terminating"}
+        response = self._commit(t.res, marked, "MODIFIED")
+        for (group, plural), bucket in list(self._store.items()):
+            for (ns, _), child in list(bucket.items()):
+                if ns == t.name:
+                    self._remove(_resource(group, plural), child, "Background")
+        self._remove(t.res, self._bucket(t.group, t.plural)[("", t.name)], "Background")
+        return response
+
+    def _delete_through_gc_finalizer(
+        self, t: _Target, marked: dict, gc_finalizer: str, policy: str
+    ) -> dict:
+        """Orphan/Foreground: the object carries the garbage collector's finalizer while its
+        dependents are deleted (Foreground) or lose their ownerReference to it (Orphan); then it
+        goes. Returns the object as committed with the finalizer, which the DELETE answers (call
+        with the lock)."""
+        meta = marked["metadata"]
+        meta["finalizers"] = [gc_finalizer]
+        response = self._commit(t.res, marked, "MODIFIED")
+        if policy == "Foreground":
+            for dep_res, dep in self._dependents(meta["uid"]):
+                self._remove(dep_res, dep, "Foreground")
+        else:
+            for dep_res, dep in self._dependents(meta["uid"]):
+                orphaned = copy.deepcopy(dep)
+                refs = orphaned["metadata"].get("ownerReferences") or []
+                refs = [r for r in refs if r.get("uid") != meta["uid"]]
+                if refs:
+                    orphaned["metadata"]["ownerReferences"] = refs
+                else:
+                    orphaned["metadata"].pop("ownerReferences", None)
+                self._commit(dep_res, orphaned, "MODIFIED")
+        final = self._bucket(t.group, t.plural)[(t.namespace or "", t.name)]
+        final["metadata"].pop("finalizers")  # the garbage collector is done
+        self._remove(t.res, final, "Orphan")
+        return response
 
     def _terminates(self, pod: dict, grace: int) -> bool:
         """A graceful delete of a pod a kubelet runs: it stays (deletionTimestamp) until then."""
@@ -1927,6 +1922,42 @@ class FakeApiServer:
         return follow(), text
 
 
+def _propagation_policy(t: _Target, query: dict, options: dict) -> tuple[str, dict]:
+    """A delete's propagationPolicy (from the query, else the DeleteOptions body; the legacy
+    orphanDependents maps onto it) and the response headers that go with it."""
+    policy = query.get("propagationPolicy") or options.get("propagationPolicy")
+    orphan = query.get("orphanDependents") or options.get("orphanDependents")
+    headers = {}
+    if policy is None and orphan is not None:
+        policy = "Orphan" if str(orphan).lower() == "true" else "Background"
+    if policy is None:
+        if (t.group, t.plural) == ("batch", "jobs"):
+            policy = "Orphan"
+            headers["Warning"] = (
+                '299 - "child pods are preserved by default when jobs are deleted; set '
+                "propagationPolicy=Background to remove them or set propagationPolicy=Orphan "
+                'to suppress this warning"'
+            )
+        else:
+            policy = "Background"
+    if policy not in ("Orphan", "Background", "Foreground"):
+        raise _bad_request(f"propagationPolicy: Unsupported value: {policy!r}")
+    return policy, headers
+
+
+def _deletion_record(t: _Target, query: dict, options: dict, policy: str, dry_run: bool) -> dict:
+    """One entry of FakeApiServer.deletions: what a test asserts a delete asked for."""
+    return {
+        "group": t.group,
+        "plural": t.plural,
+        "namespace": t.namespace or "",
+        "name": t.name,
+        "propagationPolicy": policy,
+        "gracePeriodSeconds": query.get("gracePeriodSeconds") or options.get("gracePeriodSeconds"),
+        "dryRun": dry_run,
+    }
+
+
 def _grace_period(t: _Target, obj: dict, query: dict, options: dict) -> int:
     """deletionGracePeriodSeconds: the request's, else a pod's terminationGracePeriodSeconds."""
     asked = query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
@@ -2012,6 +2043,38 @@ def _job_pod(job: dict, index: int, indexed: bool) -> dict:
         "spec": pod_spec,
         "status": {"phase": "Pending"},
     }
+
+
+@dataclass
+class _ScriptedJob:
+    """The Job one run_job call plays. `current` re-reads it and raises _Stopped once it is
+    deleted or the server stops; `sleep` waits step_delay and raises _Stopped when the server
+    stops: the script then ends instead of writing pods and status for a Job that is gone."""
+
+    api: FakeApiServer
+    name: str
+    namespace: str
+    step_delay: float
+    uid: str = ""
+
+    def current(self) -> dict:
+        obj = self.api.get("jobs", self.name, self.namespace, group="batch")
+        if obj is None or self.api._stopping:
+            raise _Stopped
+        return obj
+
+    def status(self, patch: dict) -> dict:
+        return self.api.patch_status("jobs", self.name, patch, self.namespace, group="batch")
+
+    def sleep(self) -> None:
+        if self.api._stop_event.wait(self.step_delay):
+            raise _Stopped
+
+    def event(self, reason: str, message: str, type: str = "Normal") -> None:
+        involved = {"kind": "Job", "name": self.name, "uid": self.uid, "apiVersion": "batch/v1"}
+        self.api.add_event(
+            self.namespace, involved, reason, message, type=type, component="job-controller"
+        )
 
 
 # --- HTTP ---------------------------------------------------------------------------------------
