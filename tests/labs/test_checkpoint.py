@@ -1,5 +1,5 @@
-"""labs/common/checkpoint.py: the atomic publish of folder checkpoints and retention of both kinds
-(the .pt file rules are exercised end to end in test_cifar10.py and test_recovery.py)."""
+"""labs/common/checkpoint.py: the atomic publish of folder checkpoints, retention of both kinds and
+the fallback past damaged .pt files (a kill mid-write is exercised end to end in test_recovery.py)."""
 
 from __future__ import annotations
 
@@ -59,3 +59,19 @@ def test_save_dir_atomic_replaces_an_older_folder_whole(tmp_path):
     ckpt.save_dir_atomic(final, lambda d: (d / "b.txt").write_text("new"))
     assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda p: p.write_bytes(p.read_bytes()[:-50]), lambda p: p.write_bytes(b"\0" * 64)],
+    ids=["truncated", "garbage"],
+)
+def test_load_latest_falls_back_to_older(tmp_path, damage):
+    for step in (1, 2, 3):
+        ckpt.save_checkpoint({"step": step, "w": torch.ones(1000) * step}, tmp_path, step, keep=2)
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2, 3]  # keep-last-K
+    damage(ckpt.checkpoint_path(tmp_path, 3))
+    messages: list[str] = []
+    state, path = ckpt.load_latest(tmp_path, log=messages.append)
+    assert state["step"] == 2 and path == ckpt.checkpoint_path(tmp_path, 2)
+    assert any("skipping unreadable" in m for m in messages)

@@ -1,4 +1,4 @@
-"""Tests of labs/finetune.py, labs/quantize.py, labs/common/instructions.py and labs/common/tiny_lm.py.
+"""Tests of labs/finetune.py and labs/quantize.py (the data set and the tiny model: own files).
 
 The labs run in-process (`main([...])`, the same entry point a pod runs) so torch, transformers
 and peft are imported once for the whole file; the tiny model is built once into the repository's
@@ -9,18 +9,14 @@ and peft are imported once for the whole file; the tiny model is built once into
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 
 from labs import finetune, quantize
-from labs.common import instructions
 from labs.common.config import ConfigError
 from labs.common.metrics import read_metrics
-from labs.common.tiny_lm import TinySpec, ensure_tiny_lm
-from tests.guards import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".course" / "models"
@@ -72,69 +68,6 @@ def lora_run(tmp_path_factory):
             return out, run_finetune(out)
         finally:
             torch.set_num_threads(threads)
-
-
-# ------------------------------------------------------------------------------------------------
-# The data set.
-
-
-def test_examples_are_deterministic_and_the_split_is_disjoint():
-    train_a, eval_a = instructions.make_examples(120, 30, seed=3)
-    train_b, eval_b = instructions.make_examples(120, 30, seed=3)
-    assert (train_a, eval_a) == (train_b, eval_b)
-    assert instructions.make_examples(120, 30, seed=4)[0] != train_a
-    assert not {e.question for e in eval_a} & {e.question for e in train_a}
-    assert {e.kind for e in eval_a} == {e.kind for e in train_a}  # every template in both
-
-
-@pytest.mark.parametrize(
-    ("n_train", "n_eval"), [(0, 5), (5, 0), (100, 100_000)], ids=["no-train", "no-eval", "too-many"]
-)
-def test_bad_split_sizes_are_refused(n_train, n_eval):
-    with pytest.raises(ValueError, match="n_train|n_eval|eval questions"):
-        instructions.make_examples(n_train, n_eval)
-
-
-def test_loss_is_masked_to_the_answer():
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_lm(CACHE))
-    example = instructions.make_examples(1, 1)[0][0]
-    row = instructions.tokenize_example(tokenizer, example, max_length=256)
-    assert len(row["input_ids"]) == len(row["labels"])
-    answer_ids = [
-        t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100
-    ]
-    assert tokenizer.decode(answer_ids).startswith(example.answer + tokenizer.eos_token)
-    first = row["labels"].index(next(label for label in row["labels"] if label != -100))
-    assert example.question in tokenizer.decode(row["input_ids"][:first])  # the prompt is masked
-    batch = instructions.collate([row, {"input_ids": [5], "labels": [5]}], pad_id=0)
-    assert batch["input_ids"].shape == batch["labels"].shape == (2, len(row["input_ids"]))
-    assert batch["attention_mask"][1].sum() == 1 and (batch["labels"][1, 1:] == -100).all()
-
-
-# ------------------------------------------------------------------------------------------------
-# The tiny model.
-
-
-def test_tiny_model_is_cached_and_safe_to_build_concurrently(tmp_path):
-    spec = TinySpec(vocab_size=300, hidden_size=32, intermediate_size=64, pretrain_steps=2)
-    paths: list[Path] = []
-    threads = [
-        threading.Thread(target=lambda: paths.append(ensure_tiny_lm(tmp_path, spec, log=str)))
-        for _ in range(2)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=HANG_GUARD_S)
-    assert len(paths) == 2 and paths[0] == paths[1]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [paths[0].name]  # no temp folders left
-    stamp = (paths[0] / "model.safetensors").stat().st_mtime_ns
-    assert ensure_tiny_lm(tmp_path, spec) == paths[0]
-    assert (paths[0] / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
-    other = ensure_tiny_lm(tmp_path, TinySpec(**{**spec.__dict__, "hidden_size": 48}), log=str)
-    assert other != paths[0]  # a different spec is a different model
 
 
 # ------------------------------------------------------------------------------------------------
