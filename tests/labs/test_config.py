@@ -108,6 +108,33 @@ def test_check_bounds_names_the_first_bad_field():
     check_bounds(Two(a=1, b=1), positive="a b", non_negative="a b")  # in bounds: no error
 
 
+@pytest.mark.parametrize(
+    ("value", "kind", "message"),
+    [
+        (0.0, "above_zero", "must be > 0 (got 0.0)"),
+        (-1e-9, "above_zero", "must be > 0"),
+        (float("nan"), "above_zero", "must be > 0 (got nan)"),
+        (1.0, "fraction", "must be in [0, 1) (got 1.0)"),
+        (-0.1, "fraction", "must be in [0, 1)"),
+        (float("nan"), "fraction", "must be in [0, 1) (got nan)"),
+        (1e-9, "above_zero", None),
+        (0.0, "fraction", None),
+        (0.999, "fraction", None),
+    ],
+)
+def test_check_bounds_on_reals_refuses_nan_too(value, kind, message):
+    @dataclass
+    class Real:
+        x: float = 0.5
+
+    if message is None:
+        check_bounds(Real(x=value), **{kind: "x"})
+        return
+    with pytest.raises(ConfigError) as e:
+        check_bounds(Real(x=value), **{kind: "x"})
+    assert e.value.field == "x" and message in str(e.value)
+
+
 def test_help_is_generated_from_the_fields():
     help_text = build_parser(Demo, prog="demo").format_help()
     assert "--batch-size INT" in help_text and "samples per step (default: 8)" in help_text
