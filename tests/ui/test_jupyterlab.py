@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.guards import HANG_GUARD_S
 from tests.ui.jupyterlab import (
     CELLS_JS,
     COLUMN_LAYOUT_JS,
@@ -29,7 +30,7 @@ from tests.ui.jupyterlab import (
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "build" / "ui"
 NOTEBOOKS = ["02_job_on_kubernetes", "04_multi_node", "10_monitoring"]
-RUN_TIMEOUT_S = 900  # a hang guard: the three notebooks take about a minute each on 2 idle cores
+RUN_TIMEOUT_S = max(900, HANG_GUARD_S)  # a hang guard: each notebook takes ~1 minute idle
 ZH_DIR = REPO / "notebooks" / "zh_CN"
 
 pytestmark = [pytest.mark.notebook, pytest.mark.timeout(3 * RUN_TIMEOUT_S)]
@@ -68,7 +69,7 @@ def lab(tmp_path_factory):
         shutil.copy(REPO / "notebooks" / f"{name}.ipynb", root)
     if ZH_DIR.is_dir():
         shutil.copytree(ZH_DIR, root / "zh_CN")
-    server = LabServer(root, tmp_path_factory.mktemp("lab-state")).start()
+    server = LabServer(root, tmp_path_factory.mktemp("lab-state")).start(timeout_s=HANG_GUARD_S)
     server.kernelspecs = server.api("kernelspecs")["kernelspecs"]  # what the launcher offers
     yield server
     server.stop()
@@ -87,11 +88,11 @@ def _open(page, lab, path: str) -> None:
     """Open `path` alone in a fresh workspace and wait for its kernel to be idle."""
     workspace = path.replace("/", "-").removesuffix(".ipynb")
     page.goto(f"{lab.url}/lab/workspaces/{workspace}/tree/{path}?reset&token={lab.token}")
-    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=HANG_GUARD_S * 1000)
     page.wait_for_function(
         f"(path) => ({PANEL_JS})(path)?.sessionContext?.session?.kernel?.status === 'idle'",
         arg=path,
-        timeout=120_000,
+        timeout=HANG_GUARD_S * 1000,
     )
 
 
