@@ -18,6 +18,7 @@ import pytest
 from kubecourse.exercises import LESSON_EXERCISES, check_exercise
 from kubecourse.student import BEGIN, END, build, regions, solution_text, student_text
 from kubecourse.types import JobStatus, PodStatus
+from tests.guards import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -277,7 +278,9 @@ def test_a_student_notebook_runs_until_its_check_and_fails_there(tmp_path):
 
     build(tmp_path)
     with pytest.raises(Exception, match="00-threads: not yet"):
-        execute(tmp_path / "notebooks" / "00_setup.ipynb", tmp_path / "out", cell_timeout_s=300)
+        execute(
+            tmp_path / "notebooks" / "00_setup.ipynb", tmp_path / "out", cell_timeout_s=HANG_GUARD_S
+        )
     executed = nbformat.read(tmp_path / "out" / "00_setup.ipynb", as_version=4)
     ran = [c for c in executed.cells if c.cell_type == "code" and c.get("execution_count")]
     assert any("record_outcome(" in c.source for c in ran), "the lesson itself ran before the check"

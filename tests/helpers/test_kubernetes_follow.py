@@ -11,6 +11,7 @@ import pytest
 from kubecourse import TrainingClient
 from kubecourse.backends.config import KubernetesBackendConfig
 from tests.fakes.cluster import FakeCluster
+from tests.guards import HANG_GUARD_S
 
 from .jobs import job
 
@@ -73,5 +74,5 @@ def test_follow_moves_on_to_the_pod_that_replaces_one(backend, disruption, reque
     first = "first pod fails" if disruption == "fails" else "first pod waits"
     assert texts[0] == first and texts[-1] == "replacement pod runs", texts
     assert seen[0][0] != seen[-1][0], "the last line must come from the replacement pod"
-    assert client.wait(ref, timeout_s=60, progress=False).phase == "Succeeded"
+    assert client.wait(ref, timeout_s=HANG_GUARD_S, progress=False).phase == "Succeeded"
     client.delete(ref)

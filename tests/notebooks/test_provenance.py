@@ -11,6 +11,7 @@ import nbformat
 
 from kubecourse.course import execute, sync
 from kubecourse.provenance import provenance
+from tests.guards import HANG_GUARD_S
 
 
 def test_provenance_names_versions_commit_and_device():
@@ -30,14 +31,14 @@ def test_provenance_does_not_import_torch():
         "import sys, kubecourse.provenance as p; p.provenance(); "
         "assert 'torch' not in sys.modules, 'provenance imported torch'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=HANG_GUARD_S)
 
 
 def test_an_executed_notebook_carries_provenance_and_the_kernel_is_quiet(tmp_path, capfd):
     source = tmp_path / "99_demo.py"
     source.write_text('# %% tags=["parameters"]\nSMOKE = True\n\n# %%\nprint("ran", SMOKE)\n')
     (notebook,) = sync([source])
-    executed = execute(notebook, tmp_path / "out", cell_timeout_s=120)
+    executed = execute(notebook, tmp_path / "out", cell_timeout_s=HANG_GUARD_S)
     record = nbformat.read(executed, as_version=4).metadata["kubecourse"]["provenance"]
     assert record["packages"]["papermill"] == metadata.version("papermill")
     assert record["python"] == ".".join(map(str, sys.version_info[:3]))
