@@ -279,7 +279,9 @@ def test_a_student_notebook_runs_until_its_check_and_fails_there(tmp_path):
     build(tmp_path)
     with pytest.raises(Exception, match="00-threads: not yet"):
         execute(
-            tmp_path / "notebooks" / "00_setup.ipynb", tmp_path / "out", cell_timeout_s=HANG_GUARD_S
+            tmp_path / "notebooks" / "00_setup.ipynb",
+            tmp_path / "out",
+            cell_timeout_s=int(HANG_GUARD_S),
         )
     executed = nbformat.read(tmp_path / "out" / "00_setup.ipynb", as_version=4)
     ran = [c for c in executed.cells if c.cell_type == "code" and c.get("execution_count")]

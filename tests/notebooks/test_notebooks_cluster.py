@@ -15,10 +15,11 @@ import pytest
 
 from kubecourse.course import execute, notebook_dir
 from tests.fakes.cluster import FakeCluster
+from tests.guards import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "build" / "test-notebooks-kubernetes"
-CELL_TIMEOUT_S = 600  # a hang guard: the smoke training cell takes ~1-2 min on an idle 2-core box
+CELL_TIMEOUT_S = int(HANG_GUARD_S)  # a hang guard: the smoke training cell takes ~1-2 min idle
 # Every notebook that submits a job.
 CLUSTER_NOTEBOOKS = [
     "02_job_on_kubernetes",

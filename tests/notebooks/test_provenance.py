@@ -38,7 +38,7 @@ def test_an_executed_notebook_carries_provenance_and_the_kernel_is_quiet(tmp_pat
     source = tmp_path / "99_demo.py"
     source.write_text('# %% tags=["parameters"]\nSMOKE = True\n\n# %%\nprint("ran", SMOKE)\n')
     (notebook,) = sync([source])
-    executed = execute(notebook, tmp_path / "out", cell_timeout_s=HANG_GUARD_S)
+    executed = execute(notebook, tmp_path / "out", cell_timeout_s=int(HANG_GUARD_S))
     record = nbformat.read(executed, as_version=4).metadata["kubecourse"]["provenance"]
     assert record["packages"]["papermill"] == metadata.version("papermill")
     assert record["python"] == ".".join(map(str, sys.version_info[:3]))
