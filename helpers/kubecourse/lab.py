@@ -7,8 +7,6 @@ tails the first for the live plot and reads the second for the asserts.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import contract
+from .backends.local import runtime
 from .manifests import repo_root
 
 
@@ -175,7 +174,7 @@ def run_lab(
                 last_plot = time.monotonic()
         returncode = process.wait(timeout=max(1.0, timeout_s - (time.monotonic() - start)))
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        os.killpg(process.pid, signal.SIGKILL)
+        runtime.kill_tree(process.pid)  # torchrun's ranks too: each is in a session of its own
         process.wait()
         raise
     if handle is not None:

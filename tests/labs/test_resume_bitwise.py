@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from kubecourse.backends.local import runtime
 from labs.common import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,24 +90,43 @@ def start(case: Case, out: Path) -> subprocess.Popen:
 
 
 def signal_at(proc: subprocess.Popen, step: int, sig: signal.Signals) -> list[str]:
-    """Send `sig` to the whole process group once `step <step>/` is printed; the whole output."""
-    lines, deadline = [], time.monotonic() + HANG_GUARD_S
+    """Once `step <step>/` is printed, SIGTERM the process group (torchrun forwards it to its
+    ranks) or SIGKILL the whole tree, as a killed container's cgroup goes (torchrun's ranks each
+    run in a session of their own); the whole output. After a SIGKILL no rank may be left."""
+    lines, deadline, tree = [], time.monotonic() + HANG_GUARD_S, []
     try:
         for line in proc.stdout:
             lines.append(line.rstrip("\n"))
             if line.startswith(f"step {step}/"):
-                os.killpg(proc.pid, sig)
                 if sig == signal.SIGKILL:
+                    tree = runtime.process_tree(proc.pid)
+                    runtime.kill_tree(proc.pid, tree)
                     break
+                os.killpg(proc.pid, sig)
             assert time.monotonic() < deadline, "hang guard: no progress"
         proc.wait(timeout=HANG_GUARD_S)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
+            runtime.kill_tree(proc.pid)
+            proc.wait(timeout=HANG_GUARD_S)
         proc.stdout.close()
     assert any(x.startswith(f"step {step}/") for x in lines), "\n".join(lines[-30:])
+    assert not alive(tree, until=time.monotonic() + HANG_GUARD_S), "a rank outlived the SIGKILL"
     return lines
+
+
+def alive(pids: list[int], until: float) -> list[int]:
+    """The PIDs still running (not zombies) once they have all ended or `until` has passed."""
+
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    while [p for p in pids if running(p)] and time.monotonic() < until:
+        time.sleep(0.05)
+    return [p for p in pids if running(p)]
 
 
 def run_to_end(case: Case, out: Path) -> list[str]:
