@@ -54,7 +54,6 @@ SLOW_TEST_SECONDS = {
     "test_sigterm_loses_no_step_and_kills_resume_bitwise": {
         "finetune-qlora": 80, "lm-fsdp2-2-ranks": 58, "finetune-lora": 41, "lm-1-process": 20,
     },
-    "test_checkov_finds_nothing_outside_the_baseline": 109,  # installs .venv-scan on a fresh clone
     "test_smoke_run_learns_and_rerun_is_a_noop": 40,
     "test_two_node_runs_succeed_twice_in_a_row": 33,
     "test_fsdp_checkpoint_from_2_ranks_resumes_exactly_in_1_process": 26,

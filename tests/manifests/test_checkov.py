@@ -1,8 +1,8 @@
 """`make scan`: every Checkov finding over manifests/ is explained by scan/checkov-baseline.yaml.
 
-The real scan needs Checkov in .venv-scan (pinned in scan/requirements.txt). When it is absent
-this test creates it (`make scan-setup`); only when that install cannot run (no package index)
-is the scan skipped, with the reason printed. The comparison itself is tested without Checkov.
+The real scan needs Checkov in .venv-scan (pinned in scan/requirements.txt; `make setup` builds it
+beside .venv). When it is absent this test creates it (`make scan-setup`); only when that install
+cannot run (no package index) is the scan skipped, with the reason printed. The comparison itself is tested without Checkov.
 """
 
 from __future__ import annotations
