@@ -40,19 +40,12 @@ time.sleep({ORPHAN_SLEEP_S})
 """
 
 
-def running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def gone(pid: int) -> bool:
     """True once `pid` has ended (waits up to the hang guard: an end is never instant)."""
     deadline = time.monotonic() + HANG_GUARD_S
-    while running(pid) and time.monotonic() < deadline:
+    while runtime.is_running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not running(pid)
+    return not runtime.is_running(pid)
 
 
 @pytest.fixture

@@ -117,16 +117,9 @@ def signal_at(proc: subprocess.Popen, step: int, sig: signal.Signals) -> list[st
 
 def alive(pids: list[int], until: float) -> list[int]:
     """The PIDs still running (not zombies) once they have all ended or `until` has passed."""
-
-    def running(pid: int) -> bool:
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (OSError, IndexError):
-            return False
-
-    while [p for p in pids if running(p)] and time.monotonic() < until:
+    while [p for p in pids if runtime.is_running(p)] and time.monotonic() < until:
         time.sleep(0.05)
-    return [p for p in pids if running(p)]
+    return [p for p in pids if runtime.is_running(p)]
 
 
 def run_to_end(case: Case, out: Path) -> list[str]:

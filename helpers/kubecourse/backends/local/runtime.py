@@ -59,6 +59,14 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+def is_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (an ended process its parent has not reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _send(pid: int, sig: int, group: bool = False) -> None:
     try:
         (os.killpg if group else os.kill)(pid, sig)
