@@ -39,51 +39,25 @@ def pytest_configure(config):
         kernel_name()
 
 
-# Seconds the slow tests took in one full `-n 2` run from a fresh clone (2-core box, loaded;
-# `pytest --durations=60`): only a scheduling hint for pytest-xdist, never a limit. Keys are the
-# test function, or the function and its parameter id; every test not named here counts as 0.
-SLOW_TEST_SECONDS = {
-    "test_notebook_executes_and_its_asserts_pass": {
-        "01": 95, "05": 52, "04": 50, "11": 45, "07": 38, "03": 38, "09": 32, "02": 31, "06": 27,
-        "10": 27, "08": 11, "00": 8,
-    },
-    "test_notebook_asserts_hold_on_the_fake_cluster": {
-        "04": 76, "11": 62, "06": 53, "09": 50, "02": 43, "10": 33,
-    },
-    "test_notebook_renders_in_jupyterlab": {"04": 87, "02": 76, "10": 66},
-    "test_sigterm_loses_no_step_and_kills_resume_bitwise": {
-        "finetune-qlora": 80, "lm-fsdp2-2-ranks": 58, "finetune-lora": 41, "lm-1-process": 20,
-    },
-    "test_smoke_run_learns_and_rerun_is_a_noop": 40,
-    "test_two_node_runs_succeed_twice_in_a_row": 33,
-    "test_fsdp_checkpoint_from_2_ranks_resumes_exactly_in_1_process": 26,
-    "test_killed_mid_checkpoint_write_and_at_random_steps_resumes_bitwise_equal": 23,
-    "test_a_node_that_fails_fails_the_job_and_stops_every_process": 18,
-    "test_injected_crash_kills_the_last_rank_once_and_the_rerun_resumes": 17,
-    "test_resume_is_exact_and_skips_damaged_checkpoints": 16,
-    "test_torchrun_two_processes_on_cpu": 13,
-    "test_chinese_notebook_renders_without_missing_glyphs": 12,
-    "test_chinese_notebook_executes": 12,
-    "test_hung_rank_is_ended_by_the_watchdog": 11,
+# Seconds each notebook's execution took in one full serial run on the 2-core box (loaded): only a
+# scheduling hint for pytest-xdist, never a limit. A notebook missing here counts as 60 s.
+NOTEBOOK_SECONDS = {
+    "09": 150, "01": 118, "05": 109, "11": 100, "06": 83, "04": 69,
+    "10": 56, "07": 51, "03": 25, "02": 24, "00": 13, "08": 13,
 }  # fmt: skip
 
 
-def expected_seconds(item) -> float:
-    """The hint for one collected test (0 when it is not a known slow one)."""
-    known = SLOW_TEST_SECONDS.get(getattr(item, "originalname", item.name), 0)
-    if not isinstance(known, dict):
-        return float(known)
-    callspec = getattr(item, "callspec", None)
-    param = callspec.id if callspec else ""
-    # Notebook ids start with the lesson number ("01_cifar10_single_gpu"); others are exact.
-    return float(known.get(param, known.get(param[:2], 0)))
-
-
 def _xdist_order(items: list) -> list:
-    """Longest first: the slow tests (notebooks, browser runs, bitwise resumes: most of the
-    suite's time) lead, slowest first, so no worker is left with a long one at the end while the
-    others are idle; the short tests fill in behind them, in file order."""
-    return sorted(items, key=expected_seconds, reverse=True)  # stable: the rest keep their order
+    """Longest first: the notebook executions (three quarters of the suite) lead, slowest first.
+    xdist hands the first quarter of the items out round robin, so the two workers start with
+    alternating notebooks (about equal totals) and the short tests fill in behind them."""
+
+    def cost(item) -> float:
+        if item.originalname != "test_notebook_executes_and_its_asserts_pass":
+            return 0.0
+        return NOTEBOOK_SECONDS.get(item.callspec.id[:2], 60)
+
+    return sorted(items, key=cost, reverse=True)  # stable: the rest keep their order
 
 
 def pytest_collection_modifyitems(config, items):
